@@ -80,8 +80,9 @@ class ProtocolError(RtcsError):
 
     code: ErrorCode = ErrorCode.INTERNAL
 
-    def __init__(self, message: str = "") -> None:
+    def __init__(self, message: str = "", *, request_id: str | int | None = None) -> None:
         self.message = message or self.code.value.replace("_", " ")
+        self.request_id = request_id  # the client frame's "id", echoed in the error frame
         super().__init__(self.message)
 
 
