@@ -1,0 +1,49 @@
+"""The rtcs actor runtime: an asyncio-driven Thespian base, the asyncio bridge, supervision.
+
+See docs/runtime.md. Everything here runs on the event-loop thread that
+drives the actor system; only ``tell_threadsafe`` may be called from others.
+"""
+
+from rtcs.runtime.base import AsyncioSystemBase, RtcsActorSystem, is_top_level, parent_address
+from rtcs.runtime.directory import Directory
+from rtcs.runtime.messages import ChildFailed, Escalated
+from rtcs.runtime.supervision import (
+    ChildSpec,
+    Restart,
+    Strategy,
+    Supervise,
+    Supervisor,
+    SupervisorEvent,
+    SupervisorPolicy,
+)
+from rtcs.runtime.system import (
+    ask,
+    asyncio_base,
+    run_async,
+    start_system,
+    stop_system,
+    tell_threadsafe,
+)
+
+__all__ = [
+    "AsyncioSystemBase",
+    "ChildFailed",
+    "ChildSpec",
+    "Directory",
+    "Escalated",
+    "Restart",
+    "RtcsActorSystem",
+    "Strategy",
+    "Supervise",
+    "Supervisor",
+    "SupervisorEvent",
+    "SupervisorPolicy",
+    "ask",
+    "asyncio_base",
+    "is_top_level",
+    "parent_address",
+    "run_async",
+    "start_system",
+    "stop_system",
+    "tell_threadsafe",
+]

@@ -1,0 +1,545 @@
+"""Connection actors: one ``WebSocketActor`` per socket, under the
+``ConnectionSupervisor`` (one-for-one; connection actors are temporary).
+
+The connection actor is a thin shell over pure cores: it decodes frames
+(``protocol.codec``), applies the rate limiter (``protocol.ratelimit``) and the
+permissions (``auth.permissions``), drives the connection state machine
+(``protocol.states``), and forwards typed requests to the route handlers.
+Replies to the client are written to the connection's bounded outbox
+(``gateway.handle.ConnectionHandle``) as already-encoded bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from thespian.actors import ActorExitRequest, ActorTypeDispatcher, PoisonMessage, WakeupMessage
+
+from actors.context import (
+    ROUTE_BROADCAST,
+    ROUTE_DIRECT,
+    ROUTE_ROOM,
+    ROUTE_TOPIC,
+    NodeContext,
+)
+from actors.messages import (
+    ClientText,
+    OpenConnection,
+    RouteDirect,
+    RouteJoin,
+    RouteLeave,
+    RoutePresence,
+    RoutePublish,
+    RouteRoomBroadcast,
+    RouteSubscribe,
+    RouteUnsubscribe,
+    RouteWideBroadcast,
+    SessionPresence,
+    Shutdown,
+    SocketClosed,
+    StartConnection,
+    Tick,
+    UnindexSession,
+)
+from rtcs.auth.tokens import Identity
+from rtcs.errors import AuthError, CloseCode, ErrorCode, ProtocolError
+from rtcs.protocol import codec
+from rtcs.protocol.frames import (
+    Auth,
+    Broadcast,
+    Join,
+    Leave,
+    Ping,
+    PresenceQuery,
+    Publish,
+    Send,
+    Subscribe,
+    Unsubscribe,
+)
+from rtcs.protocol.ratelimit import RateLimiter, Verdict
+from rtcs.protocol.states import ConnectionStateMachine, Event, State
+from rtcs.runtime.supervision import ChildSpec, Restart, Supervisor
+from rtcs.runtime.system import run_async
+from rtcs.sessions import Session
+
+# How often detached sessions are checked for expiry, at most.
+REAP_INTERVAL = 1.0
+
+
+async def _ignore(awaitable: Any) -> None:
+    await awaitable
+
+
+def release_session(ctx: NodeContext, connection_id: str) -> Session | None:
+    """Detach the session of a gone connection; it stays resumable for its TTL.
+
+    Safe to call twice. Returns the detached session, if there was one.
+    """
+    session = ctx.sessions.by_connection(connection_id)
+    if session is None:
+        return None
+    ctx.sessions.detach(session, ctx.clock())
+    ctx.metrics.sessions_attached.dec()
+    ctx.metrics.sessions_detached.inc()
+    return session
+
+
+class ConnectionSupervisor(Supervisor):
+    """Starts one temporary ``WebSocketActor`` per accepted socket.
+
+    Enforces the per-node connection limit (4031), closes a crashed
+    connection's socket with 1011 (its session stays resumable), and expires
+    detached sessions whose TTL ran out.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._handles: dict[str, Any] = {}
+        self._reaping = False
+
+    @property
+    def ctx(self) -> NodeContext:
+        return self.context  # type: ignore[no-any-return]
+
+    def on_started(self) -> None:
+        if not self._reaping:
+            self._reaping = True
+            self.wakeupAfter(min(REAP_INTERVAL, self.ctx.settings.session.ttl), Tick("reap"))
+
+    def receiveMsg_OpenConnection(self, msg: OpenConnection, sender: Any) -> None:
+        ctx = self.ctx
+        handle = msg.handle
+        if ctx.shutting_down:
+            handle.opened.set_result(int(CloseCode.GOING_AWAY))
+            return
+        if len(self._handles) >= ctx.settings.limits.max_connections_per_node:
+            handle.opened.set_result(int(CloseCode.CONNECTION_LIMIT))
+            return
+        name = handle.connection_id
+        self._handles[name] = handle
+        address = self.start_child(
+            ChildSpec(name, WebSocketActor, Restart.TEMPORARY, init=StartConnection(ctx, msg))
+        )
+        handle.actor = address
+        if not handle.opened.done():
+            handle.opened.set_result(None)
+
+    def on_child_exited(self, name: str) -> None:
+        self._handles.pop(name, None)
+
+    def on_child_crashed(self, name: str, reason: str) -> None:
+        handle = self._handles.pop(name, None)
+        if handle is None:
+            return
+        ctx = self.ctx
+        ctx.log.error("connection actor crashed", connection_id=name, reason=reason)
+        session = release_session(ctx, name)
+        if session is not None:
+            _announce_presence(ctx, self, session, online=False)
+        handle.close(CloseCode.INTERNAL_ERROR, "internal error")
+
+    def receiveMsg_Shutdown(self, msg: Shutdown, sender: Any) -> None:
+        self.ctx.shutting_down = True
+        for handle in list(self._handles.values()):
+            handle.close(msg.code, msg.reason)
+
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:
+        if not isinstance(msg.payload, Tick) or msg.payload.kind != "reap":
+            return
+        ctx = self.ctx
+        ttl = ctx.settings.session.ttl
+        for session in ctx.sessions.expired(ctx.clock(), ttl):
+            ctx.sessions.remove(session)
+            ctx.metrics.sessions_detached.dec()
+            ctx.metrics.resumes.labels(result="expired").inc()
+            for name in (ROUTE_TOPIC, ROUTE_ROOM):
+                address = ctx.directory.lookup(name)
+                if address is not None:
+                    self.send(address, UnindexSession(session))
+            run_async(self, _ignore(ctx.backends.sessions.delete(session.id)), _drop)
+        self.wakeupAfter(min(REAP_INTERVAL, ttl), Tick("reap"))
+
+
+def _drop(result: object) -> None:
+    """A fire-and-forget backend call finished: nothing to continue."""
+    return None
+
+
+def _announce_presence(ctx: NodeContext, actor: Any, session: Session, *, online: bool) -> None:
+    """Tell the room handler that a session went online/offline (room presence)."""
+    if not session.rooms:
+        return
+    address = ctx.directory.lookup(ROUTE_ROOM)
+    if address is not None:
+        actor.send(address, SessionPresence(session, online))
+
+
+class WebSocketActor(ActorTypeDispatcher):
+    """One connection: its state machine, rate limiter, session and timers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ctx: NodeContext | None = None
+        self.handle: Any = None
+        self.session: Session | None = None
+        self.identity: Identity | None = None
+        self.machine = ConnectionStateMachine()
+        self.limiter: RateLimiter | None = None
+        self._exp_generation = 0
+        self._last_activity = 0.0
+        self._dispatch = {
+            Subscribe: self._on_subscribe,
+            Unsubscribe: self._on_unsubscribe,
+            Publish: self._on_publish,
+            Send: self._on_send,
+            Join: self._on_join,
+            Leave: self._on_leave,
+            Broadcast: self._on_broadcast,
+            PresenceQuery: self._on_presence,
+            Ping: self._on_ping,
+            Auth: self._on_auth,
+        }
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def receiveMsg_StartConnection(self, msg: StartConnection, sender: Any) -> None:
+        ctx = self.ctx = msg.context
+        opened: OpenConnection = msg.open
+        self.handle = opened.handle
+        limits = ctx.settings.limits
+        now = ctx.clock()
+        self._last_activity = now
+        self.limiter = RateLimiter(
+            limits.rate, limits.burst, limits.rate_limit_close_after, limits.rate_limit_window, now
+        )
+        self.machine.fire(Event.UPGRADED)
+        if opened.identity is not None:
+            self._establish(opened.identity, opened.auth.session, opened.auth.last_seq, None)
+        else:
+            self.wakeupAfter(ctx.settings.auth.auth_timeout, Tick("auth"))
+
+    def receiveMsg_SocketClosed(self, msg: SocketClosed, sender: Any) -> None:
+        self._release()
+        self.send(self.myAddress, ActorExitRequest())
+
+    def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
+        # Stopped by the supervisor (node shutdown or a supervisor restart).
+        if self.handle is not None and not self.handle.closing:
+            code = CloseCode.GOING_AWAY if self.ctx and self.ctx.shutting_down else CloseCode.INTERNAL_ERROR
+            self.handle.close(code, "server shutting down" if code == CloseCode.GOING_AWAY else "restart")
+        self._release()
+
+    def _release(self) -> None:
+        ctx = self.ctx
+        if ctx is None or self.handle is None:
+            return
+        if self.machine.state in (State.ACTIVE, State.INACTIVE, State.AUTHENTICATING):
+            self.machine.fire(Event.CLOSE)
+        if self.machine.state is State.DISCONNECTING:
+            self.machine.fire(Event.CLOSED)
+        session = self.session
+        if session is None or session.connection_id != self.handle.connection_id:
+            return
+        release_session(ctx, self.handle.connection_id)
+        _announce_presence(ctx, self, session, online=False)
+        presence = ctx.backends.presence
+        run_async(self, _ignore(presence.remove_connection(session.user, self.handle.connection_id)), _drop)
+
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:
+        tick = msg.payload
+        if not isinstance(tick, Tick) or self.ctx is None:
+            return
+        if tick.kind == "auth":
+            if self.machine.state is State.AUTHENTICATING:
+                self._fail_auth("authentication timeout")
+        elif tick.kind == "exp":
+            if tick.generation == self._exp_generation and self.session is not None:
+                self.handle.close(CloseCode.AUTH_FAILED, "token expired")
+        elif tick.kind == "idle":
+            idle_after = self.ctx.settings.heartbeat.idle_after
+            quiet = self.ctx.clock() - self._last_activity
+            if quiet >= idle_after and self.machine.state is State.ACTIVE:
+                self.machine.fire(Event.IDLE)
+            if self.machine.state in (State.ACTIVE, State.INACTIVE):
+                self.wakeupAfter(max(idle_after - quiet, 0.05) if quiet < idle_after else idle_after, Tick("idle"))
+
+    def receiveMsg_PoisonMessage(self, msg: PoisonMessage, sender: Any) -> None:
+        # A route handler failed on one of our requests: the client gets an
+        # ``internal`` error for that request and the connection stays open.
+        request_id = getattr(msg.poisonMessage, "request_id", None)
+        self._error(request_id, ErrorCode.INTERNAL, "internal error")
+
+    # -- frames ----------------------------------------------------------------
+
+    def receiveMsg_ClientText(self, msg: ClientText, sender: Any) -> None:
+        ctx = self.ctx
+        if ctx is None or self.handle.closing:
+            return
+        state = self.machine.state
+        if state is State.DISCONNECTING or state is State.DISCONNECTED:
+            return
+        metrics = ctx.metrics
+        try:
+            command = codec.decode(msg.text, max_depth=ctx.settings.limits.max_json_depth)
+        except ProtocolError as exc:
+            metrics.frame_in("invalid")
+            self._error(exc.request_id, exc.code, exc.message)
+            return
+        kind = type(command)
+        metrics.frame_in(_FRAME_TYPES.get(kind, "invalid"))
+        now = ctx.clock()
+        verdict = self.limiter.check(now)  # type: ignore[union-attr]
+        if verdict is not Verdict.ALLOW:
+            metrics.rate_limited.inc()
+            if verdict is Verdict.CLOSE:
+                self.handle.close(CloseCode.RATE_LIMITED, "rate limit exceeded")
+            else:
+                self._error(command.id, ErrorCode.RATE_LIMITED, "rate limit exceeded")
+            return
+        self._last_activity = now
+        if state is State.INACTIVE:
+            self.machine.fire(Event.ACTIVITY)
+        elif state is State.AUTHENTICATING and kind is not Auth:
+            self._fail_auth("authentication required")
+            return
+        try:
+            self._dispatch[kind](command)
+        except ProtocolError as exc:
+            self._error(command.id, exc.code, exc.message)
+
+    def _on_auth(self, cmd: Auth) -> None:
+        ctx = self.ctx
+        assert ctx is not None
+        try:
+            identity = ctx.verifier.verify(cmd.token, now=ctx.wall())
+        except AuthError as exc:
+            if self.machine.state is State.AUTHENTICATING:
+                self._fail_auth(exc.reason)
+            else:
+                # A refresh with a bad token: the current token stays in force
+                # until it expires.
+                self._error(cmd.id, ErrorCode.FORBIDDEN, f"token refresh refused: {exc.reason}")
+            return
+        if self.machine.state is State.AUTHENTICATING:
+            self._establish(identity, cmd.session, cmd.last_seq, cmd.id)
+            return
+        session = self.session
+        assert session is not None
+        if identity.user != session.user:
+            self._error(cmd.id, ErrorCode.FORBIDDEN, "token refresh must keep the same subject")
+            return
+        self.identity = identity
+        session.roles = identity.roles
+        self.machine.fire(Event.AUTH_OK)
+        self._arm_expiry(identity)
+        self._push(
+            codec.encode_welcome(
+                connection_id=self.handle.connection_id,
+                session_id=session.id,
+                user=session.user,
+                roles=list(session.roles),
+                heartbeat=int(ctx.settings.heartbeat.interval),
+                resumed=True,
+                replayed=0,
+                server=ctx.node_id,
+                id=cmd.id,
+            ),
+            "welcome",
+        )
+
+    def _on_subscribe(self, cmd: Subscribe) -> None:
+        ctx, session = self._active()
+        if not ctx.policy.can_subscribe(session.roles, cmd.topic):
+            raise _forbidden("subscribe", cmd.topic)
+        if cmd.topic in session.subscriptions:
+            self._push(codec.encode_frame("subscribed", cmd.id, topic=cmd.topic), "subscribed")
+            return
+        if len(session.subscriptions) >= ctx.settings.limits.max_subscriptions:
+            self._error(cmd.id, ErrorCode.LIMIT, "too many subscriptions")
+            return
+        self._route(ROUTE_TOPIC, RouteSubscribe(session, cmd.topic, cmd.id))
+
+    def _on_unsubscribe(self, cmd: Unsubscribe) -> None:
+        _, session = self._active()
+        if cmd.topic not in session.subscriptions:
+            self._push(codec.encode_frame("unsubscribed", cmd.id, topic=cmd.topic), "unsubscribed")
+            return
+        self._route(ROUTE_TOPIC, RouteUnsubscribe(session, cmd.topic, cmd.id))
+
+    def _on_publish(self, cmd: Publish) -> None:
+        ctx, session = self._active()
+        if not ctx.policy.can_publish(session.roles, cmd.topic):
+            raise _forbidden("publish to", cmd.topic)
+        self._route(ROUTE_TOPIC, RoutePublish(session, cmd.topic, cmd.data, cmd.id))
+
+    def _on_send(self, cmd: Send) -> None:
+        ctx, session = self._active()
+        if not ctx.policy.can_direct(session.roles):
+            raise _forbidden("send direct messages", None)
+        self._route(ROUTE_DIRECT, RouteDirect(session, cmd.to_user, cmd.to_connection, cmd.data, cmd.id))
+
+    def _on_join(self, cmd: Join) -> None:
+        ctx, session = self._active()
+        if not ctx.policy.can_join(session.roles):
+            raise _forbidden("join rooms", None)
+        if cmd.room not in session.rooms and len(session.rooms) >= ctx.settings.limits.max_rooms:
+            self._error(cmd.id, ErrorCode.LIMIT, "too many rooms")
+            return
+        self._route(ROUTE_ROOM, RouteJoin(session, cmd.room, cmd.id))
+
+    def _on_leave(self, cmd: Leave) -> None:
+        _, session = self._active()
+        self._route(ROUTE_ROOM, RouteLeave(session, cmd.room, cmd.id))
+
+    def _on_broadcast(self, cmd: Broadcast) -> None:
+        ctx, session = self._active()
+        if cmd.room is not None:
+            if not ctx.policy.can_broadcast(session.roles, "room"):
+                raise _forbidden("broadcast to rooms", None)
+            self._route(ROUTE_ROOM, RouteRoomBroadcast(session, cmd.room, cmd.data, cmd.id))
+            return
+        scope = "global" if cmd.filter is None else "filter"
+        if not ctx.policy.can_broadcast(session.roles, scope):
+            raise _forbidden(f"send {scope} broadcasts", None)
+        self._route(ROUTE_BROADCAST, RouteWideBroadcast(session, cmd.filter, cmd.data, cmd.id))
+
+    def _on_presence(self, cmd: PresenceQuery) -> None:
+        ctx, session = self._active()
+        if not ctx.policy.can_presence(session.roles):
+            raise _forbidden("query presence", None)
+        self._route(ROUTE_ROOM, RoutePresence(session, cmd.room, cmd.user, cmd.id))
+
+    def _on_ping(self, cmd: Ping) -> None:
+        self._push(codec.encode_frame("pong", cmd.id), "pong")
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _active(self) -> tuple[NodeContext, Session]:
+        assert self.ctx is not None and self.session is not None
+        return self.ctx, self.session
+
+    def _route(self, name: str, request: Any) -> None:
+        address = self.ctx.directory.lookup(name)  # type: ignore[union-attr]
+        if address is None:
+            # The routing subsystem is restarting: tell the client to retry.
+            self._error(request.request_id, ErrorCode.UNAVAILABLE, "routing is restarting, retry")
+            return
+        self.send(address, request)
+
+    def _push(self, frame: bytes, kind: str) -> None:
+        if self.handle.push(frame):
+            self.ctx.metrics.frame_out(kind)  # type: ignore[union-attr]
+
+    def _error(self, request_id: Any, code: ErrorCode, message: str) -> None:
+        self.ctx.metrics.error(code)  # type: ignore[union-attr]
+        self._push(codec.encode_error(request_id, code, message), "error")
+
+    def _fail_auth(self, reason: str) -> None:
+        if self.machine.can(Event.AUTH_FAILED):
+            self.machine.fire(Event.AUTH_FAILED)
+        self.handle.close(CloseCode.AUTH_FAILED, reason[:120])
+
+    def _arm_expiry(self, identity: Identity) -> None:
+        ctx = self.ctx
+        assert ctx is not None
+        self._exp_generation += 1
+        delay = max(identity.expires_at - ctx.wall(), 0.0)
+        self.wakeupAfter(delay, Tick("exp", self._exp_generation))
+
+    def _establish(
+        self, identity: Identity, session_id: str | None, last_seq: int | None, request_id: Any
+    ) -> None:
+        """Authenticated: resume or create the session, welcome, replay."""
+        ctx = self.ctx
+        assert ctx is not None
+        handle = self.handle
+        limits = ctx.settings.limits
+        if len(ctx.sessions.attached_of(identity.user)) >= limits.max_connections_per_user:
+            self.machine.fire(Event.AUTH_FAILED)
+            handle.close(CloseCode.CONNECTION_LIMIT, "too many connections for this user")
+            return
+        session, replay = self._resume(identity, session_id, last_seq)
+        resumed = session is not None
+        if session is None:
+            session = ctx.sessions.create(identity.user, identity.roles)
+        else:
+            ctx.metrics.sessions_detached.dec()
+        session.roles = identity.roles
+        ctx.sessions.attach(session, handle)
+        ctx.metrics.sessions_attached.inc()
+        handle.user = identity.user
+        self.session = session
+        self.identity = identity
+        self.machine.fire(Event.AUTH_OK)
+        self._arm_expiry(identity)
+        self.wakeupAfter(ctx.settings.heartbeat.idle_after, Tick("idle"))
+        welcome = codec.encode_welcome(
+            connection_id=handle.connection_id,
+            session_id=session.id,
+            user=session.user,
+            roles=list(session.roles),
+            heartbeat=int(ctx.settings.heartbeat.interval),
+            resumed=resumed,
+            replayed=len(replay) if resumed else None,
+            server=ctx.node_id,
+            id=request_id,
+        )
+        self._push(welcome, "welcome")
+        for seq, tail in replay:
+            handle.push(codec.with_seq(seq, tail))
+        if replay:
+            ctx.metrics.frame_out("message", len(replay))
+        if session_id is not None:
+            ctx.metrics.resumes.labels(result="resumed" if resumed else "expired").inc()
+        if resumed:
+            _announce_presence(ctx, self, session, online=True)
+        run_async(
+            self,
+            _ignore(ctx.backends.presence.add_connection(session.user, handle.connection_id, ctx.node_id)),
+            _drop,
+        )
+
+    def _resume(
+        self, identity: Identity, session_id: str | None, last_seq: int | None
+    ) -> tuple[Session | None, list[tuple[int, bytes]]]:
+        """The session to resume and the messages to replay, or (None, [])."""
+        if session_id is None or last_seq is None:
+            return None, []
+        ctx = self.ctx
+        assert ctx is not None
+        session = ctx.sessions.get(session_id)
+        if session is None or session.user != identity.user:
+            return None, []
+        replay = session.replay_after(last_seq)
+        if replay is None:
+            return None, []
+        if session.sink is not None:
+            # The client reconnected before its old socket was noticed gone:
+            # the new connection takes the session over.
+            old = session.sink
+            ctx.sessions.detach(session, ctx.clock())
+            ctx.metrics.sessions_attached.dec()
+            ctx.metrics.sessions_detached.inc()
+            old.close(CloseCode.NORMAL, "session resumed by another connection")
+        return session, replay
+
+
+def _forbidden(action: str, topic: str | None) -> ProtocolError:
+    from rtcs.errors import Forbidden
+
+    return Forbidden(f"not allowed to {action} {topic}" if topic else f"not allowed to {action}")
+
+
+_FRAME_TYPES: dict[type, str] = {
+    Auth: "auth",
+    Subscribe: "subscribe",
+    Unsubscribe: "unsubscribe",
+    Publish: "publish",
+    Send: "send",
+    Join: "join",
+    Leave: "leave",
+    Broadcast: "broadcast",
+    PresenceQuery: "presence",
+    Ping: "ping",
+}
+

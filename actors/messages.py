@@ -1,0 +1,225 @@
+"""Messages exchanged by rtcs actors, and between the gateway and actors.
+
+Every message is a frozen, slotted dataclass; Thespian's
+``ActorTypeDispatcher`` dispatches on the class name (``receiveMsg_<Name>``),
+so names are unique across rtcs. Messages are passed by reference inside one
+process (the asyncio-driven base never pickles), which is why some carry live
+objects such as a ``Session`` or the gateway's connection handle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from rtcs.protocol.frames import BroadcastFilter, RequestId
+
+if TYPE_CHECKING:
+    from actors.context import NodeContext
+    from rtcs.auth.extract import HandshakeAuth
+    from rtcs.auth.tokens import Identity
+    from rtcs.backends.base import Envelope
+    from rtcs.gateway.handle import ConnectionHandle
+    from rtcs.sessions import Session
+
+
+# -- set-up ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Configure:
+    """First message of every non-supervisor actor: its dependencies."""
+
+    context: NodeContext
+
+
+# -- gateway -> connection supervisor / connection actor --------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OpenConnection:
+    """A socket was upgraded; start its connection actor.
+
+    ``identity`` is set when the handshake carried a valid token; otherwise
+    the connection actor waits for a first-frame ``auth``.
+    """
+
+    handle: ConnectionHandle
+    auth: HandshakeAuth
+    identity: Identity | None
+
+
+@dataclass(frozen=True, slots=True)
+class StartConnection:
+    """First message of a connection actor: its context and its socket."""
+
+    context: NodeContext
+    open: OpenConnection
+
+
+@dataclass(frozen=True, slots=True)
+class ClientText:
+    """One text frame from the client, undecoded."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class SocketClosed:
+    """The socket is gone (client close, network loss or server close)."""
+
+    code: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    """Node shutdown: close every client with ``code`` (1001)."""
+
+    code: int
+    reason: str
+
+
+# -- connection actor -> route handlers -------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSubscribe:
+    session: Session
+    pattern: str
+    request_id: RequestId
+
+
+@dataclass(frozen=True, slots=True)
+class RouteUnsubscribe:
+    session: Session
+    pattern: str
+    request_id: RequestId
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePublish:
+    session: Session
+    topic: str
+    data: Any
+    request_id: RequestId
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDirect:
+    session: Session
+    to_user: str | None
+    to_connection: str | None
+    data: Any
+    request_id: RequestId
+
+
+@dataclass(frozen=True, slots=True)
+class RouteJoin:
+    session: Session
+    room: str
+    request_id: RequestId
+
+
+@dataclass(frozen=True, slots=True)
+class RouteLeave:
+    session: Session
+    room: str
+    request_id: RequestId
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRoomBroadcast:
+    session: Session
+    room: str
+    data: Any
+    request_id: RequestId
+
+
+@dataclass(frozen=True, slots=True)
+class RouteWideBroadcast:
+    """A global (``filter`` None) or filtered broadcast."""
+
+    session: Session
+    filter: BroadcastFilter | None
+    data: Any
+    request_id: RequestId
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePresence:
+    session: Session
+    room: str | None
+    user: str | None
+    request_id: RequestId
+
+
+@dataclass(frozen=True, slots=True)
+class IndexSession:
+    """Index a (resumed or restored) session's subscriptions and rooms."""
+
+    session: Session
+
+
+@dataclass(frozen=True, slots=True)
+class UnindexSession:
+    """Remove an expired session from every routing index."""
+
+    session: Session
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPresence:
+    """A session attached (``online``) or detached: update room presence."""
+
+    session: Session
+    online: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteEnvelope:
+    """A message from another node, delivered locally by a route handler."""
+
+    envelope: Envelope
+
+
+# -- async completions (results of backend calls, see runtime.run_async) ----
+
+
+@dataclass(frozen=True, slots=True)
+class AsyncDone:
+    """A backend call finished; ``then`` continues the work in an actor turn."""
+
+    tag: str
+    result: Any
+    state: Any = None
+
+
+# -- timers -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Payload of a periodic ``wakeupAfter``; ``generation`` voids stale timers."""
+
+    kind: str
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FanoutContinue:
+    """A route handler resumes a large fan-out on its next turn."""
+
+
+# -- metrics --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StatsSample:
+    """A periodic sample of node counters, for the stats aggregator."""
+
+    at: float
+    connections: int
+    sessions: int
+    detached: int
+    messages_in: float
+    deliveries: float

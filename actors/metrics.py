@@ -1,0 +1,110 @@
+"""Metrics actors: ``MetricsCollector`` (a supervisor, all-for-one by default)
+and its ``StatsAggregator``.
+
+Hot-path counters are plain calls on ``rtcs.metrics.Metrics``; these actors
+only do the periodic work: sampling gauges, measuring event-loop lag from
+how late their own timer fires, and keeping rolling rates that are logged
+as one ``stats`` line a minute.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+from thespian.actors import ActorTypeDispatcher, WakeupMessage
+
+from actors.context import STATS, NodeContext
+from actors.messages import Configure, StatsSample, Tick
+from rtcs.runtime.supervision import Supervisor
+
+# How often gauges are sampled and the loop lag measured.
+SAMPLE_INTERVAL = 1.0
+# How often the aggregator logs its rolling rates.
+REPORT_INTERVAL = 60.0
+
+
+def _counter_total(counter: Any) -> float:
+    """Sum of a prometheus counter over all its label children."""
+    total = 0.0
+    for metric in counter.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total"):
+                total += sample.value
+    return total
+
+
+class MetricsCollector(Supervisor):
+    """Samples node gauges every second and feeds the stats aggregator."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._expected = 0.0
+        self._ticking = False
+
+    def on_started(self) -> None:
+        if not self._ticking:
+            self._ticking = True
+            self._schedule()
+
+    def _schedule(self) -> None:
+        self._expected = time.monotonic() + SAMPLE_INTERVAL
+        self.wakeupAfter(SAMPLE_INTERVAL, Tick("sample"))
+
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:
+        if not isinstance(msg.payload, Tick) or msg.payload.kind != "sample":
+            return
+        ctx: NodeContext = self.context
+        metrics = ctx.metrics
+        metrics.loop_lag_seconds.observe(max(time.monotonic() - self._expected, 0.0))
+        attached = ctx.sessions.attached_count()
+        total = len(ctx.sessions)
+        metrics.sessions_attached.set(attached)
+        metrics.sessions_detached.set(total - attached)
+        aggregator = ctx.directory.lookup(STATS)
+        if aggregator is not None:
+            self.send(
+                aggregator,
+                StatsSample(
+                    at=time.monotonic(),
+                    connections=attached,
+                    sessions=total,
+                    detached=total - attached,
+                    messages_in=_counter_total(metrics.messages_in),
+                    deliveries=_counter_total(metrics.deliveries),
+                ),
+            )
+        self._schedule()
+
+
+class StatsAggregator(ActorTypeDispatcher):
+    """Keeps the last minutes of samples and logs rolling rates."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ctx: NodeContext | None = None
+        self.samples: deque[StatsSample] = deque(maxlen=int(REPORT_INTERVAL / SAMPLE_INTERVAL) * 5)
+        self._last_report = time.monotonic()
+
+    def receiveMsg_Configure(self, msg: Configure, sender: Any) -> None:
+        self.ctx = msg.context
+
+    def receiveMsg_StatsSample(self, msg: StatsSample, sender: Any) -> None:
+        self.samples.append(msg)
+        if msg.at - self._last_report >= REPORT_INTERVAL and self.ctx is not None:
+            self._last_report = msg.at
+            self.ctx.log.info("stats", **self.rates())
+
+    def rates(self) -> dict[str, float]:
+        """Messages in and deliveries per second over the kept window."""
+        if len(self.samples) < 2:
+            return {"messages_in_per_s": 0.0, "deliveries_per_s": 0.0}
+        first, last = self.samples[0], self.samples[-1]
+        span = max(last.at - first.at, 1e-9)
+        return {
+            "connections": float(last.connections),
+            "sessions": float(last.sessions),
+            "messages_in_per_s": round((last.messages_in - first.messages_in) / span, 2),
+            "deliveries_per_s": round((last.deliveries - first.deliveries) / span, 2),
+        }

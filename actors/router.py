@@ -1,0 +1,503 @@
+"""The message router: a supervisor (all-for-one by default) of route handlers.
+
+Each route handler owns one kind of routing and its index:
+
+- ``TopicHandler``: subscribe/unsubscribe/publish over a ``TopicIndex``;
+- ``DirectHandler``: direct messages to a user's connections or one connection;
+- ``RoomHandler``: rooms, room broadcasts and presence;
+- ``BroadcastHandler``: global and filtered broadcasts.
+
+Handlers keep no state that cannot be rebuilt: on every (re)start they rebuild
+their indexes from the node's ``SessionRegistry``, so a router restart never
+loses the subscriptions or rooms of live sessions.
+
+Fan-out encodes a message once (``codec.message_tail``) and hands the same
+bytes to every recipient session, which splices in its own ``seq``; no actor
+message and no JSON encode per recipient. Fan-outs larger than
+``limits.fanout_chunk`` recipients are delivered over several handler turns so
+the event loop keeps answering pings; later publishes queue behind them, which
+keeps per-publisher order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from thespian.actors import ActorTypeDispatcher
+
+from actors.context import NodeContext
+from actors.messages import (
+    AsyncDone,
+    Configure,
+    FanoutContinue,
+    RemoteEnvelope,
+    RouteDirect,
+    RouteJoin,
+    RouteLeave,
+    RoutePresence,
+    RoutePublish,
+    RouteRoomBroadcast,
+    RouteSubscribe,
+    RouteUnsubscribe,
+    RouteWideBroadcast,
+    SessionPresence,
+    UnindexSession,
+)
+from rtcs.backends.base import Envelope
+from rtcs.errors import ErrorCode, ProtocolError, Unavailable
+from rtcs.protocol import codec
+from rtcs.protocol.topics import TopicIndex
+from rtcs.runtime.supervision import Supervisor
+from rtcs.runtime.system import run_async
+from rtcs.sessions import Session
+
+
+class MessageRouter(Supervisor):
+    """Supervises the route handlers; the strategy comes from configuration."""
+
+
+class _Job:
+    """A fan-out in progress: recipients left, the tail, and what to do after."""
+
+    __slots__ = ("done", "pos", "recipients", "tail")
+
+    def __init__(self, recipients: list[Session], tail: bytes, done: Callable[[], None] | None):
+        self.recipients = recipients
+        self.tail = tail
+        self.pos = 0
+        self.done = done
+
+
+class RouteHandler(ActorTypeDispatcher):
+    """Shared plumbing: configuration, replies, async backend calls, fan-out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ctx: NodeContext | None = None
+        self._jobs: deque[_Job] = deque()
+        self._continuing = False
+
+    def receiveMsg_Configure(self, msg: Configure, sender: Any) -> None:
+        self.ctx = msg.context
+        self.rebuild()
+
+    def rebuild(self) -> None:
+        """Rebuild this handler's index from the session registry."""
+
+    # -- replies -------------------------------------------------------------
+
+    def reply(self, session: Session, frame: bytes, kind: str) -> None:
+        sink = session.sink
+        if sink is not None and sink.push(frame):
+            self.ctx.metrics.frame_out(kind)  # type: ignore[union-attr]
+
+    def ack(self, session: Session, request_id: Any) -> None:
+        self.reply(session, codec.encode_frame("ack", request_id), "ack")
+
+    def error(self, session: Session, request_id: Any, exc: ProtocolError | ErrorCode, message: str = "") -> None:
+        code = exc if isinstance(exc, ErrorCode) else exc.code
+        text = message or (exc.message if isinstance(exc, ProtocolError) else code.value)
+        self.ctx.metrics.error(code)  # type: ignore[union-attr]
+        self.reply(session, codec.encode_error(request_id, code, text), "error")
+
+    def now_ms(self) -> int:
+        return int(self.ctx.wall() * 1000)  # type: ignore[union-attr]
+
+    # -- async backend calls --------------------------------------------------------
+
+    def call(self, awaitable: Awaitable[Any], tag: str, state: Any = None) -> None:
+        """Run a backend coroutine; its result comes back as ``AsyncDone``."""
+        run_async(self, awaitable, lambda result: AsyncDone(tag, result, state))
+
+    def receiveMsg_AsyncDone(self, msg: AsyncDone, sender: Any) -> None:
+        getattr(self, "done_" + msg.tag)(msg.result, msg.state)
+
+    # -- fan-out -------------------------------------------------------------------------
+
+    def fanout(self, recipients: Iterable[Session], count: int, tail: bytes, done: Callable[[], None] | None) -> None:
+        """Deliver ``tail`` to every recipient, in chunks when there are many.
+
+        ``recipients`` may be a live index set: it is only iterated now, or
+        copied when the delivery has to continue over later turns.
+        """
+        chunk = self.ctx.settings.limits.fanout_chunk  # type: ignore[union-attr]
+        if not self._jobs and count <= chunk:
+            for session in recipients:
+                session.deliver(tail)
+            if done is not None:
+                done()
+            return
+        self._jobs.append(_Job(list(recipients), tail, done))
+        self._run_jobs()
+
+    def receiveMsg_FanoutContinue(self, msg: FanoutContinue, sender: Any) -> None:
+        self._continuing = False
+        self._run_jobs()
+
+    def _run_jobs(self) -> None:
+        budget = self.ctx.settings.limits.fanout_chunk  # type: ignore[union-attr]
+        jobs = self._jobs
+        while jobs and budget > 0:
+            job = jobs[0]
+            end = min(job.pos + budget, len(job.recipients))
+            tail = job.tail
+            for session in job.recipients[job.pos : end]:
+                session.deliver(tail)
+            budget -= end - job.pos
+            job.pos = end
+            if job.pos >= len(job.recipients):
+                jobs.popleft()
+                if job.done is not None:
+                    job.done()
+        if jobs and not self._continuing:
+            # Yield to the event loop (pings, reads) before the next chunk.
+            self._continuing = True
+            self.send(self.myAddress, FanoutContinue())
+
+    # -- cross-node ----------------------------------------------------------------------
+
+    def publish_remote(self, envelope: Envelope, then: Callable[[BaseException | None], None]) -> None:
+        """Hand a message to the broker for other nodes, then call ``then``.
+
+        Local delivery never goes through the broker; with no other node to
+        reach (``broker.distributed`` is False) ``then`` runs at once.
+        """
+        broker = self.ctx.backends.broker  # type: ignore[union-attr]
+        if not broker.distributed:
+            then(None)
+            return
+        self.call(broker.publish(envelope), "remote", then)
+
+    def done_remote(self, result: Any, then: Callable[[BaseException | None], None]) -> None:
+        if isinstance(result, BaseException):
+            self.ctx.metrics.broker_errors.inc()  # type: ignore[union-attr]
+            then(result)
+        else:
+            then(None)
+
+    def finish(self, session: Session, request_id: Any) -> Callable[[BaseException | None], None]:
+        """The continuation that acks a request once it has been routed."""
+
+        def then(failure: BaseException | None) -> None:
+            if failure is None:
+                self.ack(session, request_id)
+            else:
+                self.error(session, request_id, Unavailable("broker unavailable"))
+
+        return then
+
+
+class TopicHandler(RouteHandler):
+    """Topic subscriptions and publishes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.index: TopicIndex[Session] = TopicIndex()
+
+    def rebuild(self) -> None:
+        self.index = TopicIndex()
+        for session in self.ctx.sessions:  # type: ignore[union-attr]
+            for pattern in session.subscriptions:
+                self.index.add(pattern, session)
+
+    def receiveMsg_RouteSubscribe(self, msg: RouteSubscribe, sender: Any) -> None:
+        self.index.add(msg.pattern, msg.session)
+        msg.session.subscriptions.add(msg.pattern)
+        self.reply(msg.session, codec.encode_frame("subscribed", msg.request_id, topic=msg.pattern), "subscribed")
+
+    def receiveMsg_RouteUnsubscribe(self, msg: RouteUnsubscribe, sender: Any) -> None:
+        self.index.remove(msg.pattern, msg.session)
+        msg.session.subscriptions.discard(msg.pattern)
+        self.reply(
+            msg.session, codec.encode_frame("unsubscribed", msg.request_id, topic=msg.pattern), "unsubscribed"
+        )
+
+    def receiveMsg_RoutePublish(self, msg: RoutePublish, sender: Any) -> None:
+        ctx = self.ctx
+        assert ctx is not None
+        started = time.perf_counter()
+        session = msg.session
+        tail = codec.message_tail(topic=msg.topic, from_user=session.user, data=msg.data, ts=self.now_ms())
+        recipients = self.index.match(msg.topic)
+        count = len(recipients)
+        ctx.metrics.delivered("topic", count)
+        envelope = Envelope(ctx.node_id, "topic", msg.topic, tail)
+        then = self.finish(session, msg.request_id)
+
+        def routed() -> None:
+            ctx.metrics.routed("topic", time.perf_counter() - started)
+            self.publish_remote(envelope, then)
+
+        self.fanout(recipients, count, tail, routed)
+
+    def receiveMsg_RemoteEnvelope(self, msg: RemoteEnvelope, sender: Any) -> None:
+        recipients = self.index.match(msg.envelope.target)
+        self.ctx.metrics.delivered("topic", len(recipients))  # type: ignore[union-attr]
+        self.fanout(recipients, len(recipients), msg.envelope.tail, None)
+
+    def receiveMsg_UnindexSession(self, msg: UnindexSession, sender: Any) -> None:
+        for pattern in list(msg.session.subscriptions):
+            self.index.remove(pattern, msg.session)
+
+
+class DirectHandler(RouteHandler):
+    """Direct messages to every live connection of a user, or to one connection.
+
+    Direct messages are not buffered for detached sessions (PROTOCOL.md).
+    """
+
+    def receiveMsg_RouteDirect(self, msg: RouteDirect, sender: Any) -> None:
+        ctx = self.ctx
+        assert ctx is not None
+        started = time.perf_counter()
+        sender_session = msg.session
+        tail = codec.message_tail(from_user=sender_session.user, data=msg.data, ts=self.now_ms())
+        if msg.to_connection is not None:
+            target = ctx.sessions.by_connection(msg.to_connection)
+            targets = [target] if target is not None else []
+            kind, key = "connection", msg.to_connection
+        else:
+            targets = list(ctx.sessions.attached_of(msg.to_user or ""))
+            kind, key = "user", msg.to_user or ""
+        then = self.finish(sender_session, msg.request_id)
+        if targets:
+            for session in targets:
+                session.deliver(tail)
+            ctx.metrics.delivered("direct", len(targets))
+            ctx.metrics.routed("direct", time.perf_counter() - started)
+            self.publish_remote(Envelope(ctx.node_id, kind, key, tail), then)  # type: ignore[arg-type]
+            return
+        if not ctx.backends.broker.distributed or kind == "connection":
+            self.error(sender_session, msg.request_id, ErrorCode.OFFLINE, f"{kind} is offline")
+            return
+        # Not here: is the user connected to another node?
+        self.call(
+            ctx.backends.presence.user_connections(key),
+            "remote_user",
+            (sender_session, msg.request_id, Envelope(ctx.node_id, "user", key, tail), then),
+        )
+
+    def done_remote_user(self, result: Any, state: Any) -> None:
+        session, request_id, envelope, then = state
+        if isinstance(result, BaseException):
+            self.error(session, request_id, Unavailable("presence unavailable"))
+        elif result <= 0:
+            self.error(session, request_id, ErrorCode.OFFLINE, "user is offline")
+        else:
+            self.publish_remote(envelope, then)
+
+    def receiveMsg_RemoteEnvelope(self, msg: RemoteEnvelope, sender: Any) -> None:
+        env = msg.envelope
+        ctx = self.ctx
+        assert ctx is not None
+        if env.kind == "connection":
+            target = ctx.sessions.by_connection(env.target)
+            targets = [target] if target is not None else []
+        else:
+            targets = list(ctx.sessions.attached_of(env.target))
+        for session in targets:
+            session.deliver(env.tail)
+        ctx.metrics.delivered("direct", len(targets))
+
+
+class RoomHandler(RouteHandler):
+    """Rooms, room broadcasts and presence (room members and user presence).
+
+    Room membership belongs to the session and survives a reconnect, so room
+    messages are buffered for a detached session; *presence* counts attached
+    sessions only: a member whose last connection drops "leaves" and
+    "joins" again on resume.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rooms: dict[str, set[Session]] = {}
+
+    def rebuild(self) -> None:
+        self.rooms = {}
+        for session in self.ctx.sessions:  # type: ignore[union-attr]
+            for room in session.rooms:
+                self.rooms.setdefault(room, set()).add(session)
+
+    def _announce(self, room: str, event: str, user: str, skip: Session | None) -> None:
+        frame = codec.encode_presence_event(room, event, user)
+        sent = 0
+        for member in self.rooms.get(room, ()):
+            if member is not skip and member.sink is not None and member.sink.push(frame):
+                sent += 1
+        if sent:
+            self.ctx.metrics.frame_out("presence", sent)  # type: ignore[union-attr]
+
+    def receiveMsg_RouteJoin(self, msg: RouteJoin, sender: Any) -> None:
+        ctx = self.ctx
+        assert ctx is not None
+        session, room = msg.session, msg.room
+        if room in session.rooms:
+            self.call(ctx.backends.presence.members(room), "members", (session, room, msg.request_id, False))
+            return
+        session.rooms.add(room)
+        self.rooms.setdefault(room, set()).add(session)
+        presence = ctx.backends.presence
+
+        async def join() -> tuple[bool, list[str]]:
+            became = await presence.join(room, session.user, session.id, ctx.node_id)
+            return became, await presence.members(room)
+
+        self.call(join(), "joined", (session, room, msg.request_id))
+
+    def done_joined(self, result: Any, state: Any) -> None:
+        session, room, request_id = state
+        if isinstance(result, BaseException):
+            self.error(session, request_id, Unavailable("presence unavailable"))
+            return
+        became, members = result
+        self.reply(session, codec.encode_frame("joined", request_id, room=room, members=members), "joined")
+        if became:
+            self._announce(room, "join", session.user, skip=session)
+
+    def done_members(self, result: Any, state: Any) -> None:
+        session, room, request_id, _ = state
+        if isinstance(result, BaseException):
+            self.error(session, request_id, Unavailable("presence unavailable"))
+            return
+        self.reply(session, codec.encode_frame("joined", request_id, room=room, members=result), "joined")
+
+    def receiveMsg_RouteLeave(self, msg: RouteLeave, sender: Any) -> None:
+        session, room = msg.session, msg.room
+        if room not in session.rooms:
+            self.reply(session, codec.encode_frame("left", msg.request_id, room=room), "left")
+            return
+        self._remove(session, room)
+        presence = self.ctx.backends.presence  # type: ignore[union-attr]
+        self.call(presence.leave(room, session.user, session.id), "left", (session, room, msg.request_id))
+
+    def _remove(self, session: Session, room: str) -> None:
+        session.rooms.discard(room)
+        members = self.rooms.get(room)
+        if members is not None:
+            members.discard(session)
+            if not members:
+                del self.rooms[room]
+
+    def done_left(self, result: Any, state: Any) -> None:
+        session, room, request_id = state
+        if isinstance(result, BaseException):
+            self.error(session, request_id, Unavailable("presence unavailable"))
+            return
+        self.reply(session, codec.encode_frame("left", request_id, room=room), "left")
+        if result:
+            self._announce(room, "leave", session.user, skip=session)
+
+    def receiveMsg_RouteRoomBroadcast(self, msg: RouteRoomBroadcast, sender: Any) -> None:
+        ctx = self.ctx
+        assert ctx is not None
+        started = time.perf_counter()
+        session = msg.session
+        tail = codec.message_tail(room=msg.room, from_user=session.user, data=msg.data, ts=self.now_ms())
+        members = self.rooms.get(msg.room, ())
+        count = len(members)
+        ctx.metrics.delivered("room", count)
+        envelope = Envelope(ctx.node_id, "room", msg.room, tail)
+        then = self.finish(session, msg.request_id)
+
+        def routed() -> None:
+            ctx.metrics.routed("room", time.perf_counter() - started)
+            self.publish_remote(envelope, then)
+
+        self.fanout(members, count, tail, routed)
+
+    def receiveMsg_RoutePresence(self, msg: RoutePresence, sender: Any) -> None:
+        presence = self.ctx.backends.presence  # type: ignore[union-attr]
+        if msg.room is not None:
+            self.call(presence.members(msg.room), "presence_room", msg)
+        else:
+            self.call(presence.user_connections(msg.user or ""), "presence_user", msg)
+
+    def done_presence_room(self, result: Any, msg: RoutePresence) -> None:
+        if isinstance(result, BaseException):
+            self.error(msg.session, msg.request_id, Unavailable("presence unavailable"))
+            return
+        frame = codec.encode_frame("presence_state", msg.request_id, room=msg.room, members=result)
+        self.reply(msg.session, frame, "presence_state")
+
+    def done_presence_user(self, result: Any, msg: RoutePresence) -> None:
+        if isinstance(result, BaseException):
+            self.error(msg.session, msg.request_id, Unavailable("presence unavailable"))
+            return
+        frame = codec.encode_frame(
+            "presence_state", msg.request_id, user=msg.user, online=result > 0, connections=result
+        )
+        self.reply(msg.session, frame, "presence_state")
+
+    def receiveMsg_SessionPresence(self, msg: SessionPresence, sender: Any) -> None:
+        ctx = self.ctx
+        assert ctx is not None
+        session = msg.session
+        presence = ctx.backends.presence
+        for room in list(session.rooms):
+            if msg.online:
+                self.call(presence.join(room, session.user, session.id, ctx.node_id), "presence_changed", (room, session, "join"))
+            else:
+                self.call(presence.leave(room, session.user, session.id), "presence_changed", (room, session, "leave"))
+
+    def done_presence_changed(self, result: Any, state: Any) -> None:
+        room, session, event = state
+        if result is True:
+            self._announce(room, event, session.user, skip=session)
+
+    def receiveMsg_RemoteEnvelope(self, msg: RemoteEnvelope, sender: Any) -> None:
+        members = self.rooms.get(msg.envelope.target, ())
+        self.ctx.metrics.delivered("room", len(members))  # type: ignore[union-attr]
+        self.fanout(members, len(members), msg.envelope.tail, None)
+
+    def receiveMsg_UnindexSession(self, msg: UnindexSession, sender: Any) -> None:
+        for room in list(msg.session.rooms):
+            members = self.rooms.get(room)
+            if members is not None:
+                members.discard(msg.session)
+                if not members:
+                    del self.rooms[room]
+
+
+class BroadcastHandler(RouteHandler):
+    """Global broadcasts (``room`` is ``"*"``) and broadcasts filtered by roles/users."""
+
+    def receiveMsg_RouteWideBroadcast(self, msg: RouteWideBroadcast, sender: Any) -> None:
+        ctx = self.ctx
+        assert ctx is not None
+        started = time.perf_counter()
+        session = msg.session
+        tail = codec.message_tail(room="*", from_user=session.user, data=msg.data, ts=self.now_ms())
+        kind = "global" if msg.filter is None else "filter"
+        recipients = self._select(msg.filter.roles if msg.filter else None, msg.filter.users if msg.filter else ())
+        ctx.metrics.delivered(kind, len(recipients))
+        envelope = Envelope(
+            ctx.node_id,
+            kind,  # type: ignore[arg-type]
+            "",
+            tail,
+            roles=msg.filter.roles if msg.filter else (),
+            users=msg.filter.users if msg.filter else (),
+        )
+        then = self.finish(session, msg.request_id)
+
+        def routed() -> None:
+            ctx.metrics.routed(kind, time.perf_counter() - started)
+            self.publish_remote(envelope, then)
+
+        self.fanout(recipients, len(recipients), tail, routed)
+
+    def _select(self, roles: tuple[str, ...] | None, users: tuple[str, ...]) -> list[Session]:
+        sessions = self.ctx.sessions  # type: ignore[union-attr]
+        if roles is None:
+            return list(sessions)
+        return sessions.matching(roles, users)
+
+    def receiveMsg_RemoteEnvelope(self, msg: RemoteEnvelope, sender: Any) -> None:
+        env = msg.envelope
+        recipients = self._select(None if env.kind == "global" else env.roles, env.users)
+        self.ctx.metrics.delivered(env.kind, len(recipients))  # type: ignore[union-attr]
+        self.fanout(recipients, len(recipients), env.tail, None)

@@ -1,0 +1,96 @@
+"""The top of the actor tree, and the tree itself.
+
+::
+
+    SystemSupervisor                      (one-for-one by default)
+      ServerActor                         (rest-for-one by default)
+        ConnectionSupervisor              (one-for-one) -> WebSocketActor x N (temporary)
+        MessageRouter                     (all-for-one) -> Topic/Direct/Room/Broadcast handlers
+        MetricsCollector                  (all-for-one) -> StatsAggregator
+
+Which supervisor uses which strategy and restart intensity is configuration
+(``[supervision]``). Plugins add their own supervised actors under the
+``ServerActor`` (see ``rtcs.plugins``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from actors.connection import ConnectionSupervisor
+from actors.context import (
+    CONNECTIONS,
+    METRICS,
+    ROUTE_BROADCAST,
+    ROUTE_DIRECT,
+    ROUTE_ROOM,
+    ROUTE_TOPIC,
+    ROUTER,
+    STATS,
+    NodeContext,
+)
+from actors.messages import Configure
+from actors.metrics import MetricsCollector, StatsAggregator
+from actors.router import BroadcastHandler, DirectHandler, MessageRouter, RoomHandler, TopicHandler
+from rtcs.runtime.supervision import (
+    ChildSpec,
+    Restart,
+    Strategy,
+    Supervise,
+    SupervisorEvent,
+    SupervisorPolicy,
+)
+from rtcs.runtime.supervision import Supervisor as _Supervisor
+
+
+class SystemSupervisor(_Supervisor):
+    """The root: supervises the server; its escalation stops the node."""
+
+
+class ServerActor(_Supervisor):
+    """The node: connections, routing and metrics subsystems (and plugins)."""
+
+
+def _policy(ctx: NodeContext, name: str) -> SupervisorPolicy:
+    entry = getattr(ctx.settings.supervision, name)
+    return SupervisorPolicy(Strategy(entry.strategy), entry.max_restarts, entry.within)
+
+
+def build_tree(
+    ctx: NodeContext,
+    on_event: Callable[[SupervisorEvent], None],
+    plugins: Sequence[ChildSpec] = (),
+) -> Supervise:
+    """The ``Supervise`` message that starts the whole tree under the root."""
+
+    def supervise(name: str, children: tuple[ChildSpec, ...]) -> Supervise:
+        return Supervise(
+            name=name,
+            policy=_policy(ctx, name),
+            children=children,
+            directory=ctx.directory,
+            on_event=on_event,
+            context=ctx,
+        )
+
+    configure = Configure(ctx)
+    router = supervise(
+        ROUTER,
+        (
+            ChildSpec(ROUTE_TOPIC, TopicHandler, Restart.PERMANENT, init=configure),
+            ChildSpec(ROUTE_DIRECT, DirectHandler, Restart.PERMANENT, init=configure),
+            ChildSpec(ROUTE_ROOM, RoomHandler, Restart.PERMANENT, init=configure),
+            ChildSpec(ROUTE_BROADCAST, BroadcastHandler, Restart.PERMANENT, init=configure),
+        ),
+    )
+    metrics = supervise(METRICS, (ChildSpec(STATS, StatsAggregator, Restart.PERMANENT, init=configure),))
+    server = supervise(
+        "server",
+        (
+            ChildSpec(CONNECTIONS, ConnectionSupervisor, Restart.PERMANENT, init=supervise(CONNECTIONS, ())),
+            ChildSpec(ROUTER, MessageRouter, Restart.PERMANENT, init=router),
+            ChildSpec(METRICS, MetricsCollector, Restart.PERMANENT, init=metrics),
+            *plugins,
+        ),
+    )
+    return supervise("system", (ChildSpec("server", ServerActor, Restart.PERMANENT, init=server),))

@@ -1,0 +1,246 @@
+"""``python -m bench``: run workloads against rtcs and the baselines, print a table.
+
+Each (workload, repeat) runs every target back to back on a fresh server
+process, so drift hits all targets alike; the table shows medians over repeats
+and rtcs' ratio to each baseline measured in the same run. Results are written
+as JSON to ``bench/results/<timestamp>.json`` or ``--json PATH``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench.loadgen import LoadGen, LoadgenError, raise_nofile_limit
+from bench.report import build_rows, medians, render_table
+from bench.servers import (
+    NODE_DIR,
+    REPO_ROOT,
+    ServerError,
+    ServerProcess,
+    TargetSpec,
+    prepare_node,
+    targets_by_name,
+)
+from bench.workloads import SCALES, WORKLOADS, Runner
+
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+
+
+class Interrupted(Exception):
+    """SIGTERM arrived; unwind so every server and worker is stopped."""
+
+
+def machine_info() -> dict[str, Any]:
+    """Cores, CPU model, OS, Python and library versions."""
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    libs = {}
+    for name in ("websockets", "thespian", "PyJWT", "rtcs"):
+        try:
+            libs[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            libs[name] = None
+    node = None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        node = subprocess.run(["node", "--version"], capture_output=True, text=True,
+                              timeout=10, check=False).stdout.strip() or None
+    ws_pkg = NODE_DIR / "node_modules" / "ws" / "package.json"
+    with contextlib.suppress(OSError, ValueError):
+        libs["ws (node)"] = json.loads(ws_pkg.read_text())["version"]
+    mem_kb = 0
+    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
+        mem_kb = int(f.readline().split()[1])
+    return {
+        "cores": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(mem_kb / 2**20, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "node": node,
+        "libraries": libs,
+    }
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark rtcs against a raw websockets server and a Node ws server.",
+    )
+    parser.add_argument("workloads", nargs="*", metavar="WORKLOAD",
+                        help=f"any of {', '.join(WORKLOADS)} (default: all)")
+    parser.add_argument("--targets", default="rtcs,raw,node",
+                        help="comma-separated servers to measure (default: rtcs,raw,node)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--scale", choices=sorted(SCALES), default="full")
+    parser.add_argument("--json", type=Path, default=None, help="where to write the results")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="load generator processes (default: one per core)")
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="hard deadline for the whole run (default: 3600 full, 180 small)")
+    args = parser.parse_args(argv)
+    for w in args.workloads:
+        if w not in WORKLOADS:
+            parser.error(f"unknown workload {w!r}; choose from {', '.join(WORKLOADS)}")
+    args.workloads = args.workloads or list(WORKLOADS)
+    if args.repeats < 1 or args.workers < 1:
+        parser.error("--repeats and --workers must be at least 1")
+    if args.max_seconds is None:
+        args.max_seconds = 180.0 if args.scale == "small" else 3600.0
+    return args
+
+
+def cpu_layout() -> tuple[int | None, list[int]]:
+    """Pin servers to the last allowed CPU and the load generator to the others."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) == 1:
+        return None, cpus
+    return cpus[-1], cpus[:-1]
+
+
+@contextlib.contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the requested workloads × repeats × targets; return the result record."""
+    deadline = time.monotonic() + args.max_seconds
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    log_dir = RESULTS_DIR / "logs" / stamp
+    raise_nofile_limit()
+    specs = targets_by_name([t.strip() for t in args.targets.split(",") if t.strip()])
+    status: dict[str, str] = {}
+    active: list[TargetSpec] = []
+    for spec in specs:
+        if spec.name == "node" and (reason := prepare_node()) is not None:
+            status["node"] = f"skipped: {reason}"
+            print(f"node: skipped: {reason}", file=sys.stderr)
+            continue
+        status[spec.name] = "ok"
+        active.append(spec)
+
+    server_cpu, loadgen_cpus = cpu_layout()
+    scale = SCALES[args.scale]
+    runs: list[dict[str, Any]] = []
+    servers: list[dict[str, Any]] = []
+    started = time.time()
+    loadgen = LoadGen(args.workers, loadgen_cpus)
+    loadgen_pids = list(loadgen.pids)
+    try:
+        for workload in args.workloads:
+            for repeat in range(args.repeats):
+                for spec in list(active):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"deadline of {args.max_seconds:.0f} s reached")
+
+                    @contextlib.contextmanager
+                    def start(spec: TargetSpec = spec) -> Iterator[ServerProcess]:
+                        srv = ServerProcess(spec, server_cpu, log_dir)
+                        try:
+                            with srv:
+                                servers.append({"target": spec.name, "pid": srv.pid})
+                                yield srv
+                        finally:
+                            if srv.proc is not None:
+                                if not servers or servers[-1]["pid"] != srv.pid:
+                                    servers.append({"target": spec.name, "pid": srv.pid})
+                                servers[-1]["exit_code"] = srv.exit_code
+
+                    record: dict[str, Any] = {"target": spec.name, "workload": workload,
+                                              "repeat": repeat}
+                    t0 = time.monotonic()
+                    print(f"[{workload} #{repeat + 1}] {spec.name} …", file=sys.stderr,
+                          flush=True)
+                    try:
+                        runner = Runner(loadgen, scale, len(loadgen_cpus))
+                        record["metrics"] = runner.run(workload, start)
+                    except ServerError as exc:
+                        record["error"] = str(exc)
+                        if spec.name == "rtcs":
+                            status["rtcs"] = f"not runnable: {exc}"
+                            print(f"rtcs: not runnable: {exc}", file=sys.stderr)
+                            active.remove(spec)
+                            continue
+                    except (LoadgenError, RuntimeError, TimeoutError) as exc:
+                        record["error"] = f"{type(exc).__name__}: {exc}"
+                        print(f"  failed: {record['error']}", file=sys.stderr)
+                        # A worker may be out of step with its pipe: start afresh.
+                        loadgen.stop()
+                        loadgen = LoadGen(args.workers, loadgen_cpus)
+                        loadgen_pids += loadgen.pids
+                    record["seconds"] = round(time.monotonic() - t0, 2)
+                    runs.append(record)
+    except (KeyboardInterrupt, Interrupted, TimeoutError) as exc:
+        status["aborted"] = f"{type(exc).__name__}: {exc}"
+        print(f"aborted: {exc}", file=sys.stderr)
+    finally:
+        loadgen.stop()
+
+    summary = medians(runs)
+    return {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+        "seconds": round(time.time() - started, 1),
+        "command": "python -m bench " + " ".join(sys.argv[1:]),
+        "scale": scale.name,
+        "scale_params": {k: getattr(scale, k) for k in scale.__slots__},  # type: ignore[attr-defined]
+        "repeats": args.repeats,
+        "workloads": args.workloads,
+        "targets": [s.name for s in specs],
+        "status": status,
+        "machine": machine_info(),
+        "layout": {"server_cpu": server_cpu, "loadgen_cpus": loadgen_cpus,
+                   "loadgen_workers": args.workers},
+        "servers": servers,
+        "loadgen_pids": loadgen_pids,
+        "runs": runs,
+        "summary": summary,
+        "largest_idle": max(scale.idle_sizes),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; print the table; write JSON. Returns the exit status."""
+    args = parse_args(argv)
+    with sigterm_unwinds():
+        result = run(args)
+    targets = [t for t in result["targets"] if result["status"].get(t) == "ok"]
+    rows = build_rows(result["summary"], result["largest_idle"])
+    result["table"] = [
+        {"key": r.key, "label": r.label, "unit": r.unit, "values": r.values,
+         "ratios": r.ratios, "target": r.target, "ok": r.verdict} for r in rows
+    ]
+    path = args.json or RESULTS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    print(f"\nscale={result['scale']} repeats={result['repeats']} "
+          f"(medians; ratios measured in this run)")
+    for name, state in result["status"].items():
+        if state != "ok":
+            print(f"{name}: {state}")
+    print(render_table(rows, targets))
+    print(f"\nJSON: {path}")
+    failed = [r for r in result["runs"] if "error" in r and r["target"] in targets]
+    return 1 if failed or "aborted" in result["status"] else 0

@@ -1,0 +1,154 @@
+"""Medians over repeats, ratios to the baselines, the targets, and the table.
+
+Pure: takes the per-run metric dicts and returns data and text.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+BASELINES = ("raw", "node")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A threshold on rtcs/raw for one metric: ``ratio <op> bound``."""
+
+    op: str  # "<=" or ">="
+    bound: float
+
+    def met(self, ratio: float) -> bool:
+        return ratio <= self.bound if self.op == "<=" else ratio >= self.bound
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.bound:g}x"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricInfo:
+    """How a metric key is labelled and judged."""
+
+    label: str
+    unit: str
+    target: Target | None = None
+
+
+def describe(key: str, largest_idle: int) -> MetricInfo:
+    """Label, unit and (if any) target for a metric key."""
+    if m := re.fullmatch(r"idle\.(\d+)\.(\w+)", key):
+        n, what = int(m[1]), m[2]
+        if what == "rss_kb_per_conn":
+            tgt = Target("<=", 1.5) if n == largest_idle else None
+            return MetricInfo(f"idle {n:,}: RSS per connection", "KiB", tgt)
+        if what == "connects_per_s":
+            return MetricInfo(f"idle {n:,}: connect rate (to welcome)", "/s", Target(">=", 0.7))
+        return MetricInfo(f"idle {n:,}: loadgen CPU", "%")
+    if m := re.fullmatch(r"reqrep\.(\d+)\.(\w+)", key):
+        n, what = int(m[1]), m[2]
+        labels = {
+            "rt_per_s": (f"reqrep {n:,} clients: round trips", "/s", Target(">=", 0.6)),
+            "rtt_p50_ms": (f"reqrep {n:,} clients: RTT p50", "ms", None),
+            "rtt_p99_ms": (f"reqrep {n:,} clients: RTT p99", "ms", None),
+            "loadgen_cpu_pct": (f"reqrep {n:,} clients: loadgen CPU", "%", None),
+        }
+        label, unit, tgt = labels.get(what, (key, "", None))
+        return MetricInfo(label, unit, tgt)
+    if m := re.fullmatch(r"fanout\.step\.(\d+)\.(\w+)", key):
+        offered, what = int(m[1]), m[2]
+        names = {"delivered_per_s": ("delivered", "/s"), "p99_ms": ("p99", "ms"),
+                 "loadgen_cpu_pct": ("loadgen CPU", "%"), "server_cpu_pct": ("server CPU", "%")}
+        name, unit = names.get(what, (what, ""))
+        return MetricInfo(f"fanout {offered:,}/s offered: {name}", unit)
+    fixed = {
+        "fanout.peak_deliveries_per_s": MetricInfo("fanout: peak deliveries", "/s",
+                                                   Target(">=", 0.8)),
+        "fanout.max_sustained_offered": MetricInfo("fanout: max offered kept up", "/s"),
+        "fanout.p50_ms@10k": MetricInfo("fanout @10k/s offered: p50", "ms"),
+        "fanout.p99_ms@10k": MetricInfo("fanout @10k/s offered: p99", "ms", Target("<=", 1.5)),
+        "fanout.max_ms@10k": MetricInfo("fanout @10k/s offered: max", "ms"),
+        "chat.offered_per_s": MetricInfo("chat: offered deliveries", "/s"),
+        "chat.delivered_per_s": MetricInfo("chat: delivered", "/s"),
+        "chat.delivered_ratio": MetricInfo("chat: delivered / offered", ""),
+        "chat.p50_ms": MetricInfo("chat: latency p50", "ms"),
+        "chat.p99_ms": MetricInfo("chat: latency p99", "ms"),
+        "chat.loadgen_cpu_pct": MetricInfo("chat: loadgen CPU", "%"),
+    }
+    return fixed.get(key, MetricInfo(key, ""))
+
+
+def medians(runs: Sequence[Mapping[str, object]]) -> dict[str, dict[str, float]]:
+    """``{metric: {target: median over repeats}}`` from run records.
+
+    Each run record has ``target`` and ``metrics`` (``{key: value}``); runs that
+    failed carry no metrics and are ignored.
+    """
+    samples: dict[str, dict[str, list[float]]] = {}
+    for run in runs:
+        metrics = run.get("metrics")
+        if not isinstance(metrics, Mapping):
+            continue
+        target = str(run["target"])
+        for key, value in metrics.items():
+            samples.setdefault(key, {}).setdefault(target, []).append(float(value))
+    return {
+        key: {t: statistics.median(v) for t, v in per.items()} for key, per in samples.items()
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One table row: a metric, its medians per target, ratios and verdict."""
+
+    key: str
+    label: str
+    unit: str
+    values: dict[str, float]
+    ratios: dict[str, float]
+    target: str
+    verdict: str  # "✓", "✗" or ""
+
+
+def build_rows(summary: Mapping[str, Mapping[str, float]], largest_idle: int) -> list[Row]:
+    """One row per metric, ordered as the workloads ran."""
+    rows = []
+    for key, values in summary.items():
+        info = describe(key, largest_idle)
+        ratios = {}
+        rtcs = values.get("rtcs")
+        for base in BASELINES:
+            b = values.get(base)
+            if rtcs is not None and b:
+                ratios[base] = rtcs / b
+        verdict = ""
+        if info.target is not None and "raw" in ratios:
+            verdict = "✓" if info.target.met(ratios["raw"]) else "✗"
+        rows.append(Row(key, info.label, info.unit, dict(values), ratios,
+                        str(info.target) if info.target else "", verdict))
+    return rows
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "–"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def render_table(rows: Sequence[Row], targets: Sequence[str]) -> str:
+    """A Markdown table: metric, unit, one column per target, ratios, target, ✓/✗."""
+    cols = ["metric", "unit", *targets]
+    ratio_cols = [b for b in BASELINES if b in targets and "rtcs" in targets]
+    cols += [f"rtcs/{b}" for b in ratio_cols] + ["target (rtcs/raw)", "ok"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in rows:
+        cells = [row.label, row.unit, *(_fmt(row.values.get(t)) for t in targets)]
+        cells += [_fmt(row.ratios.get(b)) for b in ratio_cols]
+        cells += [row.target, row.verdict]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

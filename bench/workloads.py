@@ -1,0 +1,301 @@
+"""The four workloads; each returns ``{metric key: value}`` for one target.
+
+Sizes come from a :class:`Scale` (``small`` for the smoke test, ``full`` for
+the numbers in the issue). Every phase is bounded by a timeout; a worker that
+does not answer raises :class:`bench.loadgen.LoadgenError`.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from bench.loadgen import LoadGen
+from bench.servers import ServerProcess, mint_token
+
+WORKLOADS = ("idle", "fanout", "reqrep", "chat")
+FANOUT_TOPIC = "bench.fanout"
+REQREP_TOPIC = "bench.reqrep"
+LATENCY_REF_OFFERED = 10_000  # fan-out latency is quoted at 10k deliveries/s offered
+CHAT_STEP = 1_000_000  # the step tag chat payloads carry (fan-out steps are small ints)
+KEEP_UP = 0.9  # a step keeps up when ≥ 90 % of its offered deliveries arrive at rate
+EXPLODED_P99_MS = 5_000.0
+
+StartServer = Callable[[], AbstractContextManager[ServerProcess]]
+Metrics = dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Scale:
+    """Workload sizes and durations."""
+
+    name: str
+    idle_sizes: tuple[int, ...]
+    fanout_subscribers: int
+    fanout_offered: tuple[int, ...]  # deliveries/s offered, stepped up
+    fanout_step_s: float
+    reqrep_clients: tuple[int, ...]
+    reqrep_s: float
+    chat_rooms: int
+    chat_members: int
+    chat_rate: float  # broadcasts/s per member
+    chat_s: float
+    connect_concurrency: int  # handshakes in flight per worker
+
+
+SCALES = {
+    "small": Scale(
+        name="small",
+        idle_sizes=(50, 100),
+        fanout_subscribers=50,
+        fanout_offered=(2_000, 5_000, 10_000),
+        fanout_step_s=0.5,
+        reqrep_clients=(10, 50),
+        reqrep_s=0.5,
+        chat_rooms=10,
+        chat_members=5,
+        chat_rate=2.0,
+        chat_s=0.5,
+        connect_concurrency=25,
+    ),
+    "full": Scale(
+        name="full",
+        idle_sizes=(1_000, 10_000),
+        fanout_subscribers=10_000,
+        fanout_offered=(5_000, 10_000, 20_000, 40_000, 80_000, 160_000),
+        fanout_step_s=4.0,
+        reqrep_clients=(100, 1_000),
+        reqrep_s=4.0,
+        chat_rooms=1_000,
+        chat_members=10,
+        chat_rate=0.1,
+        chat_s=10.0,
+        connect_concurrency=50,
+    ),
+}
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0–100) of ``values`` by nearest rank; 0.0 if empty."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[k]
+
+
+def source_addresses(count: int = 16) -> list[str]:
+    """Loopback source addresses to spread connections over (127.0.0.2 …)."""
+    return [f"127.0.0.{2 + i}" for i in range(count)]
+
+
+class Runner:
+    """Runs workloads against one target with a shared load generator."""
+
+    def __init__(self, loadgen: LoadGen, scale: Scale, loadgen_cores: int) -> None:
+        self.lg = loadgen
+        self.scale = scale
+        self.loadgen_cores = max(1, loadgen_cores)
+        self.addrs = source_addresses()
+
+    # helpers --------------------------------------------------------------------
+    def split(self, n: int) -> list[int]:
+        """``n`` spread as evenly as possible over the workers."""
+        w = self.lg.size
+        return [n // w + (1 if i < n % w else 0) for i in range(w)]
+
+    def tokens(self, worker: int, count: int, tag: str) -> list[str]:
+        # A distinct user per connection so per-user limits never apply.
+        return [mint_token(f"{tag}-{worker}-{i}") for i in range(count)]
+
+    def connect_all(
+        self, srv: ServerProcess, n: int, tag: str, topic: str | None = None,
+        rooms_per_worker: Sequence[Sequence[str]] | None = None,
+    ) -> tuple[int, float]:
+        """Open ``n`` connections over all workers; return (opened, connects/s)."""
+        counts = (
+            [len(r) for r in rooms_per_worker] if rooms_per_worker is not None else self.split(n)
+        )
+        per = []
+        for i, c in enumerate(counts):
+            kw: dict[str, Any] = {"tokens": self.tokens(i, c, tag)}
+            if rooms_per_worker is not None:
+                kw["rooms"] = list(rooms_per_worker[i])
+            per.append(kw)
+        timeout = 30.0 + n / 200
+        replies = self.lg.call_all(
+            "connect", timeout + 10, per_worker=per, host="127.0.0.1", port=srv.port,
+            local_addrs=self.addrs, concurrency=self.scale.connect_concurrency, topic=topic,
+            timeout=timeout,
+        )
+        opened = sum(r["opened"] for r in replies)
+        if opened < n:
+            failures = [f for r in replies for f in r["failures"]]
+            raise RuntimeError(f"only {opened}/{n} connections opened: {failures[:3]}")
+        span = max(r["end"] for r in replies) - min(r["start"] for r in replies)
+        return opened, opened / span if span > 0 else 0.0
+
+    def close_all(self) -> None:
+        self.lg.call_all("close", 60.0)
+
+    def loadgen_cpu_pct(self, before: Sequence[dict[str, Any]],
+                        after: Sequence[dict[str, Any]]) -> float:
+        cpu = sum(a["cpu"] - b["cpu"] for a, b in zip(after, before, strict=True))
+        wall = max(a["wall"] for a in after) - min(b["wall"] for b in before)
+        return 100.0 * cpu / (wall * self.loadgen_cores) if wall > 0 else 0.0
+
+    # workloads ------------------------------------------------------------------
+    def idle(self, start_server: StartServer) -> Metrics:
+        """RSS per idle connection and connect rate, each size on a fresh server."""
+        out: Metrics = {}
+        for n in self.scale.idle_sizes:
+            with start_server() as srv:
+                rss0 = srv.rss_kb()
+                cpu0 = self.lg.call_all("cpu", 10.0)
+                try:
+                    opened, rate = self.connect_all(srv, n, "idle")
+                    cpu1 = self.lg.call_all("cpu", 10.0)
+                    rss1 = srv.rss_kb()
+                finally:
+                    self.close_all()
+            out[f"idle.{n}.rss_kb_per_conn"] = (rss1 - rss0) / opened
+            out[f"idle.{n}.connects_per_s"] = rate
+            out[f"idle.{n}.loadgen_cpu_pct"] = self.loadgen_cpu_pct(cpu0, cpu1)
+        return out
+
+    def fanout(self, start_server: StartServer) -> Metrics:
+        """Step the publish rate to N subscribers up until deliveries fall behind."""
+        sc = self.scale
+        n = sc.fanout_subscribers
+        out: Metrics = {}
+        with start_server() as srv:
+            try:
+                self.connect_all(srv, n, "fan", topic=FANOUT_TOPIC)
+                self.lg.call(0, "publisher", 10.0, host="127.0.0.1", port=srv.port,
+                             token=mint_token("fan-publisher"))
+                local = self.split(n)
+                peak = 0.0
+                sustained = 0.0
+                for step, offered in enumerate(sc.fanout_offered):
+                    rate = offered / n
+                    cpu0 = self.lg.call_all("cpu", 10.0)
+                    scpu0, t0 = srv.cpu_seconds(), time.monotonic()
+                    pub = self.lg.call(0, "publish", sc.fanout_step_s + 30, rate=rate,
+                                       duration=sc.fanout_step_s, step=step, topic=FANOUT_TOPIC)
+                    grace = max(3.0, 3 * sc.fanout_step_s)
+                    res = self.lg.call_all(
+                        "await_step", grace + 10,
+                        per_worker=[{"expected": pub["sent"] * c} for c in local],
+                        step=step, timeout=grace,
+                    )
+                    scpu1, t1 = srv.cpu_seconds(), time.monotonic()
+                    delivered = sum(r["received"] for r in res)
+                    expected = pub["sent"] * n
+                    last = max((r["last"] for r in res if r["received"]), default=pub["start"])
+                    window = max(pub["sent"] / rate, last - pub["start"])
+                    per_s = delivered / window if window > 0 else 0.0
+                    lats = [x for r in res for x in r["latencies"]]
+                    p99 = percentile(lats, 99)
+                    peak = max(peak, per_s)
+                    kept = delivered >= KEEP_UP * expected and per_s >= KEEP_UP * offered
+                    tag = f"fanout.step.{offered}"
+                    out[f"{tag}.delivered_per_s"] = per_s
+                    out[f"{tag}.p99_ms"] = p99
+                    out[f"{tag}.loadgen_cpu_pct"] = self.loadgen_cpu_pct(cpu0, res)
+                    out[f"{tag}.server_cpu_pct"] = 100.0 * (scpu1 - scpu0) / (t1 - t0)
+                    if offered == LATENCY_REF_OFFERED:
+                        out["fanout.p50_ms@10k"] = percentile(lats, 50)
+                        out["fanout.p99_ms@10k"] = p99
+                        out["fanout.max_ms@10k"] = max(lats, default=0.0)
+                    if not kept or p99 > EXPLODED_P99_MS:
+                        break
+                    sustained = float(offered)
+                out["fanout.peak_deliveries_per_s"] = peak
+                out["fanout.max_sustained_offered"] = sustained
+            finally:
+                self.close_all()
+        return out
+
+    def reqrep(self, start_server: StartServer) -> Metrics:
+        """Closed-loop publish→ack from C clients; round trips/s and RTT."""
+        sc = self.scale
+        out: Metrics = {}
+        for clients in sc.reqrep_clients:
+            with start_server() as srv:
+                try:
+                    self.connect_all(srv, clients, "rr")
+                    warmup = min(1.0, sc.reqrep_s / 2)
+                    start_at = time.time() + 0.3
+                    res = self.lg.call_all(
+                        "reqrep", warmup + sc.reqrep_s + 30, topic=REQREP_TOPIC,
+                        start_at=start_at, warmup=warmup, duration=sc.reqrep_s,
+                    )
+                finally:
+                    self.close_all()
+            failed = [f for r in res for f in r["failures"]]
+            if failed:
+                raise RuntimeError(f"request/reply clients failed: {failed[:3]}")
+            rtts = [x for r in res for x in r["latencies"]]
+            cpu = sum(r["cpu_window"] for r in res)
+            out[f"reqrep.{clients}.rt_per_s"] = sum(r["count"] for r in res) / sc.reqrep_s
+            out[f"reqrep.{clients}.rtt_p50_ms"] = percentile(rtts, 50)
+            out[f"reqrep.{clients}.rtt_p99_ms"] = percentile(rtts, 99)
+            out[f"reqrep.{clients}.loadgen_cpu_pct"] = (
+                100.0 * cpu / (sc.reqrep_s * self.loadgen_cores)
+            )
+        return out
+
+    def chat(self, start_server: StartServer) -> Metrics:
+        """R rooms × M members, each member broadcasting at a steady rate."""
+        sc = self.scale
+        rooms = [f"bench-room-{r}" for r in range(sc.chat_rooms)]
+        # Whole rooms per worker: each worker then knows exactly what it should receive.
+        per_worker: list[list[str]] = [[] for _ in range(self.lg.size)]
+        for r, room in enumerate(rooms):
+            per_worker[r % self.lg.size].extend([room] * sc.chat_members)
+        n = sc.chat_rooms * sc.chat_members
+        with start_server() as srv:
+            try:
+                self.connect_all(srv, n, "chat", rooms_per_worker=per_worker)
+                grace = max(3.0, sc.chat_s)
+                res = self.lg.call_all(
+                    "chat", sc.chat_s + grace + 30, rate=sc.chat_rate, duration=sc.chat_s,
+                    step=CHAT_STEP, members=sc.chat_members, timeout=grace,
+                )
+            finally:
+                self.close_all()
+        delivered = sum(r["received"] for r in res)
+        sent = sum(r["sent"] for r in res)
+        start = min(r["start"] for r in res)
+        last = max((r["last"] for r in res if r["received"]), default=start)
+        window = max(sc.chat_s, last - start)
+        lats = [x for r in res for x in r["latencies"]]
+        cpu = sum(r["cpu_window"] for r in res)
+        return {
+            "chat.offered_per_s": sent * sc.chat_members / sc.chat_s,
+            "chat.delivered_per_s": delivered / window,
+            "chat.delivered_ratio": delivered / (sent * sc.chat_members) if sent else 0.0,
+            "chat.p50_ms": percentile(lats, 50),
+            "chat.p99_ms": percentile(lats, 99),
+            "chat.loadgen_cpu_pct": 100.0 * cpu / (sc.chat_s * self.loadgen_cores),
+        }
+
+    def run(self, workload: str, start_server: StartServer) -> Metrics:
+        """Run one named workload.
+
+        Raises:
+            ValueError: unknown workload name.
+        """
+        if workload not in WORKLOADS:
+            raise ValueError(f"unknown workload {workload!r}; choose from {', '.join(WORKLOADS)}")
+        result: Metrics = getattr(self, workload)(start_server)
+        return result
+
+
+def median(values: Sequence[float]) -> float:
+    """Median of a non-empty sequence."""
+    return statistics.median(values)

@@ -1,0 +1,7 @@
+"""``python -m rtcs``."""
+
+import sys
+
+from rtcs.cli import main
+
+sys.exit(main())

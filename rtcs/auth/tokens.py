@@ -1,0 +1,287 @@
+"""JWT verification and minting (PROTOCOL.md, "Authentication").
+
+The verifier pins the algorithms from the configuration, caps the token length
+before decoding anything, requires ``exp`` and ``sub``, checks ``aud``/``iss``
+when configured and checks the time claims against an explicit ``now`` (so
+tests and the connection actor share one clock). Every failure is an
+:class:`~rtcs.errors.AuthError` whose reason is short and never contains the
+token (DESIGN.md §4 lists the PyJWT traps this guards against).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import types
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509 import load_pem_x509_certificate
+
+from rtcs.errors import AuthError, ConfigError
+
+if TYPE_CHECKING:
+    from rtcs.config import AuthSettings
+
+__all__ = ["MAX_SUB_LENGTH", "Identity", "TokenVerifier", "mint"]
+
+MAX_SUB_LENGTH = 256
+
+_HMAC = frozenset({"HS256", "HS384", "HS512"})
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a verified token speaks for.
+
+    ``claims`` is a read-only copy of the token's payload (never the raw token);
+    it is left out of the repr because it may hold personal data.
+    """
+
+    user: str
+    roles: tuple[str, ...]
+    session: str | None
+    expires_at: float
+    claims: Mapping[str, Any] = field(repr=False, compare=False)
+
+
+def _read(path: str, key: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise ConfigError(key, path, exc.strerror or "cannot be read") from None
+
+
+def _load_public_key(path: str) -> Any:
+    """Load a PEM public key, or the key of a PEM X.509 certificate."""
+    data = _read(path, "auth.public_key_file")
+    try:
+        if b"BEGIN CERTIFICATE" in data:
+            return load_pem_x509_certificate(data).public_key()
+        return serialization.load_pem_public_key(data)
+    except ValueError as exc:
+        raise ConfigError("auth.public_key_file", path, f"not a PEM public key: {exc}") from None
+
+
+def _load_jwks(path: str) -> jwt.PyJWKSet:
+    data = _read(path, "auth.jwks_file")
+    try:
+        return jwt.PyJWKSet.from_json(data.decode("utf-8"))
+    except (jwt.PyJWTError, ValueError) as exc:
+        raise ConfigError("auth.jwks_file", path, f"not a usable JWK set: {exc}") from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class TokenVerifier:
+    """Verifies tokens against the configured algorithms and key(s).
+
+    Build one per process and share it: the keys are loaded once here.
+    """
+
+    def __init__(self, auth: AuthSettings) -> None:
+        """Load the secret, the PEM public key and/or the JWKS file.
+
+        ``auth`` must come from :func:`rtcs.config.load` (validated). With both a
+        JWKS file and a public key, a token with a ``kid`` is checked against the
+        JWKS and one without against the public key.
+
+        Raises:
+            ConfigError: a key file cannot be read or parsed, or no key is configured.
+        """
+        self._auth = auth
+        self._algorithms = list(auth.algorithms)
+        self._secret: bytes | None = None
+        self._public_key: Any = None
+        self._jwks: jwt.PyJWKSet | None = None
+        if _HMAC.intersection(auth.algorithms):
+            if not auth.secret:
+                raise ConfigError("auth.secret", "", "required for HS* algorithms")
+            self._secret = auth.secret.encode("utf-8")
+            return
+        if auth.public_key_file:
+            self._public_key = _load_public_key(auth.public_key_file)
+        if auth.jwks_file:
+            self._jwks = _load_jwks(auth.jwks_file)
+        if self._public_key is None and self._jwks is None:
+            raise ConfigError("auth.public_key_file", "", "needs public_key_file or jwks_file")
+
+    def verify(self, token: str, *, now: float | None = None) -> Identity:
+        """Check ``token`` and return the identity it carries.
+
+        ``now`` (seconds since the epoch) defaults to the wall clock; ``exp``,
+        ``nbf`` and ``iat`` are checked against it with the configured leeway.
+
+        Raises:
+            AuthError: the token is too large, malformed, signed with another
+                algorithm or key, expired, not yet valid, for another audience or
+                issuer, or its ``sub``, ``roles`` or ``session`` claim is ill-typed.
+        """
+        if not isinstance(token, str) or not token:
+            raise AuthError("missing token")
+        # Cap before decoding: PyJWT happily decodes a 200 kB token.
+        if len(token) > self._auth.max_token_bytes or (
+            len(token.encode("utf-8", "surrogatepass")) > self._auth.max_token_bytes
+        ):
+            raise AuthError("token too large")
+        now = time.time() if now is None else now
+        payload = self._decode(token)
+        return self._identity(payload, now)
+
+    def _key_for(self, token: str) -> Any:
+        if self._secret is not None:
+            return self._secret
+        kid: Any = None
+        if self._jwks is not None:
+            kid = jwt.get_unverified_header(token).get("kid")
+        if kid is not None and self._jwks is not None:
+            try:
+                return self._jwks[kid]
+            except KeyError:
+                raise AuthError("unknown key id") from None
+        if self._public_key is not None:
+            return self._public_key
+        if self._jwks is not None and len(self._jwks.keys) == 1:
+            return self._jwks.keys[0]
+        raise AuthError("token has no key id")
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        auth = self._auth
+        require = ["exp", "sub"]
+        if auth.audience:
+            require.append("aud")
+        if auth.issuer:
+            require.append("iss")
+        try:
+            return jwt.decode(
+                token,
+                key=self._key_for(token),
+                algorithms=self._algorithms,
+                audience=auth.audience or None,
+                issuer=auth.issuer or None,
+                options={
+                    "require": require,
+                    # Time claims are checked in _identity against the caller's now.
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                    # "aud" is only checked when an audience is configured.
+                    "verify_aud": bool(auth.audience),
+                    "verify_iss": bool(auth.issuer),
+                },
+            )
+        except AuthError:
+            raise
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError(f"missing claim: {exc.claim}") from None
+        except jwt.InvalidAudienceError:
+            raise AuthError("wrong audience") from None
+        except jwt.InvalidIssuerError:
+            raise AuthError("wrong issuer") from None
+        except jwt.InvalidAlgorithmError:
+            raise AuthError("algorithm not allowed") from None
+        except jwt.InvalidSignatureError:
+            raise AuthError("bad signature") from None
+        except jwt.exceptions.InvalidSubjectError:
+            raise AuthError("bad sub claim") from None
+        except jwt.DecodeError:
+            raise AuthError("malformed token") from None
+        except jwt.PyJWTError:
+            raise AuthError("invalid token") from None
+        except (ValueError, TypeError, json.JSONDecodeError, RecursionError):
+            # Malformed input can escape PyJWT as a plain ValueError/TypeError.
+            raise AuthError("malformed token") from None
+
+    def _identity(self, payload: dict[str, Any], now: float) -> Identity:
+        leeway = self._auth.leeway
+        exp = payload["exp"]
+        if not _is_number(exp):
+            raise AuthError("bad exp claim")
+        if exp <= now - leeway:
+            raise AuthError("token expired")
+        for claim in ("nbf", "iat"):
+            if claim in payload:
+                value = payload[claim]
+                if not _is_number(value):
+                    raise AuthError(f"bad {claim} claim")
+                if value > now + leeway:
+                    raise AuthError("token not yet valid")
+        sub = payload["sub"]
+        if not isinstance(sub, str) or not sub or len(sub) > MAX_SUB_LENGTH:
+            raise AuthError("bad sub claim")
+        roles = payload.get("roles", [])
+        if not isinstance(roles, list) or not all(isinstance(r, str) and r for r in roles):
+            raise AuthError("bad roles claim")
+        session = payload.get("session")
+        if session is not None and (not isinstance(session, str) or not session):
+            raise AuthError("bad session claim")
+        return Identity(
+            user=sub,
+            roles=tuple(roles),
+            session=session,
+            expires_at=float(exp),
+            claims=types.MappingProxyType(dict(payload)),
+        )
+
+
+def mint(
+    auth: AuthSettings,
+    sub: str,
+    *,
+    roles: Sequence[str] = (),
+    ttl: float = 3600,
+    session: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+    now: float | None = None,
+    kid: str | None = None,
+) -> str:
+    """Mint a token that :class:`TokenVerifier` built from ``auth`` accepts.
+
+    Signs with the first configured algorithm: HS* with ``auth.secret``,
+    RS256/ES256 with ``auth.private_key_file``. Sets ``sub``, ``iat``, ``exp``
+    (``now + ttl``), ``roles``, ``session`` when given, and ``aud``/``iss`` when
+    configured; ``extra`` claims are added first, so these always win. ``kid``
+    goes into the header (for JWKS verification).
+
+    Raises:
+        ConfigError: no secret, or no readable private key for RS256/ES256.
+        ValueError: an empty or too long ``sub``, or a ``ttl`` that is not positive.
+    """
+    if not sub or len(sub) > MAX_SUB_LENGTH:
+        raise ValueError(f"sub must be 1 to {MAX_SUB_LENGTH} characters")
+    if not ttl > 0:
+        raise ValueError("ttl must be positive")
+    issued = time.time() if now is None else now
+    claims: dict[str, Any] = dict(extra or {})
+    claims.update(sub=sub, iat=int(issued), exp=math.ceil(issued + ttl), roles=list(roles))
+    if session is not None:
+        claims["session"] = session
+    if auth.audience:
+        claims["aud"] = auth.audience
+    if auth.issuer:
+        claims["iss"] = auth.issuer
+    algorithm = auth.algorithms[0]
+    key: Any
+    if algorithm in _HMAC:
+        if not auth.secret:
+            raise ConfigError("auth.secret", "", f"required to mint {algorithm} tokens")
+        key = auth.secret.encode("utf-8")
+    else:
+        if not auth.private_key_file:
+            raise ConfigError("auth.private_key_file", "", f"required to mint {algorithm} tokens")
+        data = _read(auth.private_key_file, "auth.private_key_file")
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(
+                "auth.private_key_file", auth.private_key_file, f"not a PEM private key: {exc}"
+            ) from None
+    headers = {"kid": kid} if kid is not None else None
+    return jwt.encode(claims, key, algorithm=algorithm, headers=headers)

@@ -1,0 +1,131 @@
+"""The gateway side of one connection: a bounded, non-blocking outbox.
+
+Actors never touch the socket. They hold a ``ConnectionHandle`` (the
+``rtcs.sessions.Sink`` of the connection) and call ``push(frame)`` with bytes
+that are already encoded. ``push`` frames the bytes and hands them to the
+transport synchronously, as ``websockets.broadcast()`` does, so there is no
+``await ws.send()`` that could block forever on a client that never reads
+(DESIGN.md §4). The transport's write buffer *is* the outbox: when it would
+grow past ``limits.outbox_bytes`` the connection is closed with 4008 and
+aborted if the close handshake cannot complete, and its memory is freed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+from websockets.protocol import State
+
+from rtcs.errors import CloseCode
+
+if TYPE_CHECKING:
+    from websockets.asyncio.server import ServerConnection
+
+    from rtcs.metrics import Metrics
+
+# How long a server-initiated close may wait for the client's close frame
+# before the TCP connection is aborted.
+CLOSE_GRACE = 2.0
+
+
+class ConnectionHandle:
+    """One accepted WebSocket connection, as seen by the actors.
+
+    Obligations: only used on the event-loop thread. ``push`` and ``close``
+    never block and never raise.
+    """
+
+    __slots__ = (
+        "_closing",
+        "_limit",
+        "_metrics",
+        "_protocol",
+        "_tasks",
+        "_transport",
+        "_ws",
+        "actor",
+        "close_code",
+        "connection_id",
+        "opened",
+        "peer",
+        "user",
+    )
+
+    def __init__(
+        self,
+        ws: ServerConnection,
+        connection_id: str,
+        peer: str,
+        outbox_bytes: int,
+        metrics: Metrics,
+    ) -> None:
+        self._ws = ws
+        self._protocol = ws.protocol
+        self._transport = ws.transport
+        self._limit = outbox_bytes
+        self._metrics = metrics
+        self._closing = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.connection_id = connection_id
+        self.peer = peer
+        self.user: str | None = None
+        self.actor: Any = None  # the connection actor's address, once started
+        self.close_code: int | None = None
+        # Resolved by the connection supervisor: True when the actor runs,
+        # or a close code when the connection is refused (e.g. 4031).
+        self.opened: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size()
+
+    def push(self, frame: bytes) -> bool:
+        """Write one text frame (UTF-8 JSON bytes) without blocking.
+
+        Returns False when the frame was dropped: the connection is closing,
+        or the outbox would exceed its bound (the connection is then closed
+        with 4008).
+        """
+        if self._closing or self._protocol.state is not State.OPEN:
+            self._metrics.outbox_drop("closed")
+            return False
+        if self._transport.get_write_buffer_size() + len(frame) > self._limit:
+            self._metrics.outbox_drop("overflow")
+            self.close(CloseCode.TOO_SLOW, "outbound queue overflow")
+            return False
+        try:
+            self._protocol.send_text(frame)
+            self._ws.send_data()
+        except Exception:  # the transport is already broken: treat as closed
+            self._metrics.outbox_drop("closed")
+            self.abort()
+            return False
+        return True
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Start closing with ``code``; abort if the client does not answer."""
+        if self._closing:
+            return
+        self._closing = True
+        self.close_code = code
+        task = asyncio.get_running_loop().create_task(self._close(code, reason))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _close(self, code: int, reason: str) -> None:
+        try:
+            async with asyncio.timeout(CLOSE_GRACE):
+                await self._ws.close(code, reason)
+        except (TimeoutError, Exception):
+            self.abort()
+
+    def abort(self) -> None:
+        """Drop the TCP connection at once (the client cannot keep up)."""
+        self._closing = True
+        with contextlib.suppress(Exception):
+            self._transport.abort()

@@ -1,0 +1,295 @@
+"""The gateway: the only code that touches sockets.
+
+It accepts connections (handshake checks: path, readiness, origin, per-address
+limit, token), serves ``/healthz``, ``/readyz`` and ``/metrics`` on the same
+port, turns each text frame into a ``ClientText`` actor message and each
+socket close into ``SocketClosed``. Everything the actors write goes through
+the connection's bounded ``ConnectionHandle``.
+
+HTTP refusals before the upgrade (PROTOCOL.md): 400 bad resume parameters,
+401 bad token, 403 origin not allowed, 404 unknown path, 429 too many
+connections from one address, 503 not ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import ssl
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+
+from thespian.actors import ActorSystem
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from actors.context import CONNECTIONS, NodeContext
+from actors.messages import ClientText, OpenConnection, SocketClosed
+from rtcs.auth.extract import HandshakeAuth, extract, origin_allowed, own_origin
+from rtcs.auth.tokens import Identity
+from rtcs.errors import AuthError, CloseCode, ProtocolError
+from rtcs.gateway.handle import ConnectionHandle
+from rtcs.sessions import new_connection_id
+
+SUBPROTOCOL = "rtcs.v1"
+# How long a new connection may wait for its actor to start.
+OPEN_TIMEOUT = 5.0
+# How often the write-buffer watchdog runs.
+WATCHDOG_INTERVAL = 0.5
+
+
+class Gateway:
+    """The websockets server of one node.
+
+    Obligations: create, ``start()``, and ``stop()`` on the event loop that
+    runs the actor system; ``system.tell`` is only called from that loop.
+    """
+
+    def __init__(
+        self,
+        ctx: NodeContext,
+        system: ActorSystem,
+        readiness: Callable[[], str | None],
+    ) -> None:
+        self.ctx = ctx
+        self.system = system
+        self.readiness = readiness  # None when ready, else the reason
+        self.handles: set[ConnectionHandle] = set()
+        self.port: int = 0
+        self._per_address: dict[str, int] = {}
+        self._server: Server | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._scheme = "wss" if ctx.settings.server.tls_cert else "ws"
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> int:
+        """Listen; returns the bound port (useful with port 0)."""
+        settings = self.ctx.settings
+        server = settings.server
+        self._server = await serve(
+            self._handler,
+            server.host,
+            server.port,
+            process_request=self._process_request,
+            select_subprotocol=_select_subprotocol,
+            compression=None,
+            max_size=settings.limits.max_message_size,
+            max_queue=64,
+            ping_interval=settings.heartbeat.interval,
+            ping_timeout=settings.heartbeat.timeout,
+            close_timeout=2.0,
+            server_header="rtcs",
+            ssl=self._ssl_context(),
+            reuse_port=settings.server.workers > 1,
+            logger=logging.getLogger("rtcs.gateway.websockets"),
+        )
+        sockets = list(self._server.sockets)
+        self.port = sockets[0].getsockname()[1] if sockets else server.port
+        self._watchdog = asyncio.get_running_loop().create_task(self._watch_buffers())
+        return self.port
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        server = self.ctx.settings.server
+        if not server.tls_cert:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(server.tls_cert, server.tls_key or None)
+        return context
+
+    def stop_accepting(self) -> None:
+        """Close the listening sockets; live connections are left alone."""
+        if self._server is not None:
+            self._server.close(close_connections=False)
+
+    async def wait_closed(self, timeout: float) -> bool:
+        """Wait until every connection handler finished; False on timeout."""
+        if self._server is None:
+            return True
+        try:
+            async with asyncio.timeout(timeout):
+                await self._server.wait_closed()
+        except TimeoutError:
+            for handle in list(self.handles):
+                handle.abort()
+            return False
+        finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._watchdog
+        return True
+
+    # -- HTTP side ------------------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        settings = self.ctx.settings
+        path, _, _ = request.path.partition("?")
+        if path == "/healthz":
+            return _text(HTTPStatus.OK, "ok\n")
+        if path == "/readyz":
+            reason = self.readiness()
+            if reason is None:
+                return _json(HTTPStatus.OK, {"status": "ready"})
+            return _json(HTTPStatus.SERVICE_UNAVAILABLE, {"status": "unavailable", "reason": reason})
+        if settings.metrics.enabled and path == settings.metrics.path:
+            body, content_type = self.ctx.metrics.render()
+            return _response(HTTPStatus.OK, body, content_type)
+        if path != settings.server.path:
+            return _text(HTTPStatus.NOT_FOUND, "not found\n")
+        return self._check_upgrade(connection, request)
+
+    def _check_upgrade(self, connection: ServerConnection, request: Request) -> Response | None:
+        settings = self.ctx.settings
+        metrics = self.ctx.metrics
+        reason = self.readiness()
+        if reason is not None:
+            metrics.handshake_rejected(503)
+            return _json(HTTPStatus.SERVICE_UNAVAILABLE, {"status": "unavailable", "reason": reason})
+        headers = request.headers
+        own = own_origin(self._scheme, headers.get("Host"))
+        if not origin_allowed(headers.get("Origin"), settings.server.allowed_origins, own):
+            metrics.handshake_rejected(403)
+            return _text(HTTPStatus.FORBIDDEN, "origin not allowed\n")
+        address = _address(connection)
+        if self._per_address.get(address, 0) >= settings.limits.max_connections_per_address:
+            metrics.handshake_rejected(429)
+            return _text(HTTPStatus.TOO_MANY_REQUESTS, "too many connections from this address\n")
+        try:
+            auth = extract(
+                path=request.path,
+                headers=headers,
+                scheme=self._scheme,
+                allowed_origins=settings.server.allowed_origins,
+                cookie_name=settings.auth.cookie_name,
+                allow_query_token=settings.auth.allow_query_token,
+            )
+            identity = None
+            if auth.token is not None:
+                identity = self.ctx.verifier.verify(auth.token, now=self.ctx.wall())
+        except AuthError as exc:
+            metrics.handshake_rejected(401)
+            return _text(HTTPStatus.UNAUTHORIZED, f"authentication failed: {exc.reason}\n")
+        except ProtocolError as exc:
+            metrics.handshake_rejected(400)
+            return _text(HTTPStatus.BAD_REQUEST, f"{exc.message}\n")
+        # Handed to the connection handler, which runs right after the upgrade.
+        connection.rtcs_auth = (auth, identity)  # type: ignore[attr-defined]
+        return None
+
+    # -- WebSocket side ---------------------------------------------------------------
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        ctx = self.ctx
+        auth: HandshakeAuth
+        identity: Identity | None
+        auth, identity = ws.rtcs_auth  # type: ignore[attr-defined]
+        del ws.rtcs_auth  # type: ignore[attr-defined]
+        address = _address(ws)
+        self._per_address[address] = self._per_address.get(address, 0) + 1
+        handle = ConnectionHandle(
+            ws, new_connection_id(), address, ctx.settings.limits.outbox_bytes, ctx.metrics
+        )
+        self.handles.add(handle)
+        ctx.metrics.opened()
+        try:
+            await self._serve(ws, handle, auth, identity)
+        finally:
+            self.handles.discard(handle)
+            left = self._per_address[address] - 1
+            if left:
+                self._per_address[address] = left
+            else:
+                del self._per_address[address]
+            code = handle.close_code or ws.close_code or 1006
+            ctx.metrics.closed(code)
+
+    async def _serve(
+        self,
+        ws: ServerConnection,
+        handle: ConnectionHandle,
+        auth: HandshakeAuth,
+        identity: Identity | None,
+    ) -> None:
+        supervisor = self.ctx.directory.lookup(CONNECTIONS)
+        if supervisor is None:
+            handle.close(CloseCode.TRY_AGAIN_LATER, "not ready")
+            await _wait_closed(ws)
+            return
+        tell = self.system.tell
+        tell(supervisor, OpenConnection(handle, auth, identity))
+        try:
+            refusal = await asyncio.wait_for(asyncio.shield(handle.opened), OPEN_TIMEOUT)
+        except TimeoutError:
+            refusal = int(CloseCode.TRY_AGAIN_LATER)
+        if refusal is not None:
+            handle.close(refusal, _REFUSALS.get(refusal, "refused"))
+            await _wait_closed(ws)
+            return
+        actor = handle.actor
+        try:
+            async for message in ws:
+                if isinstance(message, str):
+                    tell(actor, ClientText(message))
+                else:
+                    handle.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not supported")
+                    break
+        except ConnectionClosed:
+            pass
+        finally:
+            tell(actor, SocketClosed(ws.close_code))
+        await _wait_closed(ws)
+
+    async def _watch_buffers(self) -> None:
+        """Close connections whose write buffer outgrew the outbox bound.
+
+        Catches what ``push`` cannot see: pongs to a ping flood from a client
+        that never reads (DESIGN.md §4).
+        """
+        limit = self.ctx.settings.limits.outbox_bytes
+        while True:
+            await asyncio.sleep(WATCHDOG_INTERVAL)
+            for handle in list(self.handles):
+                if not handle.closing and handle.write_buffer_size() > limit:
+                    self.ctx.metrics.outbox_drop("write_buffer")
+                    handle.close(CloseCode.TOO_SLOW, "outbound queue overflow")
+                    handle.abort()
+
+
+_REFUSALS = {
+    int(CloseCode.CONNECTION_LIMIT): "connection limit reached",
+    int(CloseCode.GOING_AWAY): "server shutting down",
+    int(CloseCode.TRY_AGAIN_LATER): "try again later",
+}
+
+
+async def _wait_closed(ws: ServerConnection) -> None:
+    with contextlib.suppress(Exception):
+        await ws.wait_closed()
+
+
+def _select_subprotocol(connection: ServerConnection, offered: Any) -> Any:
+    return SUBPROTOCOL if SUBPROTOCOL in offered else None
+
+
+def _address(connection: ServerConnection) -> str:
+    remote = connection.remote_address
+    return str(remote[0]) if remote else "unknown"
+
+
+def _response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    return Response(status.value, status.phrase, headers, body)
+
+
+def _text(status: HTTPStatus, text: str) -> Response:
+    return _response(status, text.encode(), "text/plain; charset=utf-8")
+
+
+def _json(status: HTTPStatus, payload: dict[str, Any]) -> Response:
+    return _response(status, json.dumps(payload).encode(), "application/json")

@@ -1,0 +1,337 @@
+"""Every rtcs metric, registered against an injected Prometheus registry.
+
+Label values are bounded: each label has a fixed set of values, every child
+is created up front (dashboards see zeros instead of missing series), and the
+helpers map anything outside the set to a fallback value, never to what a
+client sent. User ids, topics, rooms and connection ids are never labels.
+
+The per-message helpers (``frame_in``, ``frame_out``, ``delivered``,
+``routed``, ``error``) run on hot paths: they look the label child up in a
+dict built at start-up instead of calling ``labels()``.
+
+docs/operations.md lists every metric with its labels and what to alert on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TypeVar
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+
+from rtcs import __version__
+from rtcs.errors import CloseCode, ErrorCode
+
+CLIENT_FRAME_TYPES = (
+    "auth",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "send",
+    "join",
+    "leave",
+    "broadcast",
+    "presence",
+    "ping",
+)
+SERVER_FRAME_TYPES = (
+    "welcome",
+    "message",
+    "presence",
+    "error",
+    "subscribed",
+    "unsubscribed",
+    "joined",
+    "left",
+    "ack",
+    "pong",
+    "presence_state",
+)
+DELIVERY_KINDS = ("topic", "room", "direct", "global", "filter")
+# Broker envelope kinds that count as direct deliveries.
+_DIRECT_ALIASES = ("user", "connection")
+HANDSHAKE_STATUSES = (400, 401, 403, 429, 503)
+SUPERVISORS = ("system", "server", "connections", "router", "metrics")
+RESTART_STRATEGIES = ("one_for_one", "all_for_one", "rest_for_one")
+OUTBOX_DROP_REASONS = ("overflow", "closed", "write_buffer")
+RESUME_RESULTS = ("resumed", "expired")
+
+OTHER = "other"
+INVALID = "invalid"
+
+# 10 µs to 1 s: routing a frame locally takes microseconds; anything near a
+# second means the loop is starved.
+ROUTING_BUCKETS = (
+    0.00001,
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+)
+LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+_M = TypeVar("_M", Counter, Histogram)
+
+
+def _children(metric: _M, values: Iterable[str]) -> dict[str, _M]:
+    return {value: metric.labels(value) for value in values}
+
+
+class Metrics:
+    """The rtcs metrics on one registry (a new private one when None is given).
+
+    Build one per process in the composition root and pass it down; two
+    instances never share a registry unless the caller passes the same one,
+    which then raises ``ValueError`` for the duplicate names.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+
+        self.connections_active = Gauge(
+            "rtcs_connections_active", "Open WebSocket connections.", registry=r
+        )
+        self.connections_opened = Counter(
+            "rtcs_connections_opened_total", "WebSocket connections accepted.", registry=r
+        )
+        self.connections_closed = Counter(
+            "rtcs_connections_closed_total",
+            "WebSocket connections closed, by close code.",
+            ["code"],
+            registry=r,
+        )
+        self.handshakes_rejected = Counter(
+            "rtcs_handshakes_rejected_total",
+            "HTTP upgrades refused before a connection opened, by status.",
+            ["status"],
+            registry=r,
+        )
+        self.messages_in = Counter(
+            "rtcs_messages_in_total", "Client frames received, by type.", ["type"], registry=r
+        )
+        self.messages_out = Counter(
+            "rtcs_messages_out_total", "Server frames sent, by type.", ["type"], registry=r
+        )
+        self.deliveries = Counter(
+            "rtcs_deliveries_total",
+            "Messages handed to recipients' outboxes, by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "rtcs_errors_total", "Error frames sent, by wire code.", ["code"], registry=r
+        )
+        self.routing_seconds = Histogram(
+            "rtcs_routing_seconds",
+            "Time to route one message to its local recipients, by kind.",
+            ["kind"],
+            buckets=ROUTING_BUCKETS,
+            registry=r,
+        )
+        self.actor_restarts = Counter(
+            "rtcs_actor_restarts_total",
+            "Actor restarts, by supervisor and strategy.",
+            ["supervisor", "strategy"],
+            registry=r,
+        )
+        self.outbox_drops = Counter(
+            "rtcs_outbox_drops_total",
+            "Outbound frames dropped, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.sessions_attached = Gauge(
+            "rtcs_sessions_attached", "Sessions with a live connection.", registry=r
+        )
+        self.sessions_detached = Gauge(
+            "rtcs_sessions_detached", "Sessions kept for resume.", registry=r
+        )
+        self.resumes = Counter(
+            "rtcs_resumes_total", "Resume attempts, by result.", ["result"], registry=r
+        )
+        self.rate_limited = Counter(
+            "rtcs_rate_limited_total", "Client frames refused by the rate limit.", registry=r
+        )
+        self.broker_errors = Counter(
+            "rtcs_broker_errors_total", "Broker publish or subscribe failures.", registry=r
+        )
+        self.loop_lag_seconds = Histogram(
+            "rtcs_event_loop_lag_seconds",
+            "Delay of a periodic event-loop callback past its due time.",
+            buckets=LOOP_LAG_BUCKETS,
+            registry=r,
+        )
+        self.build_info = Info("rtcs_build", "rtcs version and node id.", registry=r)
+
+        # Label children, created now so every known series exports zero.
+        self._closed = _children(
+            self.connections_closed, [str(int(c)) for c in CloseCode] + [OTHER]
+        )
+        self._closed_by_code = {int(c): self._closed[str(int(c))] for c in CloseCode}
+        self._rejected = _children(
+            self.handshakes_rejected, [str(s) for s in HANDSHAKE_STATUSES] + [OTHER]
+        )
+        self._rejected_by_status = {s: self._rejected[str(s)] for s in HANDSHAKE_STATUSES}
+        self._in = _children(self.messages_in, (*CLIENT_FRAME_TYPES, INVALID))
+        self._out = _children(self.messages_out, (*SERVER_FRAME_TYPES, OTHER))
+        self._delivered = _children(self.deliveries, DELIVERY_KINDS)
+        self._routing = _children(self.routing_seconds, DELIVERY_KINDS)
+        for alias in _DIRECT_ALIASES:
+            self._delivered[alias] = self._delivered["direct"]
+            self._routing[alias] = self._routing["direct"]
+        # ErrorCode is a str enum, so members find their value's key.
+        self._errors = _children(self.errors, [c.value for c in ErrorCode])
+        self._restarts = {
+            (supervisor, strategy): self.actor_restarts.labels(supervisor, strategy)
+            for supervisor in (*SUPERVISORS, OTHER)
+            for strategy in RESTART_STRATEGIES
+        }
+        self._drops = _children(self.outbox_drops, OUTBOX_DROP_REASONS)
+        self._resumes = _children(self.resumes, RESUME_RESULTS)
+        self.set_build(node="")
+
+    # -- connections -----------------------------------------------------
+
+    def opened(self) -> None:
+        """Count an accepted connection; pair every call with one ``closed()``."""
+        self.connections_opened.inc()
+        self.connections_active.inc()
+
+    def closed(self, code: int) -> None:
+        """Count a closed connection by close code (not a ``CloseCode`` → "other").
+
+        Obligation: call once per ``opened()``; it lowers the active gauge.
+        """
+        self._closed_by_code.get(code, self._closed[OTHER]).inc()
+        self.connections_active.dec()
+
+    def handshake_rejected(self, status: int) -> None:
+        """Count a refused upgrade by HTTP status (400/401/403/429/503, else "other")."""
+        self._rejected_by_status.get(status, self._rejected[OTHER]).inc()
+
+    # -- frames ------------------------------------------------------------
+
+    def frame_in(self, type_: object) -> None:
+        """Count a client frame; an unknown or ill-typed ``type`` counts as "invalid"."""
+        try:
+            child = self._in[type_]  # type: ignore[index]
+        except (KeyError, TypeError):
+            # TypeError: a client sent an unhashable "type" (a list, an object).
+            child = self._in[INVALID]
+        child.inc()
+
+    def frame_out(self, type_: str, n: int = 1) -> None:
+        """Count ``n`` server frames of ``type_``; an unlisted type counts as "other"."""
+        self._out.get(type_, self._out[OTHER]).inc(n)
+
+    def error(self, code: ErrorCode | str) -> None:
+        """Count an error frame by wire code.
+
+        Raises:
+            ValueError: ``code`` is not an ``ErrorCode`` value (a bug in rtcs:
+                codes come from the error tree, never from clients).
+        """
+        try:
+            child = self._errors[code]
+        except KeyError:
+            raise ValueError(f"not a wire error code: {code!r}") from None
+        child.inc()
+
+    # -- routing -----------------------------------------------------------
+
+    def delivered(self, kind: str, n: int = 1) -> None:
+        """Count ``n`` deliveries of ``kind`` (topic room direct global filter;
+        the envelope kinds "user" and "connection" count as "direct").
+
+        Raises:
+            ValueError: ``kind`` is none of those.
+        """
+        try:
+            child = self._delivered[kind]
+        except KeyError:
+            raise ValueError(f"unknown delivery kind: {kind!r}") from None
+        child.inc(n)
+
+    def routed(self, kind: str, seconds: float) -> None:
+        """Observe the time one message of ``kind`` took to route (kinds as ``delivered``).
+
+        Raises:
+            ValueError: ``kind`` is not a delivery kind.
+        """
+        try:
+            child = self._routing[kind]
+        except KeyError:
+            raise ValueError(f"unknown delivery kind: {kind!r}") from None
+        child.observe(seconds)
+
+    # -- runtime -----------------------------------------------------------
+
+    def restart(self, supervisor: str, strategy: str) -> None:
+        """Count an actor restart; an unlisted supervisor counts as "other".
+
+        Raises:
+            ValueError: ``strategy`` is not one_for_one, all_for_one or rest_for_one.
+        """
+        if supervisor not in SUPERVISORS:
+            supervisor = OTHER
+        try:
+            child = self._restarts[(supervisor, strategy)]
+        except KeyError:
+            raise ValueError(f"unknown restart strategy: {strategy!r}") from None
+        child.inc()
+
+    def outbox_drop(self, reason: str) -> None:
+        """Count a dropped outbound frame (overflow, closed, write_buffer).
+
+        Raises:
+            ValueError: ``reason`` is none of those.
+        """
+        try:
+            child = self._drops[reason]
+        except KeyError:
+            raise ValueError(f"unknown outbox drop reason: {reason!r}") from None
+        child.inc()
+
+    def resume(self, result: str) -> None:
+        """Count a resume attempt (resumed or expired).
+
+        Raises:
+            ValueError: ``result`` is neither.
+        """
+        try:
+            child = self._resumes[result]
+        except KeyError:
+            raise ValueError(f"unknown resume result: {result!r}") from None
+        child.inc()
+
+    def loop_lag(self, seconds: float) -> None:
+        """Observe how late a periodic event-loop callback ran."""
+        self.loop_lag_seconds.observe(seconds)
+
+    def set_build(self, node: str, version: str = __version__) -> None:
+        """Publish the version and node id as ``rtcs_build_info``."""
+        self.build_info.info({"version": version, "node": node})
+
+    def render(self) -> tuple[bytes, str]:
+        """The registry in Prometheus text format: (body, content type)."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,237 @@
+"""Typed client commands: one frozen dataclass per client frame of PROTOCOL.md.
+
+The codec (``rtcs.protocol.codec.decode``) is the only place that turns wire
+frames into these, after validating every field; inside rtcs the types are
+trusted. Constructors still check the "exactly one of" invariants, so a
+command built by hand cannot carry an ambiguous target.
+
+Extensions to PROTOCOL.md defined here:
+
+- room names are 1 to 128 characters of ``[A-Za-z0-9_.:@-]``;
+- user ids, connection ids, session ids and role names sent by clients are
+  non-empty strings of at most 256 characters.
+
+Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias
+
+from rtcs.errors import BadRequest
+
+__all__ = [
+    "MAX_ID_LENGTH",
+    "MAX_NAME_LENGTH",
+    "MAX_ROOM_LENGTH",
+    "Auth",
+    "Broadcast",
+    "BroadcastFilter",
+    "BroadcastKind",
+    "Command",
+    "Join",
+    "Leave",
+    "Ping",
+    "PresenceQuery",
+    "Publish",
+    "RequestId",
+    "Send",
+    "Subscribe",
+    "Unsubscribe",
+    "validate_name",
+    "validate_room",
+]
+
+RequestId: TypeAlias = str | int | None
+
+MAX_ID_LENGTH = 64  # request ids: PROTOCOL.md "Transport"
+MAX_ROOM_LENGTH = 128
+MAX_NAME_LENGTH = 256  # user, connection and session ids, role names
+
+_ROOM_RE = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
+
+
+def validate_room(room: object, *, request_id: RequestId = None) -> str:
+    """Return ``room`` if it is a valid room name (1-128 chars of ``[A-Za-z0-9_.:@-]``).
+
+    Raises:
+        BadRequest: ``room`` is not a string or breaks the rule; carries ``request_id``.
+    """
+    if type(room) is not str or _ROOM_RE.fullmatch(room) is None:
+        raise BadRequest("invalid room name", request_id=request_id)
+    return room
+
+
+def validate_name(value: object, what: str, *, request_id: RequestId = None) -> str:
+    """Return ``value`` if it is a non-empty string of at most 256 characters.
+
+    ``what`` names the field in the error message (never the value itself).
+
+    Raises:
+        BadRequest: otherwise; carries ``request_id``.
+    """
+    if type(value) is not str or not value or len(value) > MAX_NAME_LENGTH:
+        raise BadRequest(
+            f"{what} must be a non-empty string of at most {MAX_NAME_LENGTH} characters",
+            request_id=request_id,
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """``auth``: first-frame authentication, token refresh, or resume."""
+
+    id: RequestId
+    token: str
+    session: str | None = None
+    last_seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """``subscribe``: ``topic`` is a validated topic or pattern."""
+
+    id: RequestId
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    """``unsubscribe``: ``topic`` is a validated topic or pattern."""
+
+    id: RequestId
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """``publish``: ``topic`` is a validated concrete topic, never a pattern."""
+
+    id: RequestId
+    topic: str
+    data: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """``send``: a direct message to exactly one of a user or a connection.
+
+    Raises:
+        BadRequest: neither or both of ``to_user`` / ``to_connection`` are set.
+    """
+
+    id: RequestId
+    to_user: str | None
+    to_connection: str | None
+    data: Any
+
+    def __post_init__(self) -> None:
+        if (self.to_user is None) == (self.to_connection is None):
+            raise BadRequest("'to' needs exactly one of 'user' or 'connection'", request_id=self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """``join``: ``room`` is a validated room name."""
+
+    id: RequestId
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """``leave``: ``room`` is a validated room name."""
+
+    id: RequestId
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastFilter:
+    """Selects connections whose user has any of ``roles`` or is one of ``users``.
+
+    Raises:
+        BadRequest: both tuples are empty.
+    """
+
+    roles: tuple[str, ...] = ()
+    users: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.roles and not self.users:
+            raise BadRequest("'filter' needs non-empty 'roles' or 'users'")
+
+
+BroadcastKind: TypeAlias = Literal["room", "global", "filter"]
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """``broadcast`` to exactly one of a room, everyone (``scope="global"``), or a filter.
+
+    Raises:
+        BadRequest: not exactly one of ``room`` / ``scope`` / ``filter`` is set.
+    """
+
+    id: RequestId
+    room: str | None
+    scope: Literal["global"] | None
+    filter: BroadcastFilter | None
+    data: Any
+
+    def __post_init__(self) -> None:
+        chosen = (self.room is not None) + (self.scope is not None) + (self.filter is not None)
+        if chosen != 1:
+            raise BadRequest(
+                "broadcast needs exactly one of 'room', 'scope' or 'filter'", request_id=self.id
+            )
+
+    @property
+    def kind(self) -> BroadcastKind:
+        """The permission scope this broadcast needs: ``room``, ``global`` or ``filter``."""
+        if self.room is not None:
+            return "room"
+        if self.scope is not None:
+            return "global"
+        return "filter"
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceQuery:
+    """``presence``: the members of a room, or whether a user is online.
+
+    Raises:
+        BadRequest: not exactly one of ``room`` / ``user`` is set.
+    """
+
+    id: RequestId
+    room: str | None
+    user: str | None
+
+    def __post_init__(self) -> None:
+        if (self.room is None) == (self.user is None):
+            raise BadRequest("presence needs exactly one of 'room' or 'user'", request_id=self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """``ping``: answered with ``pong``."""
+
+    id: RequestId
+
+
+Command: TypeAlias = (
+    Auth
+    | Subscribe
+    | Unsubscribe
+    | Publish
+    | Send
+    | Join
+    | Leave
+    | Broadcast
+    | PresenceQuery
+    | Ping
+)

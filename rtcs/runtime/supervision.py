@@ -1,0 +1,354 @@
+"""Erlang/OTP-style supervision built on Thespian's signals.
+
+Thespian tells a parent when a child exits (``ChildActorExited``) and, on the
+asyncio base, when one of its handlers failed for good
+(:class:`~rtcs.runtime.messages.ChildFailed`); it has no restart policy. The
+:class:`Supervisor` adds one:
+
+- strategy on a crash: ONE_FOR_ONE restarts the crashed child; ALL_FOR_ONE
+  stops every other child and restarts all; REST_FOR_ONE restarts the crashed
+  child and every child started after it. Restarts happen in start order.
+- restart type per child: PERMANENT always restarted; TRANSIENT only after a
+  failure (not after it exited on its own); TEMPORARY never (forgotten).
+- intensity: more than ``max_restarts`` restarts within ``within`` seconds
+  stops every child and escalates to the parent (:class:`Escalated`), whose
+  supervisor treats it as a crash of that child; a top-level supervisor
+  reports ``kind="escalated"`` through ``on_event`` instead.
+
+A crash is a ``ChildFailed`` or ``Escalated`` from a child, or a
+``ChildActorExited`` the supervisor did not cause; children it stops on
+purpose (restarts, ``stop_child``, shutdown) are not crashes. A failed child
+is still alive in Thespian, so the supervisor stops it before replacing it.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from thespian.actors import (
+    Actor,
+    ActorAddress,
+    ActorExitRequest,
+    ActorTypeDispatcher,
+    ChildActorExited,
+)
+
+from rtcs.errors import ConfigError
+from rtcs.runtime.base import is_top_level, parent_address
+from rtcs.runtime.directory import Directory
+from rtcs.runtime.messages import ChildFailed, Escalated
+
+_log = logging.getLogger("rtcs.runtime")
+
+EventKind = Literal["started", "restarted", "stopped", "escalated"]
+
+
+class Strategy(enum.StrEnum):
+    """Which children a supervisor restarts when one crashes."""
+
+    ONE_FOR_ONE = "one_for_one"
+    ALL_FOR_ONE = "all_for_one"
+    REST_FOR_ONE = "rest_for_one"
+
+
+class Restart(enum.StrEnum):
+    """When a child is restarted."""
+
+    PERMANENT = "permanent"  # always
+    TRANSIENT = "transient"  # only after a failure, not after a normal exit
+    TEMPORARY = "temporary"  # never: forgotten when it stops
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorPolicy:
+    """Restart strategy and intensity (at most ``max_restarts`` in ``within`` seconds).
+
+    Raises:
+        ConfigError: ``max_restarts`` is negative or ``within`` is not positive.
+    """
+
+    strategy: Strategy = Strategy.ONE_FOR_ONE
+    max_restarts: int = 3
+    within: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.max_restarts < 0:
+            raise ConfigError("max_restarts", self.max_restarts, "must be at least 0")
+        if self.within <= 0:
+            raise ConfigError("within", self.within, "must be a positive number of seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSpec:
+    """How to (re)create one child.
+
+    ``init``, if not ``None``, is sent to the child as its first message after
+    every (re)creation: it carries the child's dependencies and configuration,
+    so a restarted child rebuilds its state from it.
+    """
+
+    name: str
+    actor_class: type[Actor]
+    restart: Restart = Restart.PERMANENT
+    init: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorEvent:
+    """What a supervisor did to a child; for metrics and for shutting down on escalation."""
+
+    supervisor: str
+    strategy: Strategy
+    child: str
+    kind: EventKind
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Supervise:
+    """The first message a :class:`Supervisor` receives: it then starts ``children`` in order.
+
+    Raises:
+        ValueError: two children share a name.
+    """
+
+    name: str
+    policy: SupervisorPolicy
+    children: tuple[ChildSpec, ...]
+    directory: Directory | None = None
+    on_event: Callable[[SupervisorEvent], None] | None = None
+
+    def __post_init__(self) -> None:
+        names = [spec.name for spec in self.children]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"supervisor {self.name!r}: duplicate child names {duplicates}")
+
+
+@dataclass(slots=True)
+class _Child:
+    spec: ChildSpec
+    address: ActorAddress | None = None
+    key: str = field(default="")  # actorAddressString of ``address``
+
+
+class Supervisor(ActorTypeDispatcher):
+    """An actor that starts, watches and restarts its children.
+
+    Send it :class:`Supervise` first. Subclasses may add ``receiveMsg_X``
+    handlers, start and stop dynamic children with :meth:`start_child` and
+    :meth:`stop_child`, and override :meth:`on_child_started` and
+    :meth:`on_child_crashed`. A subclass overriding one of the handlers below
+    must call the base handler.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._policy = SupervisorPolicy()
+        self._supervisor_name = type(self).__name__
+        self._directory: Directory | None = None
+        self._on_event: Callable[[SupervisorEvent], None] | None = None
+        self._configured = False
+        self._stopping = False
+        # Start order is dict order; a restarted child keeps its place.
+        self._children: dict[str, _Child] = {}
+        self._names_by_key: dict[str, str] = {}
+        # Children told to exit whose ChildActorExited has not arrived yet.
+        self._retiring: set[str] = set()
+        self._restarts: deque[float] = deque()
+
+    # ------------------------------------------------------------ public API
+
+    @property
+    def supervisor_name(self) -> str:
+        """The name given by :class:`Supervise` (the class name before that)."""
+        return self._supervisor_name
+
+    @property
+    def policy(self) -> SupervisorPolicy:
+        """The restart policy in force."""
+        return self._policy
+
+    def child_address(self, name: str) -> ActorAddress | None:
+        """The current address of child ``name``, or ``None`` if there is none."""
+        child = self._children.get(name)
+        return None if child is None else child.address
+
+    def child_names(self) -> list[str]:
+        """Names of the current children, in start order."""
+        return list(self._children)
+
+    def start_child(self, spec: ChildSpec) -> ActorAddress:
+        """Create a child from ``spec``, after the existing ones in start order.
+
+        Raises:
+            ValueError: a child named ``spec.name`` already exists.
+        """
+        if spec.name in self._children:
+            raise ValueError(f"supervisor {self._supervisor_name!r}: child {spec.name!r} exists")
+        self._children[spec.name] = _Child(spec)
+        return self._start(spec.name, "started", "started")
+
+    def stop_child(self, name: str) -> None:
+        """Stop child ``name`` on purpose and forget it; unknown names are ignored."""
+        child = self._children.pop(name, None)
+        if child is None:
+            return
+        self._retire(child)
+        self._emit(name, "stopped", "stopped on request")
+
+    def on_child_started(self, name: str, address: ActorAddress) -> None:
+        """Hook: child ``name`` was (re)created at ``address`` (``init`` already sent)."""
+
+    def on_child_crashed(self, name: str, reason: str) -> None:
+        """Hook: child ``name`` crashed, before the restart policy is applied."""
+
+    # ------------------------------------------------------------- handlers
+
+    def receiveMsg_Supervise(self, msg: Supervise, sender: ActorAddress) -> None:
+        if self._configured:
+            _log.warning("supervisor %s ignored a second Supervise", self._supervisor_name)
+            return
+        self._configured = True
+        self._supervisor_name = msg.name
+        self._policy = msg.policy
+        self._directory = msg.directory
+        self._on_event = msg.on_event
+        for spec in msg.children:
+            self.start_child(spec)
+
+    def receiveMsg_ChildFailed(self, msg: ChildFailed, sender: ActorAddress) -> None:
+        name = self._names_by_key.get(msg.child.actorAddressString)
+        if name is not None and not self._stopping:
+            self._crashed(name, msg.reason, failed=True, alive=True)
+
+    def receiveMsg_Escalated(self, msg: Escalated, sender: ActorAddress) -> None:
+        name = self._names_by_key.get(sender.actorAddressString)
+        if name is not None and not self._stopping:
+            self._crashed(name, f"escalated: {msg.reason}", failed=True, alive=True)
+
+    def receiveMsg_ChildActorExited(self, msg: ChildActorExited, sender: ActorAddress) -> None:
+        key = msg.childAddress.actorAddressString
+        if key in self._retiring:
+            self._retiring.discard(key)
+            return
+        name = self._names_by_key.get(key)
+        if name is not None and not self._stopping:
+            self._crashed(name, "exited", failed=False, alive=False)
+
+    def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: ActorAddress) -> None:
+        self._stopping = True
+        self._stop_all("shutdown", emit=True)
+
+    # ------------------------------------------------------------- internals
+
+    def _start(self, name: str, kind: EventKind, reason: str) -> ActorAddress:
+        child = self._children[name]
+        spec = child.spec
+        address = self.createActor(spec.actor_class)
+        child.address = address
+        child.key = address.actorAddressString
+        self._names_by_key[child.key] = name
+        if spec.init is not None:
+            self.send(address, spec.init)
+        if self._directory is not None:
+            self._directory.register(name, address)
+        self.on_child_started(name, address)
+        self._emit(name, kind, reason)
+        return address
+
+    def _detach(self, child: _Child) -> None:
+        """Forget the child's current address (the actor is gone or going)."""
+        if child.address is None:
+            return
+        self._names_by_key.pop(child.key, None)
+        if self._directory is not None:
+            self._directory.unregister(child.spec.name, child.address)
+        child.address = None
+        child.key = ""
+
+    def _retire(self, child: _Child) -> None:
+        """Stop a live child on purpose: its ChildActorExited is then not a crash."""
+        address = child.address
+        if address is None:
+            return
+        self._retiring.add(child.key)
+        self._detach(child)
+        self.send(address, ActorExitRequest())
+
+    def _stop_all(self, reason: str, *, emit: bool) -> None:
+        # Reverse start order, as OTP stops children.
+        for name in reversed(list(self._children)):
+            self._retire(self._children[name])
+            if emit:
+                self._emit(name, "stopped", reason)
+        self._children.clear()
+
+    def _crashed(self, name: str, reason: str, *, failed: bool, alive: bool) -> None:
+        child = self._children[name]
+        self.on_child_crashed(name, reason)
+        if alive:
+            self._retire(child)
+        else:
+            self._detach(child)
+        restart = child.spec.restart
+        if restart is Restart.TEMPORARY or (restart is Restart.TRANSIENT and not failed):
+            del self._children[name]
+            self._emit(name, "stopped", reason)
+            return
+        if self._intensity_exceeded():
+            self._escalate(name, f"{name}: {reason}")
+            return
+        names = list(self._children)
+        strategy = self._policy.strategy
+        if strategy is Strategy.ONE_FOR_ONE:
+            affected = [name]
+        elif strategy is Strategy.ALL_FOR_ONE:
+            affected = names
+        else:
+            affected = names[names.index(name) :]
+        for other in reversed(affected):
+            if other != name:
+                self._retire(self._children[other])
+        cause = f"{name}: {reason}"
+        for other in affected:
+            if other != name and self._children[other].spec.restart is Restart.TEMPORARY:
+                del self._children[other]
+                self._emit(other, "stopped", cause)
+            else:
+                self._start(other, "restarted", cause)
+
+    def _intensity_exceeded(self) -> bool:
+        now = time.monotonic()
+        self._restarts.append(now)
+        horizon = now - self._policy.within
+        while self._restarts and self._restarts[0] < horizon:
+            self._restarts.popleft()
+        return len(self._restarts) > self._policy.max_restarts
+
+    def _escalate(self, child: str, reason: str) -> None:
+        self._stopping = True
+        self._stop_all(reason, emit=False)
+        _log.error("supervisor %s escalates: %s", self._supervisor_name, reason)
+        if is_top_level(self):
+            self._emit(child, "escalated", reason)
+        else:
+            self.send(parent_address(self), Escalated(self._supervisor_name, reason))
+        self.send(self.myAddress, ActorExitRequest())
+
+    def _emit(self, child: str, kind: EventKind, reason: str) -> None:
+        hook = self._on_event
+        if hook is None:
+            return
+        event = SupervisorEvent(self._supervisor_name, self._policy.strategy, child, kind, reason)
+        try:
+            hook(event)
+        except Exception:
+            # Observability must not change supervision decisions.
+            _log.exception("supervisor %s: on_event hook failed", self._supervisor_name)

@@ -1,0 +1,203 @@
+"""Node-local session state: the hot path of every delivery.
+
+A *session* outlives its connection (PROTOCOL.md "Sessions, resume and
+replay"): it owns the per-session ``seq`` counter, a bounded replay buffer of
+the last delivered messages, and the subscriptions and rooms that are restored
+on resume. While a connection is attached, the session holds its ``Sink`` (the
+gateway's bounded outbox); while detached, deliveries are buffered only.
+
+This module is pure: no sockets, no actors, no clocks (``now`` is passed in).
+Delivery is one function call per recipient that splices the recipient's
+``seq`` into a message tail encoded once per published message
+(``rtcs.protocol.codec.message_tail``), appends it to the replay buffer and
+hands the bytes to the sink: no actor message and no JSON encode per
+recipient.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+from rtcs.protocol.codec import with_seq
+
+
+class Sink(Protocol):
+    """Where a connection's outbound frames go (implemented by the gateway).
+
+    ``push`` never blocks and never raises: it returns False when the frame was
+    dropped because the connection is closing or its bounded outbox overflowed
+    (the sink then closes the connection with 4008 by itself).
+    """
+
+    connection_id: str
+
+    def push(self, frame: bytes) -> bool: ...
+
+    def close(self, code: int, reason: str = "") -> None: ...
+
+
+def new_session_id() -> str:
+    """A fresh, unguessable session id (``s-`` prefix, PROTOCOL.md)."""
+    return "s-" + secrets.token_urlsafe(16)
+
+
+def new_connection_id() -> str:
+    """A fresh, unguessable connection id (``c-`` prefix, PROTOCOL.md)."""
+    return "c-" + secrets.token_urlsafe(12)
+
+
+class Session:
+    """One client session. Mutated only on the event-loop thread.
+
+    Sessions are used as keys of the routing indexes, so they hash by
+    identity.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "buffer",
+        "connection_id",
+        "detached_at",
+        "id",
+        "roles",
+        "rooms",
+        "seq",
+        "sink",
+        "subscriptions",
+        "user",
+    )
+
+    def __init__(self, session_id: str, user: str, roles: tuple[str, ...], buffer_size: int):
+        self.id = session_id
+        self.user = user
+        self.roles = roles
+        self.seq = 0
+        self.buffer: deque[tuple[int, bytes]] = deque(maxlen=buffer_size)
+        self.subscriptions: set[str] = set()
+        self.rooms: set[str] = set()
+        self.sink: Sink | None = None
+        self.connection_id: str | None = None
+        self.detached_at: float | None = None
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id} user={self.user!r} seq={self.seq}>"
+
+    @property
+    def attached(self) -> bool:
+        return self.sink is not None
+
+    def deliver(self, tail: bytes) -> None:
+        """Deliver one message: next ``seq``, buffer it, write it if attached."""
+        seq = self.seq = self.seq + 1
+        self.buffer.append((seq, tail))
+        sink = self.sink
+        if sink is not None:
+            sink.push(with_seq(seq, tail))
+
+    def replay_after(self, last_seq: int) -> list[tuple[int, bytes]] | None:
+        """The buffered messages with ``seq > last_seq``, in order.
+
+        Returns None when the buffer no longer holds ``last_seq + 1`` or
+        ``last_seq`` is ahead of this session: a resume must then start a new
+        session rather than replay partially.
+        """
+        if last_seq > self.seq or last_seq < 0:
+            return None
+        if last_seq == self.seq:
+            return []
+        if not self.buffer or self.buffer[0][0] > last_seq + 1:
+            return None
+        start = last_seq + 1 - self.buffer[0][0]
+        return list(itertools.islice(self.buffer, start, None))
+
+
+class SessionRegistry:
+    """Every session this node holds, attached or detached (within its TTL).
+
+    The routing handlers rebuild their indexes from here when they restart,
+    so subscriptions and rooms of live sessions survive a router restart.
+    """
+
+    def __init__(self, buffer_size: int) -> None:
+        self.buffer_size = buffer_size
+        self._sessions: dict[str, Session] = {}
+        self._by_connection: dict[str, Session] = {}
+        self._by_user: dict[str, set[Session]] = {}
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __iter__(self) -> Iterator[Session]:
+        return iter(list(self._sessions.values()))
+
+    def get(self, session_id: str) -> Session | None:
+        return self._sessions.get(session_id)
+
+    def create(self, user: str, roles: tuple[str, ...], session_id: str | None = None) -> Session:
+        """Create and register a new detached session."""
+        session = Session(session_id or new_session_id(), user, roles, self.buffer_size)
+        self._sessions[session.id] = session
+        return session
+
+    def attach(self, session: Session, sink: Sink) -> None:
+        """Attach a live connection; a previous sink must be detached first."""
+        if session.sink is not None:
+            raise RuntimeError(f"session {session.id} is already attached")
+        session.sink = sink
+        session.connection_id = sink.connection_id
+        session.detached_at = None
+        self._by_connection[sink.connection_id] = session
+        self._by_user.setdefault(session.user, set()).add(session)
+
+    def detach(self, session: Session, now: float) -> None:
+        """Drop the session's connection; the session stays for its TTL."""
+        if session.connection_id is not None:
+            self._by_connection.pop(session.connection_id, None)
+        users = self._by_user.get(session.user)
+        if users is not None:
+            users.discard(session)
+            if not users:
+                del self._by_user[session.user]
+        session.sink = None
+        session.connection_id = None
+        session.detached_at = now
+
+    def remove(self, session: Session) -> None:
+        """Forget a session entirely (expired, or replaced)."""
+        if session.sink is not None:
+            self.detach(session, 0.0)
+        self._sessions.pop(session.id, None)
+
+    def by_connection(self, connection_id: str) -> Session | None:
+        return self._by_connection.get(connection_id)
+
+    def attached_of(self, user: str) -> set[Session]:
+        """Live (attached) sessions of ``user`` on this node; do not mutate."""
+        return self._by_user.get(user) or _EMPTY
+
+    def attached_count(self) -> int:
+        return len(self._by_connection)
+
+    def expired(self, now: float, ttl: float) -> list[Session]:
+        """Detached sessions whose TTL has run out at ``now``."""
+        return [
+            s
+            for s in self._sessions.values()
+            if s.detached_at is not None and now - s.detached_at >= ttl
+        ]
+
+    def matching(self, roles: Iterable[str], users: Iterable[str]) -> list[Session]:
+        """Sessions with any of ``roles`` or whose user is in ``users``."""
+        role_set, user_set = set(roles), set(users)
+        return [
+            s
+            for s in self._sessions.values()
+            if s.user in user_set or not role_set.isdisjoint(s.roles)
+        ]
+
+
+_EMPTY: set[Session] = set()

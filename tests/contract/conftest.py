@@ -1,0 +1,140 @@
+"""Fixtures of the backend conformance suite.
+
+Every test in this directory runs once per implementation listed in
+``IMPLEMENTATIONS``. Adding a backend is one entry: a factory returning a
+``Harness`` for it (and marks, e.g. ``pytest.mark.redis`` for one that needs a
+redis-server).
+
+A harness builds parts that share one backing service, the way separate nodes
+share a Redis server: every ``broker()`` is a new node on the same bus, and
+every ``sessions()`` / ``presence()`` sees the same data. ``advance(seconds)``
+moves the time the stores expire by: a fake clock for memory, real waiting for
+a server that only knows real TTLs, so expiry tests use short TTLs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import pytest
+
+from rtcs.backends.base import Broker, Envelope, PresenceStore, SessionStore
+from rtcs.backends.memory import MemoryBroker, MemoryHub
+
+WAIT = 2.0  # seconds a test waits for an expected delivery before failing
+
+
+class Harness(Protocol):
+    def broker(self) -> Broker: ...
+    def sessions(self) -> SessionStore: ...
+    def presence(self) -> PresenceStore: ...
+    async def advance(self, seconds: float) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class MemoryHarness:
+    def __init__(self) -> None:
+        self.clock = FakeClock()
+        self.hub = MemoryHub(clock=self.clock)
+        self._brokers: list[Broker] = []
+
+    def broker(self) -> Broker:
+        broker = MemoryBroker(self.hub)
+        self._brokers.append(broker)
+        return broker
+
+    def sessions(self) -> SessionStore:
+        return self.hub.sessions
+
+    def presence(self) -> PresenceStore:
+        return self.hub.presence
+
+    async def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    async def aclose(self) -> None:
+        for broker in self._brokers:
+            await broker.close()
+
+
+@dataclass(frozen=True)
+class Implementation:
+    factory: Callable[[], Harness]
+    marks: tuple[pytest.MarkDecorator, ...] = ()
+
+
+IMPLEMENTATIONS: dict[str, Implementation] = {
+    "memory": Implementation(MemoryHarness),
+}
+
+
+@pytest.fixture(
+    params=[pytest.param(name, marks=impl.marks) for name, impl in IMPLEMENTATIONS.items()]
+)
+async def impl(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    harness = IMPLEMENTATIONS[request.param].factory()
+    try:
+        yield harness
+    finally:
+        await harness.aclose()
+
+
+class Inbox:
+    """A ``deliver`` callback that records envelopes and lets a test await them."""
+
+    def __init__(self) -> None:
+        self.items: list[Envelope] = []
+        self.threads: set[int] = set()
+        self._changed = asyncio.Event()
+
+    def __call__(self, envelope: Envelope) -> None:
+        self.threads.add(threading.get_ident())
+        # Raises when called off the event loop, which the contract forbids.
+        asyncio.get_running_loop()
+        self.items.append(envelope)
+        self._changed.set()
+
+    async def wait_for(self, count: int, timeout: float = WAIT) -> list[Envelope]:
+        """Wait until at least ``count`` envelopes arrived; fail after ``timeout``."""
+        async with asyncio.timeout(timeout):
+            while len(self.items) < count:
+                self._changed.clear()
+                await self._changed.wait()
+        return list(self.items)
+
+
+@dataclass(frozen=True)
+class Node:
+    id: str
+    broker: Broker
+    inbox: Inbox
+
+
+@pytest.fixture
+def start_node(impl: Harness) -> Callable[[str], Awaitable[Node]]:
+    """Start a broker on the shared bus as node ``node_id``, recording deliveries."""
+
+    async def start(node_id: str) -> Node:
+        broker = impl.broker()
+        inbox = Inbox()
+        await broker.start(node_id, inbox)
+        return Node(node_id, broker, inbox)
+
+    return start

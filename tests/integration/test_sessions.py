@@ -1,0 +1,124 @@
+"""Sessions, resume and replay (PROTOCOL.md), against a real node."""
+
+from __future__ import annotations
+
+from websockets.asyncio.client import connect
+
+from tests.integration.conftest import Client, Node
+
+
+async def _drop(client: Client) -> None:
+    await client.ws.close()
+
+
+async def _wait_detached(node: Node, session_id: str) -> None:
+    """Publishers must not race the detach: wait until the node saw the close."""
+    for _ in range(500):
+        session = node.app.ctx.sessions.get(session_id)
+        if session is not None and session.sink is None:
+            return
+        await client_turn()
+    raise AssertionError("session never detached")
+
+
+async def client_turn() -> None:
+    import asyncio
+
+    await asyncio.sleep(0.01)
+
+
+async def test_resume_replays_exactly_the_missed_messages(node: Node) -> None:
+    alice, bob = await node.client("alice"), await node.client("bob")
+    await bob.subscribe("news")
+    await bob.request({"type": "join", "room": "r1"}, "joined")
+    await alice.publish("news", 1)
+    await bob.expect("message", seq=1)
+    session = bob.welcome["session_id"]
+    await _drop(bob)
+    await _wait_detached(node, session)
+    for i in (2, 3, 4):
+        await alice.publish("news", i)
+    await alice.request({"type": "broadcast", "room": "r1", "data": "room"})
+    ws = await connect(node.url + f"?session={session}&last_seq=1", additional_headers={"Authorization": f"Bearer {node.token('bob')}"})
+    again = Client(ws)
+    welcome = await again.expect("welcome")
+    assert welcome["resumed"] is True and welcome["replayed"] == 4
+    assert welcome["session_id"] == session
+    seen = [await again.expect("message") for _ in range(4)]
+    assert [m["seq"] for m in seen] == [2, 3, 4, 5]
+    assert [m["data"] for m in seen] == [2, 3, 4, "room"]
+    # subscriptions were restored: live messages continue the sequence
+    await alice.publish("news", 5)
+    await again.expect("message", seq=6, data=5)
+
+
+async def test_resume_by_auth_frame(node: Node) -> None:
+    alice, bob = await node.client("alice"), await node.client("bob")
+    await bob.subscribe("t")
+    await alice.publish("t", "a")
+    await bob.expect("message", seq=1)
+    session = bob.welcome["session_id"]
+    await _drop(bob)
+    await _wait_detached(node, session)
+    await alice.publish("t", "b")
+    client = Client(await connect(node.url))
+    await client.send({"type": "auth", "token": node.token("bob"), "session": session, "last_seq": 1})
+    welcome = await client.expect("welcome", resumed=True, replayed=1)
+    assert welcome["session_id"] == session
+    await client.expect("message", seq=2, data="b")
+
+
+async def test_resume_of_other_users_session_starts_fresh(node: Node) -> None:
+    bob = await node.client("bob")
+    session = bob.welcome["session_id"]
+    await _drop(bob)
+    await _wait_detached(node, session)
+    client = Client(await connect(node.url))
+    await client.send({"type": "auth", "token": node.token("mallory"), "session": session, "last_seq": 0})
+    welcome = await client.expect("welcome", resumed=False)
+    assert welcome["session_id"] != session
+
+
+async def test_resume_unknown_or_overflowed_buffer_is_not_partial(node_factory) -> None:
+    node = await node_factory(**{"session.replay_buffer": 2})
+    alice, bob = await node.client("alice"), await node.client("bob")
+    await bob.subscribe("t")
+    session = bob.welcome["session_id"]
+    await _drop(bob)
+    await _wait_detached(node, session)
+    for i in range(3):
+        await alice.publish("t", i)
+    client = Client(await connect(node.url))
+    await client.send({"type": "auth", "token": node.token("bob"), "session": session, "last_seq": 0})
+    welcome = await client.expect("welcome", resumed=False)
+    assert welcome["session_id"] != session
+    await client.request({"type": "ping"}, "pong")
+    await client.silent()
+    unknown = Client(await connect(node.url))
+    await unknown.send({"type": "auth", "token": node.token("bob"), "session": "s-unknown", "last_seq": 0})
+    await unknown.expect("welcome", resumed=False)
+
+
+async def test_session_expires_after_ttl(node_factory) -> None:
+    node = await node_factory(**{"session.ttl": 0.3})
+    bob = await node.client("bob")
+    session = bob.welcome["session_id"]
+    await _drop(bob)
+    await _wait_detached(node, session)
+    for _ in range(300):
+        if node.app.ctx.sessions.get(session) is None:
+            break
+        await client_turn()
+    assert node.app.ctx.sessions.get(session) is None
+    client = Client(await connect(node.url))
+    await client.send({"type": "auth", "token": node.token("bob"), "session": session, "last_seq": 0})
+    await client.expect("welcome", resumed=False)
+
+
+async def test_reconnect_takes_over_a_live_session(node: Node) -> None:
+    bob = await node.client("bob")
+    session = bob.welcome["session_id"]
+    ws = await connect(node.url + f"?session={session}&last_seq=0", additional_headers={"Authorization": f"Bearer {node.token('bob')}"})
+    again = Client(ws)
+    await again.expect("welcome", resumed=True, session_id=session)
+    assert await bob.closed() == 1000

@@ -1,0 +1,87 @@
+"""Token bucket and rate limiter, driven by an explicit clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from rtcs.protocol.ratelimit import RateLimiter, TokenBucket, Verdict
+
+
+def test_bucket_starts_full_and_refills() -> None:
+    bucket = TokenBucket(rate=10, burst=3, now=100.0)
+    assert [bucket.take(100.0) for _ in range(4)] == [True, True, True, False]
+    assert not bucket.take(100.05)  # half a token
+    assert bucket.take(100.1)
+    assert not bucket.take(100.1)
+    assert bucket.tokens(200.0) == 3  # capped at burst
+    assert [bucket.take(200.0) for _ in range(4)] == [True, True, True, False]
+
+
+def test_bucket_take_n_is_all_or_nothing() -> None:
+    bucket = TokenBucket(rate=1, burst=5, now=0.0)
+    assert bucket.take(0.0, 3)
+    assert not bucket.take(0.0, 3)
+    assert bucket.take(0.0, 2)
+
+
+def test_bucket_ignores_a_clock_stepping_back() -> None:
+    bucket = TokenBucket(rate=1, burst=1, now=10.0)
+    assert bucket.take(10.0)
+    assert not bucket.take(5.0)
+    assert not bucket.take(10.5)
+    assert bucket.take(11.0)
+
+
+@pytest.mark.parametrize(("rate", "burst"), [(0, 1), (-1, 1), (float("inf"), 1), (1, 0)])
+def test_bucket_rejects_bad_settings(rate: float, burst: int) -> None:
+    with pytest.raises(ValueError):
+        TokenBucket(rate, burst, 0.0)
+
+
+def test_limiter_allows_then_rejects_then_closes() -> None:
+    limiter = RateLimiter(rate=1, burst=2, close_after=3, window=10.0, now=0.0)
+    verdicts = [limiter.check(0.0) for _ in range(6)]
+    assert verdicts == [
+        Verdict.ALLOW,
+        Verdict.ALLOW,
+        Verdict.REJECT,
+        Verdict.REJECT,
+        Verdict.REJECT,
+        Verdict.CLOSE,
+    ]
+
+
+def test_limiter_forgets_rejections_older_than_the_window() -> None:
+    limiter = RateLimiter(rate=1, burst=1, close_after=2, window=10.0, now=0.0)
+    assert limiter.check(0.0) is Verdict.ALLOW
+    assert limiter.check(0.0) is Verdict.REJECT
+    assert limiter.check(0.5) is Verdict.REJECT
+    # 11 s later the two rejections are outside the window.
+    assert limiter.check(11.0) is Verdict.ALLOW
+    assert limiter.check(11.0) is Verdict.REJECT
+    assert limiter.check(11.0) is Verdict.REJECT
+    assert limiter.check(11.0) is Verdict.CLOSE
+
+
+def test_limiter_counts_rejections_spread_across_the_window() -> None:
+    limiter = RateLimiter(rate=0.01, burst=1, close_after=3, window=10.0, now=0.0)
+    assert limiter.check(0.0) is Verdict.ALLOW
+    assert [limiter.check(t) for t in (1.0, 4.0, 7.0, 9.5)] == [
+        Verdict.REJECT,
+        Verdict.REJECT,
+        Verdict.REJECT,
+        Verdict.CLOSE,
+    ]
+
+
+def test_limiter_memory_is_bounded() -> None:
+    limiter = RateLimiter(rate=1, burst=1, close_after=10**9, window=5.0, now=0.0)
+    for i in range(10_000):
+        limiter.check(i * 0.01)
+    assert len(limiter._counts) == len(limiter._ids) == RateLimiter._SLOTS
+
+
+@pytest.mark.parametrize(("close_after", "window"), [(-1, 1.0), (1, 0.0), (1, float("nan"))])
+def test_limiter_rejects_bad_settings(close_after: int, window: float) -> None:
+    with pytest.raises(ValueError):
+        RateLimiter(1, 1, close_after, window, 0.0)

@@ -1,0 +1,354 @@
+"""Tests for rtcs.config: precedence, validation, and conf/rtcs.toml."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from rtcs import config
+from rtcs.config import DEV_SECRET, Settings, SupervisorSettings, load
+from rtcs.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+CONF = REPO / "conf" / "rtcs.toml"
+SECRET = "s" * 32
+
+
+def write(tmp_path: Path, text: str, name: str = "rtcs.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def public_key_file(tmp_path: Path) -> Path:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = tmp_path / "public.pem"
+    path.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return path
+
+
+# --- defaults and the shipped file -------------------------------------------------
+
+
+def test_defaults() -> None:
+    settings = load()
+    assert settings.server.host == "127.0.0.1"
+    assert settings.server.port == 8765
+    assert settings.server.allowed_origins == ()
+    assert settings.auth.algorithms == ("HS256",)
+    assert settings.limits.max_message_size == 65536
+    assert settings.limits.rate == 100.0
+    assert settings.session.ttl == 120.0
+    assert settings.heartbeat.interval == 25.0
+    assert settings.backend.kind == "memory"
+    assert settings.supervision.connections == SupervisorSettings("one_for_one", 100, 1.0)
+    assert settings.supervision.server == SupervisorSettings("rest_for_one", 3, 5.0)
+    assert settings.log.level == "info"
+    assert settings.rbac["roles"]["*"]["publish_deny"] == ["system.>"]
+
+
+def test_shipped_file_equals_defaults() -> None:
+    assert load(CONF) == load()
+    assert load(CONF).as_dict() == load().as_dict()
+
+
+def test_shipped_file_names_every_field() -> None:
+    document = tomllib.loads(CONF.read_text())
+    for section, cls in config._SECTIONS.items():
+        if cls is config.SupervisionSettings:
+            for sup in dataclasses.fields(cls):
+                keys = {f.name for f in dataclasses.fields(SupervisorSettings)}
+                assert set(document[section][sup.name]) == keys
+        else:
+            assert set(document[section]) == {f.name for f in dataclasses.fields(cls)}, section
+    assert set(document) == {*config._SECTIONS, "rbac", "plugins"}
+
+
+def test_as_dict_is_json_and_redacts() -> None:
+    settings = load(overrides={"auth.secret": SECRET})
+    assert json.loads(json.dumps(settings.as_dict()))["auth"]["secret"] == SECRET
+    assert settings.as_dict(redact=True)["auth"]["secret"] == "***"
+    assert SECRET not in repr(settings)
+
+
+def test_settings_are_frozen() -> None:
+    settings = load()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.server.port = 1  # type: ignore[misc]
+
+
+# --- precedence ----------------------------------------------------------------------
+
+
+def test_file_env_overrides_precedence(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[server]\nport = 9001\nhost = "localhost"\n[limits]\nrate = 5\nburst = 7\n'
+        '[log]\nlevel = "warning"\n',
+    )
+    env = {"RTCS_SERVER_PORT": "9002", "RTCS_LIMITS_RATE": "50.5"}
+    settings = load(path, environ=env, overrides={"server.port": 0})
+    assert settings.server.port == 0  # overrides beat env
+    assert settings.server.host == "localhost"  # file beats defaults
+    assert settings.limits.rate == 50.5  # env beats file
+    assert settings.limits.burst == 7
+    assert settings.log.level == "warning"
+    assert load(path, environ=env).server.port == 9002
+
+
+def test_env_parsing_of_each_type() -> None:
+    env = {
+        "RTCS_SERVER_ALLOWED_ORIGINS": "https://a.example, http://b.example:8080",
+        "RTCS_AUTH_ALLOW_QUERY_TOKEN": "no",
+        "RTCS_METRICS_ENABLED": "0",
+        "RTCS_HEARTBEAT_TIMEOUT": "3",
+        "RTCS_LIMITS_MAX_ROOMS": "12",
+        "RTCS_SERVER_NODE_ID": "node-a",
+        "RTCS_SUPERVISION_ROUTER_STRATEGY": "one_for_one",
+        "RTCS_LOG_LEVEL": "DEBUG",
+        "RTCS_CONFIG": "/not/a/setting",  # not a section: left alone
+        "HOME": "/root",
+    }
+    settings = load(environ=env)
+    assert settings.server.allowed_origins == ("https://a.example", "http://b.example:8080")
+    assert settings.auth.allow_query_token is False
+    assert settings.metrics.enabled is False
+    assert settings.heartbeat.timeout == 3.0
+    assert settings.limits.max_rooms == 12
+    assert settings.server.node_id == "node-a"
+    assert settings.supervision.router.strategy == "one_for_one"
+    assert settings.log.level == "debug"
+
+
+def test_jwt_secret_alias() -> None:
+    settings = load(environ={"RTCS_JWT_SECRET": SECRET, "RTCS_SERVER_HOST": "0.0.0.0"})
+    assert settings.auth.secret == SECRET
+    assert not settings.auth.using_dev_secret
+
+
+def test_conflicting_secret_alias_is_an_error_without_the_secret() -> None:
+    with pytest.raises(ConfigError) as info:
+        load(environ={"RTCS_JWT_SECRET": SECRET, "RTCS_AUTH_SECRET": "t" * 32})
+    assert info.value.key == "RTCS_JWT_SECRET"
+    assert SECRET not in str(info.value)
+
+
+def test_string_overrides_are_parsed() -> None:
+    settings = load(overrides={"server.port": "0", "metrics.enabled": "false"})
+    assert settings.server.port == 0
+    assert settings.metrics.enabled is False
+
+
+def test_with_overrides_revalidates() -> None:
+    settings = load()
+    changed = settings.with_overrides({"server.port": 0}, **{"log.format": "console"})
+    assert (changed.server.port, changed.log.format) == (0, "console")
+    assert settings.server.port == 8765
+    with pytest.raises(ConfigError) as info:
+        settings.with_overrides(**{"limits.burst": 0})
+    assert info.value.key == "limits.burst"
+
+
+# --- bad values name the key and the value ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "key", "value"),
+    [
+        ({"RTCS_SERVER_PORT": "eighty"}, "RTCS_SERVER_PORT", "eighty"),
+        ({"RTCS_SERVER_PORT": "70000"}, "RTCS_SERVER_PORT", 70000),
+        ({"RTCS_LIMITS_RATE": "fast"}, "RTCS_LIMITS_RATE", "fast"),
+        ({"RTCS_LIMITS_RATE": "nan"}, "RTCS_LIMITS_RATE", "nan"),
+        ({"RTCS_LIMITS_BURST": "-1"}, "RTCS_LIMITS_BURST", -1),
+        ({"RTCS_METRICS_ENABLED": "maybe"}, "RTCS_METRICS_ENABLED", "maybe"),
+        ({"RTCS_SERVER_PROT": "1"}, "RTCS_SERVER_PROT", "1"),
+        ({"RTCS_RBAC_ROLES": "x"}, "RTCS_RBAC_ROLES", "x"),
+    ],
+)
+def test_bad_env_values_name_the_variable(env: dict[str, str], key: str, value: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(environ=env)
+    assert (info.value.key, info.value.value) == (key, value)
+    assert key in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("toml", "key", "value"),
+    [
+        ("[server]\nport = -1", "server.port", -1),
+        ("[server]\nport = 65536", "server.port", 65536),
+        ('[server]\nport = "80"', "server.port", "80"),
+        ("[server]\nport = 80.0", "server.port", 80.0),
+        ("[server]\nworkers = 0", "server.workers", 0),
+        ('[server]\npath = "ws"', "server.path", "ws"),
+        (
+            '[server]\nallowed_origins = "https://a.example"',
+            "server.allowed_origins",
+            "https://a.example",
+        ),
+        (
+            '[server]\nallowed_origins = ["https://a.example/app"]',
+            "server.allowed_origins",
+            "https://a.example/app",
+        ),
+        ('[server]\ntls_cert = "/nonexistent/cert.pem"', "server.tls_key", ""),
+        ('[server]\nhost = ""', "server.host", ""),
+        ("[limits]\nmax_message_size = 0", "limits.max_message_size", 0),
+        ("[limits]\nrate = true", "limits.rate", True),
+        ("[session]\nttl = 0", "session.ttl", 0.0),
+        ("[heartbeat]\ninterval = -5", "heartbeat.interval", -5.0),
+        ("[auth]\nmax_token_bytes = 0", "auth.max_token_bytes", 0),
+        ("[auth]\nleeway = -1", "auth.leeway", -1.0),
+        ('[auth]\nalgorithms = ["none"]', "auth.algorithms", "none"),
+        ("[auth]\nalgorithms = []", "auth.algorithms", []),
+        ('[auth]\nalgorithms = ["HS256", "RS256"]', "auth.algorithms", ["HS256", "RS256"]),
+        ('[auth]\ncookie_name = "a;b"', "auth.cookie_name", "a;b"),
+        ("[auth]\nallow_query_token = 1", "auth.allow_query_token", 1),
+        ('[backend]\nkind = "mongo"', "backend.kind", "mongo"),
+        ('[backend]\nredis_url = "http://x"', "backend.redis_url", "http://x"),
+        (
+            '[supervision.router]\nstrategy = "restart_all"',
+            "supervision.router.strategy",
+            "restart_all",
+        ),
+        ("[supervision.router]\nmax_restarts = -1", "supervision.router.max_restarts", -1),
+        ("[supervision.router]\nwithin = 0", "supervision.router.within", 0.0),
+        ("[supervision.routers]\nwithin = 1", "supervision.routers", {"within": 1}),
+        ("[supervision.router]\nwithinn = 1", "supervision.router.withinn", 1),
+        ('[log]\nlevel = "loud"', "log.level", "loud"),
+        ('[log]\nformat = "xml"', "log.format", "xml"),
+        ('[metrics]\npath = "/ws"', "metrics.path", "/ws"),
+        ("[server]\nprot = 1", "server.prot", 1),
+        ("[sever]\nport = 1", "sever", {"port": 1}),
+        ("rbac = 3", "rbac", 3),
+    ],
+)
+def test_bad_file_values_name_the_key(tmp_path: Path, toml: str, key: str, value: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(write(tmp_path, toml))
+    assert (info.value.key, info.value.value) == (key, value)
+
+
+def test_bad_rbac_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(write(tmp_path, "[rbac]\nrole = {}"))
+    assert info.value.key.startswith("rbac.role")
+
+
+def test_redis_backend_is_not_available_yet() -> None:
+    with pytest.raises(ConfigError, match="Redis backend is not available yet"):
+        load(overrides={"backend.kind": "redis"})
+
+
+def test_unknown_override_key() -> None:
+    with pytest.raises(ConfigError) as info:
+        load(overrides={"server.prot": 1})
+    assert info.value.key == "server.prot"
+
+
+def test_missing_and_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path / "absent.toml")
+    assert info.value.key == "config file"
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load(write(tmp_path, "[server\nport = 1"))
+
+
+# --- auth: secrets and keys ----------------------------------------------------------
+
+
+def test_dev_secret_on_loopback() -> None:
+    for host in ("127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"):
+        auth = load(overrides={"server.host": host}).auth
+        assert auth.secret == DEV_SECRET
+        assert auth.using_dev_secret
+
+
+def test_no_secret_on_public_host_is_an_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        load(environ={"RTCS_SERVER_HOST": "0.0.0.0"})
+    assert info.value.key == "auth.secret"
+    assert info.value.value == ""
+    assert "RTCS_JWT_SECRET" in info.value.reason
+
+
+def test_dev_secret_can_be_disabled_on_loopback() -> None:
+    with pytest.raises(ConfigError) as info:
+        load(overrides={"auth.dev_secret_on_loopback": False})
+    assert info.value.key == "auth.secret"
+
+
+def test_dev_secret_is_refused_when_moving_to_a_public_host() -> None:
+    with pytest.raises(ConfigError, match="development secret"):
+        load().with_overrides({"server.host": "0.0.0.0"})
+
+
+def test_short_secret_is_an_error_without_showing_it() -> None:
+    with pytest.raises(ConfigError) as info:
+        load(overrides={"auth.secret": "short-secret"})
+    assert info.value.key == "auth.secret"
+    assert "short-secret" not in str(info.value)
+    with pytest.raises(ConfigError, match="64 bytes for HS512"):
+        load(overrides={"auth.secret": SECRET, "auth.algorithms": "HS256,HS512"})
+
+
+def test_rs256_needs_a_readable_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(overrides={"auth.algorithms": "RS256"})
+    assert info.value.key == "auth.public_key_file"
+    missing = str(tmp_path / "missing.pem")
+    with pytest.raises(ConfigError) as info:
+        load(environ={"RTCS_AUTH_ALGORITHMS": "RS256", "RTCS_AUTH_PUBLIC_KEY_FILE": missing})
+    assert (info.value.key, info.value.value) == ("RTCS_AUTH_PUBLIC_KEY_FILE", missing)
+
+
+def test_rs256_with_public_key(tmp_path: Path) -> None:
+    pem = public_key_file(tmp_path)
+    path = write(
+        tmp_path,
+        f'[server]\nhost = "0.0.0.0"\n[auth]\nalgorithms = ["RS256"]\npublic_key_file = "{pem}"\n',
+    )
+    settings = load(path)
+    assert settings.auth.algorithms == ("RS256",)
+    assert settings.auth.secret == ""
+    assert not settings.auth.using_dev_secret
+
+
+# --- rbac ----------------------------------------------------------------------------
+
+
+def test_file_rbac_replaces_the_default(tmp_path: Path) -> None:
+    path = write(tmp_path, '[rbac.roles.user]\nsubscribe = ["chat.>"]\npublish = ["chat.>"]\n')
+    rbac = load(path).rbac
+    assert set(rbac["roles"]) == {"user"}
+
+
+def test_default_rbac_is_a_private_copy() -> None:
+    first = load()
+    first.rbac["roles"]["*"]["publish"].append("mutated")
+    assert "mutated" not in load().rbac["roles"]["*"]["publish"]
+
+
+def test_default_settings_object_matches_load_except_secret() -> None:
+    assert dataclasses.replace(load(), auth=Settings().auth) == Settings()
+
+
+def test_reference_documents_every_key() -> None:
+    text = (REPO / "docs" / "configuration.md").read_text()
+    assert "## `[rbac]`" in text
+    assert "## `[plugins]`" in text
+    for dotted in set(config._SCHEMA) - {"rbac", "plugins"}:
+        key = dotted.rsplit(".", 1)[-1]
+        assert f"`{key}`" in text, dotted
+        if not dotted.startswith("supervision."):
+            assert f"RTCS_{dotted.replace('.', '_').upper()}" in text, dotted

@@ -1,0 +1,217 @@
+"""rtcs.metrics: names, bounded labels, zeros up front, rendering."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from rtcs import __version__
+from rtcs.errors import CloseCode, ErrorCode
+from rtcs.metrics import Metrics
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics(CollectorRegistry())
+
+
+def value(m: Metrics, name: str, **labels: str) -> float | None:
+    return m.registry.get_sample_value(name, labels)
+
+
+def label_values(m: Metrics, sample_name: str, label: str) -> set[str]:
+    body, _ = m.render()
+    return {
+        sample.labels[label]
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+        if sample.name == sample_name
+    }
+
+
+def test_every_metric_has_its_documented_name(metrics):
+    body, content_type = metrics.render()
+    names = {family.name for family in text_string_to_metric_families(body.decode())}
+    assert {
+        "rtcs_connections_active",
+        "rtcs_connections_opened",
+        "rtcs_connections_closed",
+        "rtcs_handshakes_rejected",
+        "rtcs_messages_in",
+        "rtcs_messages_out",
+        "rtcs_deliveries",
+        "rtcs_errors",
+        "rtcs_routing_seconds",
+        "rtcs_actor_restarts",
+        "rtcs_outbox_drops",
+        "rtcs_sessions_attached",
+        "rtcs_sessions_detached",
+        "rtcs_resumes",
+        "rtcs_rate_limited",
+        "rtcs_broker_errors",
+        "rtcs_event_loop_lag_seconds",
+        "rtcs_build_info",
+    } <= names
+    assert content_type.startswith("text/plain")
+
+
+def test_a_private_registry_per_instance():
+    one, two = Metrics(), Metrics()
+    one.opened()
+    assert value(one, "rtcs_connections_active") == 1
+    assert value(two, "rtcs_connections_active") == 0
+
+
+def test_a_shared_registry_refuses_a_second_instance():
+    registry = CollectorRegistry()
+    Metrics(registry)
+    with pytest.raises(ValueError):
+        Metrics(registry)
+
+
+def test_known_label_values_export_zero_before_any_event(metrics):
+    assert value(metrics, "rtcs_connections_closed_total", code="4008") == 0
+    assert value(metrics, "rtcs_connections_closed_total", code="other") == 0
+    assert value(metrics, "rtcs_handshakes_rejected_total", status="429") == 0
+    assert value(metrics, "rtcs_messages_in_total", type="invalid") == 0
+    assert value(metrics, "rtcs_messages_out_total", type="presence_state") == 0
+    assert value(metrics, "rtcs_deliveries_total", kind="filter") == 0
+    assert value(metrics, "rtcs_errors_total", code="unavailable") == 0
+    assert value(metrics, "rtcs_routing_seconds_count", kind="direct") == 0
+    assert (
+        value(metrics, "rtcs_actor_restarts_total", supervisor="router", strategy="rest_for_one")
+        == 0
+    )
+    assert value(metrics, "rtcs_outbox_drops_total", reason="write_buffer") == 0
+    assert value(metrics, "rtcs_resumes_total", result="expired") == 0
+
+
+def test_open_and_close_move_the_gauge_and_count_codes(metrics):
+    metrics.opened()
+    metrics.opened()
+    metrics.closed(CloseCode.TOO_SLOW)
+    metrics.closed(1000)
+    assert value(metrics, "rtcs_connections_opened_total") == 2
+    assert value(metrics, "rtcs_connections_active") == 0
+    assert value(metrics, "rtcs_connections_closed_total", code="4008") == 1
+    assert value(metrics, "rtcs_connections_closed_total", code="1000") == 1
+
+
+def test_unknown_close_codes_are_other(metrics):
+    for code in (1006, 4999, 3000):
+        metrics.opened()
+        metrics.closed(code)
+    assert value(metrics, "rtcs_connections_closed_total", code="other") == 3
+    assert label_values(metrics, "rtcs_connections_closed_total", "code") == {
+        *(str(int(c)) for c in CloseCode),
+        "other",
+    }
+
+
+def test_handshake_statuses_are_bounded(metrics):
+    metrics.handshake_rejected(401)
+    metrics.handshake_rejected(418)
+    assert value(metrics, "rtcs_handshakes_rejected_total", status="401") == 1
+    assert value(metrics, "rtcs_handshakes_rejected_total", status="other") == 1
+
+
+def test_client_frame_types_are_bounded_whatever_the_client_sends(metrics):
+    metrics.frame_in("publish")
+    for junk in ("PUBLISH", "x" * 500, None, 7, ["list"], {"obj": 1}):
+        metrics.frame_in(junk)
+    assert value(metrics, "rtcs_messages_in_total", type="publish") == 1
+    assert value(metrics, "rtcs_messages_in_total", type="invalid") == 6
+    assert label_values(metrics, "rtcs_messages_in_total", "type") == {
+        "auth",
+        "subscribe",
+        "unsubscribe",
+        "publish",
+        "send",
+        "join",
+        "leave",
+        "broadcast",
+        "presence",
+        "ping",
+        "invalid",
+    }
+
+
+def test_server_frame_types_are_bounded(metrics):
+    metrics.frame_out("message")
+    metrics.frame_out("presence", 4)
+    metrics.frame_out("surprise")
+    assert value(metrics, "rtcs_messages_out_total", type="message") == 1
+    assert value(metrics, "rtcs_messages_out_total", type="presence") == 4
+    assert value(metrics, "rtcs_messages_out_total", type="other") == 1
+
+
+def test_errors_take_wire_codes_only(metrics):
+    metrics.error(ErrorCode.RATE_LIMITED)
+    metrics.error("bad_topic")
+    assert value(metrics, "rtcs_errors_total", code="rate_limited") == 1
+    assert value(metrics, "rtcs_errors_total", code="bad_topic") == 1
+    with pytest.raises(ValueError):
+        metrics.error("E_CLIENT_MADE_THIS_UP")
+
+
+def test_deliveries_and_routing_by_kind(metrics):
+    metrics.delivered("topic", 3)
+    metrics.delivered("user")
+    metrics.delivered("connection", 2)
+    metrics.routed("room", 0.00002)
+    metrics.routed("connection", 0.5)
+    assert value(metrics, "rtcs_deliveries_total", kind="topic") == 3
+    assert value(metrics, "rtcs_deliveries_total", kind="direct") == 3
+    assert value(metrics, "rtcs_routing_seconds_bucket", kind="room", le="2.5e-05") == 1
+    assert value(metrics, "rtcs_routing_seconds_bucket", kind="room", le="1e-05") == 0
+    assert value(metrics, "rtcs_routing_seconds_count", kind="direct") == 1
+    with pytest.raises(ValueError):
+        metrics.delivered("news.sport")
+    with pytest.raises(ValueError):
+        metrics.routed("lobby", 0.1)
+
+
+def test_routing_buckets_span_ten_microseconds_to_a_second(metrics):
+    bounds = label_values(metrics, "rtcs_routing_seconds_bucket", "le")
+    numeric = sorted(float(b) for b in bounds if b != "+Inf")
+    assert numeric[0] == pytest.approx(1e-5)
+    assert numeric[-1] == pytest.approx(1.0)
+
+
+def test_restarts_are_bounded(metrics):
+    metrics.restart("router", "one_for_one")
+    metrics.restart("RoomHandler-42", "all_for_one")
+    assert (
+        value(metrics, "rtcs_actor_restarts_total", supervisor="router", strategy="one_for_one")
+        == 1
+    )
+    assert (
+        value(metrics, "rtcs_actor_restarts_total", supervisor="other", strategy="all_for_one") == 1
+    )
+    with pytest.raises(ValueError):
+        metrics.restart("router", "restart_everything")
+
+
+def test_outbox_drops_resumes_and_plain_counters(metrics):
+    metrics.outbox_drop("overflow")
+    metrics.resume("resumed")
+    metrics.rate_limited.inc()
+    metrics.broker_errors.inc()
+    metrics.sessions_detached.set(4)
+    metrics.loop_lag(0.003)
+    assert value(metrics, "rtcs_outbox_drops_total", reason="overflow") == 1
+    assert value(metrics, "rtcs_resumes_total", result="resumed") == 1
+    assert value(metrics, "rtcs_rate_limited_total") == 1
+    assert value(metrics, "rtcs_broker_errors_total") == 1
+    assert value(metrics, "rtcs_sessions_detached") == 4
+    assert value(metrics, "rtcs_event_loop_lag_seconds_count") == 1
+    with pytest.raises(ValueError):
+        metrics.outbox_drop("bored")
+    with pytest.raises(ValueError):
+        metrics.resume("maybe")
+
+
+def test_build_info_names_version_and_node(metrics):
+    metrics.set_build(node="node-7")
+    assert value(metrics, "rtcs_build_info", version=__version__, node="node-7") == 1
