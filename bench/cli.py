@@ -50,7 +50,7 @@ def machine_info() -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    libs = {}
+    libs: dict[str, str | None] = {}
     for name in ("websockets", "thespian", "PyJWT", "rtcs"):
         try:
             libs[name] = metadata.version(name)
@@ -58,8 +58,12 @@ def machine_info() -> dict[str, Any]:
             libs[name] = None
     node = None
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        node = subprocess.run(["node", "--version"], capture_output=True, text=True,
-                              timeout=10, check=False).stdout.strip() or None
+        node = (
+            subprocess.run(
+                ["node", "--version"], capture_output=True, text=True, timeout=10, check=False
+            ).stdout.strip()
+            or None
+        )
     ws_pkg = NODE_DIR / "node_modules" / "ws" / "package.json"
     with contextlib.suppress(OSError, ValueError):
         libs["ws (node)"] = json.loads(ws_pkg.read_text())["version"]
@@ -82,17 +86,32 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m bench",
         description="Benchmark rtcs against a raw websockets server and a Node ws server.",
     )
-    parser.add_argument("workloads", nargs="*", metavar="WORKLOAD",
-                        help=f"any of {', '.join(WORKLOADS)} (default: all)")
-    parser.add_argument("--targets", default="rtcs,raw,node",
-                        help="comma-separated servers to measure (default: rtcs,raw,node)")
+    parser.add_argument(
+        "workloads",
+        nargs="*",
+        metavar="WORKLOAD",
+        help=f"any of {', '.join(WORKLOADS)} (default: all)",
+    )
+    parser.add_argument(
+        "--targets",
+        default="rtcs,raw,node",
+        help="comma-separated servers to measure (default: rtcs,raw,node)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--scale", choices=sorted(SCALES), default="full")
     parser.add_argument("--json", type=Path, default=None, help="where to write the results")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="load generator processes (default: one per core)")
-    parser.add_argument("--max-seconds", type=float, default=None,
-                        help="hard deadline for the whole run (default: 3600 full, 180 small)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="load generator processes (default: one per core)",
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=None,
+        help="hard deadline for the whole run (default: 3600 full, 180 small)",
+    )
     args = parser.parse_args(argv)
     for w in args.workloads:
         if w not in WORKLOADS:
@@ -126,7 +145,7 @@ def sigterm_unwinds() -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the requested workloads × repeats × targets; return the result record."""
+    """Run the requested workloads x repeats x targets; return the result record."""
     deadline = time.monotonic() + args.max_seconds
     stamp = time.strftime("%Y%m%d-%H%M%S")
     log_dir = RESULTS_DIR / "logs" / stamp
@@ -169,11 +188,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                     servers.append({"target": spec.name, "pid": srv.pid})
                                 servers[-1]["exit_code"] = srv.exit_code
 
-                    record: dict[str, Any] = {"target": spec.name, "workload": workload,
-                                              "repeat": repeat}
+                    record: dict[str, Any] = {
+                        "target": spec.name,
+                        "workload": workload,
+                        "repeat": repeat,
+                    }
                     t0 = time.monotonic()
-                    print(f"[{workload} #{repeat + 1}] {spec.name} …", file=sys.stderr,
-                          flush=True)
+                    print(f"[{workload} #{repeat + 1}] {spec.name} …", file=sys.stderr, flush=True)
                     try:
                         runner = Runner(loadgen, scale, len(loadgen_cpus))
                         record["metrics"] = runner.run(workload, start)
@@ -205,14 +226,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": round(time.time() - started, 1),
         "command": "python -m bench " + " ".join(sys.argv[1:]),
         "scale": scale.name,
-        "scale_params": {k: getattr(scale, k) for k in scale.__slots__},  # type: ignore[attr-defined]
+        "scale_params": {k: getattr(scale, k) for k in scale.__slots__},
         "repeats": args.repeats,
         "workloads": args.workloads,
         "targets": [s.name for s in specs],
         "status": status,
         "machine": machine_info(),
-        "layout": {"server_cpu": server_cpu, "loadgen_cpus": loadgen_cpus,
-                   "loadgen_workers": args.workers},
+        "layout": {
+            "server_cpu": server_cpu,
+            "loadgen_cpus": loadgen_cpus,
+            "loadgen_workers": args.workers,
+        },
         "servers": servers,
         "loadgen_pids": loadgen_pids,
         "runs": runs,
@@ -229,14 +253,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     targets = [t for t in result["targets"] if result["status"].get(t) == "ok"]
     rows = build_rows(result["summary"], result["largest_idle"])
     result["table"] = [
-        {"key": r.key, "label": r.label, "unit": r.unit, "values": r.values,
-         "ratios": r.ratios, "target": r.target, "ok": r.verdict} for r in rows
+        {
+            "key": r.key,
+            "label": r.label,
+            "unit": r.unit,
+            "values": r.values,
+            "ratios": r.ratios,
+            "target": r.target,
+            "ok": r.verdict,
+        }
+        for r in rows
     ]
     path = args.json or RESULTS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, ensure_ascii=False))
-    print(f"\nscale={result['scale']} repeats={result['repeats']} "
-          f"(medians; ratios measured in this run)")
+    print(
+        f"\nscale={result['scale']} repeats={result['repeats']} "
+        f"(medians; ratios measured in this run)"
+    )
     for name, state in result["status"].items():
         if state != "ok":
             print(f"{name}: {state}")

@@ -25,13 +25,14 @@ one machine, so receive time minus ``t`` is the end-to-end latency.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
 import random
 import resource
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -68,6 +69,9 @@ class ConnState:
     pending: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     next_id: int = 0
     room: str | None = None
+    # request/reply mode: called with each reply instead of resolving a future
+    on_reply: Callable[[BenchConnection, ConnState, dict[str, Any]], None] | None = None
+    rr_sent_ns: int = 0
 
 
 @dataclass(slots=True)
@@ -120,11 +124,14 @@ class Worker:
         state = conn.state
         assert isinstance(state, ConnState)
         if kind in REPLY_TYPES:
+            if state.on_reply is not None:
+                state.on_reply(conn, state, msg)
+                return
             if kind == "error":
                 self.errors += 1
                 if len(self.error_samples) < 5:
                     self.error_samples.append(f"{msg.get('code')}: {msg.get('message')}")
-            fut = state.pending.pop(msg.get("id"), None)  # type: ignore[arg-type]
+            fut = state.pending.pop(msg.get("id"), None)
             if fut is not None and not fut.done():
                 fut.set_result(msg)
             elif kind == "ack":
@@ -246,8 +253,9 @@ class Worker:
         self.publisher = await self.open_one(host, port, f"/ws?token={token}", None, 10.0)
         return {}
 
-    async def paced(self, senders: Sequence[BenchConnection], rate: float, duration: float,
-                    make: Any) -> tuple[int, float]:
+    async def paced(
+        self, senders: Sequence[BenchConnection], rate: float, duration: float, make: Any
+    ) -> tuple[int, float]:
         """Send ``rate`` frames/s in total, round-robin over ``senders``, for ``duration``.
 
         ``make(conn)`` returns the frame bytes. A tick sends whatever is due, so
@@ -282,8 +290,12 @@ class Worker:
             raise LoadgenError("no publisher connection")
 
         def make(conn: BenchConnection) -> bytes:
-            frame = {"type": "publish", "id": self.frame_id(conn), "topic": topic,
-                     "data": {"s": step, "t": time.time_ns()}}
+            frame = {
+                "type": "publish",
+                "id": self.frame_id(conn),
+                "topic": topic,
+                "data": {"s": step, "t": time.time_ns()},
+            }
             return json.dumps(frame).encode()
 
         sent, start = await self.paced([pub], rate, duration, make)
@@ -321,66 +333,78 @@ class Worker:
 
         Round trips completing inside ``[start_at + warmup, start_at + warmup +
         duration]`` (epoch seconds) are counted; latencies are perf-counter RTTs.
+        Driven from the frame callback (no task or future per request) so the
+        generator spends as little CPU per round trip as it can.
         """
+        loop = asyncio.get_running_loop()
         t_begin = start_at + warmup
         t_end = t_begin + duration
         rtts: list[float] = []
-        count = 0
-        seen = 0
+        counted = 0
+        in_flight = 0
+        failures: list[str] = []
+        finished = loop.create_future()
         rng = self.rng
-        cpu_at: dict[str, float] = {}
+        head = b'{"type":"publish","topic":"' + topic.encode() + b'","id":'
+        perf_ns, time_ns, wall = time.perf_counter_ns, time.time_ns, time.time
 
-        async def client(conn: BenchConnection) -> None:
-            nonlocal count, seen
-            state = conn.state
-            assert isinstance(state, ConnState)
-            loop = asyncio.get_running_loop()
-            while conn.is_open:
-                now = time.time()
-                if now >= t_end:
-                    return
-                fid = self.frame_id(conn)
-                fut: asyncio.Future[dict[str, Any]] = loop.create_future()
-                state.pending[fid] = fut
-                t0 = time.perf_counter_ns()
-                conn.send(
-                    json.dumps({"type": "publish", "id": fid, "topic": topic,
-                                "data": {"t": time.time_ns()}}).encode()
-                )
-                async with asyncio.timeout(10):
-                    reply = await fut
-                t1 = time.perf_counter_ns()
-                if reply.get("type") != "ack":
-                    raise LoadgenError(f"publish: {reply.get('code')}: {reply.get('message')}")
-                done = time.time()
-                if t_begin <= done <= t_end:
-                    count += 1
-                    seen += 1
-                    rtt = (t1 - t0) / 1e6
+        def send_next(conn: BenchConnection, state: ConnState) -> None:
+            nonlocal in_flight
+            state.next_id += 1
+            state.rr_sent_ns = perf_ns()
+            in_flight += 1
+            conn.send(b'%s%d,"data":{"t":%d}}' % (head, state.next_id, time_ns()))
+
+        def on_reply(conn: BenchConnection, state: ConnState, msg: dict[str, Any]) -> None:
+            nonlocal counted, in_flight
+            t1 = perf_ns()
+            in_flight -= 1
+            if msg.get("type") != "ack":
+                failures.append(f"publish: {msg.get('code')}: {msg.get('message')}")
+                state.on_reply = None
+            else:
+                now = wall()
+                if t_begin <= now <= t_end:
+                    counted += 1
+                    rtt = (t1 - state.rr_sent_ns) / 1e6
                     if len(rtts) < LATENCY_SAMPLES:
                         rtts.append(rtt)
                     else:
-                        j = rng.randrange(seen)
+                        j = rng.randrange(counted)
                         if j < LATENCY_SAMPLES:
                             rtts[j] = rtt
-
-        async def cpu_marks() -> None:
-            await asyncio.sleep(max(0.0, t_begin - time.time()))
-            cpu_at["begin"] = cpu_seconds()
-            await asyncio.sleep(max(0.0, t_end - time.time()))
-            cpu_at["end"] = cpu_seconds()
+                if now < t_end and conn.is_open:
+                    send_next(conn, state)
+                    return
+                state.on_reply = None
+            if in_flight == 0 and not finished.done():
+                finished.set_result(None)
 
         await asyncio.sleep(max(0.0, start_at - time.time()))
-        results = await asyncio.gather(
-            cpu_marks(), *(client(c) for c in self.conns), return_exceptions=True
-        )
-        failures = [repr(r) for r in results if isinstance(r, BaseException)]
+        for conn in self.conns:
+            state = conn.state
+            assert isinstance(state, ConnState)
+            state.on_reply = on_reply
+            send_next(conn, state)
+        await asyncio.sleep(max(0.0, t_begin - time.time()))
+        cpu_begin = cpu_seconds()
+        await asyncio.sleep(max(0.0, t_end - time.time()))
+        cpu_end = cpu_seconds()
+        try:
+            async with asyncio.timeout(10):
+                await finished
+        except TimeoutError:
+            failures.append(f"{in_flight} publishes unanswered 10 s after the end")
+        for conn in self.conns:
+            state = conn.state
+            assert isinstance(state, ConnState)
+            state.on_reply = None
         return {
-            "count": count,
+            "count": counted,
             "latencies": rtts,
             "failures": failures[:5],
             "failed": len(failures),
-            "cpu_window": cpu_at.get("end", cpu_seconds()) - cpu_at.get("begin", 0.0),
+            "cpu_window": cpu_end - cpu_begin,
         }
 
     async def cmd_chat(
@@ -398,8 +422,12 @@ class Worker:
         def make(conn: BenchConnection) -> bytes:
             state = conn.state
             assert isinstance(state, ConnState)
-            frame = {"type": "broadcast", "id": self.frame_id(conn), "room": state.room,
-                     "data": {"s": step, "t": time.time_ns()}}
+            frame = {
+                "type": "broadcast",
+                "id": self.frame_id(conn),
+                "room": state.room,
+                "data": {"s": step, "t": time.time_ns()},
+            }
             return json.dumps(frame).encode()
 
         # Random order so the rooms' senders interleave like independent users.
@@ -481,7 +509,9 @@ class LoadGen:
         for i in range(workers):
             ours, theirs = ctx.Pipe()
             proc = ctx.Process(
-                target=worker_main, args=(theirs, i, self.cpus), name=f"bench-loadgen-{i}",
+                target=worker_main,
+                args=(theirs, i, self.cpus),
+                name=f"bench-loadgen-{i}",
                 daemon=True,
             )
             proc.start()
@@ -523,7 +553,10 @@ class LoadGen:
         return self.recv(i, wait)
 
     def call_all(
-        self, name: str, wait: float, per_worker: Sequence[dict[str, Any]] | None = None,
+        self,
+        name: str,
+        wait: float,
+        per_worker: Sequence[dict[str, Any]] | None = None,
         **common: Any,
     ) -> list[dict[str, Any]]:
         """Send one command to every worker at once and collect every reply."""
@@ -547,10 +580,9 @@ class LoadGen:
     def stop(self, grace: float = 5.0) -> None:
         """Ask every worker to exit; kill the ones that do not."""
         for pipe in self.pipes:
-            try:
+            # A worker that is already gone is joined/killed below.
+            with contextlib.suppress(OSError):
                 pipe.send(("exit", {}))
-            except OSError:
-                pass  # that worker is already gone; join/kill below handles it
         for proc in self.procs:
             proc.join(grace)
             if proc.is_alive():

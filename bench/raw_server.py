@@ -73,7 +73,8 @@ async def handle(ws: ServerConnection, hub: Hub) -> None:
             if kind == "publish":
                 topic = frame["topic"]
                 hub.fan_out(
-                    hub.topics.get(topic), {"type": "message", "topic": topic, "data": frame["data"]}
+                    hub.topics.get(topic),
+                    {"type": "message", "topic": topic, "data": frame["data"]},
                 )
                 await ws.send(json.dumps({"type": "ack", "id": fid}))
             elif kind == "broadcast":
@@ -91,7 +92,9 @@ async def handle(ws: ServerConnection, hub: Hub) -> None:
                 room = frame["room"]
                 rooms.add(room)
                 hub.rooms.setdefault(room, set()).add(ws)
-                await ws.send(json.dumps({"type": "joined", "id": fid, "room": room, "members": []}))
+                await ws.send(
+                    json.dumps({"type": "joined", "id": fid, "room": room, "members": []})
+                )
             elif kind == "ping":
                 await ws.send(json.dumps({"type": "pong", "id": fid}))
             else:
@@ -110,10 +113,15 @@ async def handle(ws: ServerConnection, hub: Hub) -> None:
 async def serve_until_stopped(port: int) -> None:
     """Listen on 127.0.0.1:``port`` until SIGTERM/SIGINT or the parent exits."""
     hub = Hub()
-    stop = asyncio.get_running_loop().create_future()
     loop = asyncio.get_running_loop()
+    stop: asyncio.Future[None] = loop.create_future()
+
+    def request_stop() -> None:
+        if not stop.done():
+            stop.set_result(None)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(sig, request_stop)
     parent = os.getppid()
 
     async def handler(ws: ServerConnection) -> None:

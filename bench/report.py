@@ -53,18 +53,24 @@ def describe(key: str, largest_idle: int) -> MetricInfo:
             "rtt_p50_ms": (f"reqrep {n:,} clients: RTT p50", "ms", None),
             "rtt_p99_ms": (f"reqrep {n:,} clients: RTT p99", "ms", None),
             "loadgen_cpu_pct": (f"reqrep {n:,} clients: loadgen CPU", "%", None),
+            "server_cpu_pct": (f"reqrep {n:,} clients: server CPU", "%", None),
         }
         label, unit, tgt = labels.get(what, (key, "", None))
         return MetricInfo(label, unit, tgt)
     if m := re.fullmatch(r"fanout\.step\.(\d+)\.(\w+)", key):
         offered, what = int(m[1]), m[2]
-        names = {"delivered_per_s": ("delivered", "/s"), "p99_ms": ("p99", "ms"),
-                 "loadgen_cpu_pct": ("loadgen CPU", "%"), "server_cpu_pct": ("server CPU", "%")}
+        names = {
+            "delivered_per_s": ("delivered", "/s"),
+            "p99_ms": ("p99", "ms"),
+            "loadgen_cpu_pct": ("loadgen CPU", "%"),
+            "server_cpu_pct": ("server CPU", "%"),
+        }
         name, unit = names.get(what, (what, ""))
         return MetricInfo(f"fanout {offered:,}/s offered: {name}", unit)
     fixed = {
-        "fanout.peak_deliveries_per_s": MetricInfo("fanout: peak deliveries", "/s",
-                                                   Target(">=", 0.8)),
+        "fanout.peak_deliveries_per_s": MetricInfo(
+            "fanout: peak deliveries", "/s", Target(">=", 0.8)
+        ),
         "fanout.max_sustained_offered": MetricInfo("fanout: max offered kept up", "/s"),
         "fanout.p50_ms@10k": MetricInfo("fanout @10k/s offered: p50", "ms"),
         "fanout.p99_ms@10k": MetricInfo("fanout @10k/s offered: p99", "ms", Target("<=", 1.5)),
@@ -75,6 +81,7 @@ def describe(key: str, largest_idle: int) -> MetricInfo:
         "chat.p50_ms": MetricInfo("chat: latency p50", "ms"),
         "chat.p99_ms": MetricInfo("chat: latency p99", "ms"),
         "chat.loadgen_cpu_pct": MetricInfo("chat: loadgen CPU", "%"),
+        "chat.server_cpu_pct": MetricInfo("chat: server CPU", "%"),
     }
     return fixed.get(key, MetricInfo(key, ""))
 
@@ -93,9 +100,7 @@ def medians(runs: Sequence[Mapping[str, object]]) -> dict[str, dict[str, float]]
         target = str(run["target"])
         for key, value in metrics.items():
             samples.setdefault(key, {}).setdefault(target, []).append(float(value))
-    return {
-        key: {t: statistics.median(v) for t, v in per.items()} for key, per in samples.items()
-    }
+    return {key: {t: statistics.median(v) for t, v in per.items()} for key, per in samples.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,14 +130,23 @@ def build_rows(summary: Mapping[str, Mapping[str, float]], largest_idle: int) ->
         verdict = ""
         if info.target is not None and "raw" in ratios:
             verdict = "✓" if info.target.met(ratios["raw"]) else "✗"
-        rows.append(Row(key, info.label, info.unit, dict(values), ratios,
-                        str(info.target) if info.target else "", verdict))
+        rows.append(
+            Row(
+                key,
+                info.label,
+                info.unit,
+                dict(values),
+                ratios,
+                str(info.target) if info.target else "",
+                verdict,
+            )
+        )
     return rows
 
 
 def _fmt(value: float | None) -> str:
     if value is None:
-        return "–"
+        return "-"
     if abs(value) >= 100:
         return f"{value:,.0f}"
     if abs(value) >= 10:

@@ -78,16 +78,26 @@ class TargetSpec:
 
 def raw_target() -> TargetSpec:
     """The raw ``websockets`` baseline (``bench/raw_server.py``)."""
-    return TargetSpec("raw", lambda port: [sys.executable, "-m", "bench.raw_server", "--port",
-                                           str(port)])
+    return TargetSpec(
+        "raw", lambda port: [sys.executable, "-m", "bench.raw_server", "--port", str(port)]
+    )
 
 
 def rtcs_target() -> TargetSpec:
     """rtcs itself: one worker, in-memory backend, limits lifted for the benchmark."""
     return TargetSpec(
         "rtcs",
-        lambda port: [sys.executable, "-m", "rtcs", "--host", HOST, "--port", str(port),
-                      "--log-level", "warning"],
+        lambda port: [
+            sys.executable,
+            "-m",
+            "rtcs",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
         env=dict(RTCS_BENCH_ENV),
         ready_timeout=30.0,
     )
@@ -113,7 +123,10 @@ def prepare_node(timeout: float = 180.0) -> str | None:
     try:
         proc = subprocess.run(
             ["npm", "install", "--prefix", str(NODE_DIR), "--no-audit", "--no-fund"],
-            capture_output=True, text=True, timeout=timeout, check=False,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         return f"npm install timed out after {timeout:.0f} s"
@@ -178,15 +191,24 @@ async def _probe(port: int, timeout: float) -> None:
     def on_text(_: BenchConnection, payload: bytes) -> None:
         frames.put_nowait(json.loads(payload))
 
-    conn = await connect(HOST, port, f"/ws?token={mint_token('bench-probe')}", on_text,
-                         timeout=timeout)
+    conn = await connect(
+        HOST, port, f"/ws?token={mint_token('bench-probe')}", on_text, timeout=timeout
+    )
     try:
         async with asyncio.timeout(timeout):
             first = await frames.get()
             if first.get("type") != "welcome":
                 raise ServerError(f"first frame was not welcome: {first}")
-            conn.send(json.dumps({"type": "publish", "id": 1, "topic": "bench.probe",
-                                  "data": {"t": time.time_ns()}}).encode())
+            conn.send(
+                json.dumps(
+                    {
+                        "type": "publish",
+                        "id": 1,
+                        "topic": "bench.probe",
+                        "data": {"t": time.time_ns()},
+                    }
+                ).encode()
+            )
             while True:
                 reply = await frames.get()
                 if reply.get("id") == 1:
@@ -224,13 +246,17 @@ class ServerProcess:
         self.port = free_port()
         env = dict(os.environ)  # pass PATH etc. through; the target adds its own keys
         env.update(self.spec.env)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT),
-                                                          env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                self.spec.argv(self.port), cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                self.spec.argv(self.port),
+                cwd=REPO_ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
                 preexec_fn=_child_setup(self.cpu),
             )
         deadline = time.monotonic() + self.spec.ready_timeout
@@ -245,8 +271,9 @@ class ServerProcess:
                 last_error = f"{type(exc).__name__}: {exc}"
             if self.proc.poll() is None:
                 time.sleep(0.1)  # polling a starting process; nothing to wait on
-        raise ServerError(f"not ready after {self.spec.ready_timeout:.0f} s ({last_error}); "
-                          f"{self.log_tail()}")
+        raise ServerError(
+            f"not ready after {self.spec.ready_timeout:.0f} s ({last_error}); {self.log_tail()}"
+        )
 
     def log_tail(self, lines: int = 3) -> str:
         try:

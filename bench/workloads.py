@@ -80,7 +80,7 @@ SCALES = {
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0–100) of ``values`` by nearest rank; 0.0 if empty."""
+    """The ``q``-th percentile (0-100) of ``values`` by nearest rank; 0.0 if empty."""
     if not values:
         return 0.0
     ordered = sorted(values)
@@ -113,7 +113,11 @@ class Runner:
         return [mint_token(f"{tag}-{worker}-{i}") for i in range(count)]
 
     def connect_all(
-        self, srv: ServerProcess, n: int, tag: str, topic: str | None = None,
+        self,
+        srv: ServerProcess,
+        n: int,
+        tag: str,
+        topic: str | None = None,
         rooms_per_worker: Sequence[Sequence[str]] | None = None,
     ) -> tuple[int, float]:
         """Open ``n`` connections over all workers; return (opened, connects/s)."""
@@ -128,8 +132,14 @@ class Runner:
             per.append(kw)
         timeout = 30.0 + n / 200
         replies = self.lg.call_all(
-            "connect", timeout + 10, per_worker=per, host="127.0.0.1", port=srv.port,
-            local_addrs=self.addrs, concurrency=self.scale.connect_concurrency, topic=topic,
+            "connect",
+            timeout + 10,
+            per_worker=per,
+            host="127.0.0.1",
+            port=srv.port,
+            local_addrs=self.addrs,
+            concurrency=self.scale.connect_concurrency,
+            topic=topic,
             timeout=timeout,
         )
         opened = sum(r["opened"] for r in replies)
@@ -142,8 +152,9 @@ class Runner:
     def close_all(self) -> None:
         self.lg.call_all("close", 60.0)
 
-    def loadgen_cpu_pct(self, before: Sequence[dict[str, Any]],
-                        after: Sequence[dict[str, Any]]) -> float:
+    def loadgen_cpu_pct(
+        self, before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]]
+    ) -> float:
         cpu = sum(a["cpu"] - b["cpu"] for a, b in zip(after, before, strict=True))
         wall = max(a["wall"] for a in after) - min(b["wall"] for b in before)
         return 100.0 * cpu / (wall * self.loadgen_cores) if wall > 0 else 0.0
@@ -175,8 +186,14 @@ class Runner:
         with start_server() as srv:
             try:
                 self.connect_all(srv, n, "fan", topic=FANOUT_TOPIC)
-                self.lg.call(0, "publisher", 10.0, host="127.0.0.1", port=srv.port,
-                             token=mint_token("fan-publisher"))
+                self.lg.call(
+                    0,
+                    "publisher",
+                    10.0,
+                    host="127.0.0.1",
+                    port=srv.port,
+                    token=mint_token("fan-publisher"),
+                )
                 local = self.split(n)
                 peak = 0.0
                 sustained = 0.0
@@ -184,13 +201,22 @@ class Runner:
                     rate = offered / n
                     cpu0 = self.lg.call_all("cpu", 10.0)
                     scpu0, t0 = srv.cpu_seconds(), time.monotonic()
-                    pub = self.lg.call(0, "publish", sc.fanout_step_s + 30, rate=rate,
-                                       duration=sc.fanout_step_s, step=step, topic=FANOUT_TOPIC)
+                    pub = self.lg.call(
+                        0,
+                        "publish",
+                        sc.fanout_step_s + 30,
+                        rate=rate,
+                        duration=sc.fanout_step_s,
+                        step=step,
+                        topic=FANOUT_TOPIC,
+                    )
                     grace = max(3.0, 3 * sc.fanout_step_s)
                     res = self.lg.call_all(
-                        "await_step", grace + 10,
+                        "await_step",
+                        grace + 10,
                         per_worker=[{"expected": pub["sent"] * c} for c in local],
-                        step=step, timeout=grace,
+                        step=step,
+                        timeout=grace,
                     )
                     scpu1, t1 = srv.cpu_seconds(), time.monotonic()
                     delivered = sum(r["received"] for r in res)
@@ -230,10 +256,17 @@ class Runner:
                     self.connect_all(srv, clients, "rr")
                     warmup = min(1.0, sc.reqrep_s / 2)
                     start_at = time.time() + 0.3
+                    scpu0, t0 = srv.cpu_seconds(), time.monotonic()
                     res = self.lg.call_all(
-                        "reqrep", warmup + sc.reqrep_s + 30, topic=REQREP_TOPIC,
-                        start_at=start_at, warmup=warmup, duration=sc.reqrep_s,
+                        "reqrep",
+                        warmup + sc.reqrep_s + 30,
+                        topic=REQREP_TOPIC,
+                        start_at=start_at,
+                        warmup=warmup,
+                        duration=sc.reqrep_s,
                     )
+                    # Includes the warm-up: a slight underestimate of the busy share.
+                    server_cpu = 100.0 * (srv.cpu_seconds() - scpu0) / (time.monotonic() - t0)
                 finally:
                     self.close_all()
             failed = [f for r in res for f in r["failures"]]
@@ -247,10 +280,11 @@ class Runner:
             out[f"reqrep.{clients}.loadgen_cpu_pct"] = (
                 100.0 * cpu / (sc.reqrep_s * self.loadgen_cores)
             )
+            out[f"reqrep.{clients}.server_cpu_pct"] = server_cpu
         return out
 
     def chat(self, start_server: StartServer) -> Metrics:
-        """R rooms × M members, each member broadcasting at a steady rate."""
+        """R rooms x M members, each member broadcasting at a steady rate."""
         sc = self.scale
         rooms = [f"bench-room-{r}" for r in range(sc.chat_rooms)]
         # Whole rooms per worker: each worker then knows exactly what it should receive.
@@ -262,10 +296,17 @@ class Runner:
             try:
                 self.connect_all(srv, n, "chat", rooms_per_worker=per_worker)
                 grace = max(3.0, sc.chat_s)
+                scpu0, t0 = srv.cpu_seconds(), time.monotonic()
                 res = self.lg.call_all(
-                    "chat", sc.chat_s + grace + 30, rate=sc.chat_rate, duration=sc.chat_s,
-                    step=CHAT_STEP, members=sc.chat_members, timeout=grace,
+                    "chat",
+                    sc.chat_s + grace + 30,
+                    rate=sc.chat_rate,
+                    duration=sc.chat_s,
+                    step=CHAT_STEP,
+                    members=sc.chat_members,
+                    timeout=grace,
                 )
+                server_cpu = 100.0 * (srv.cpu_seconds() - scpu0) / (time.monotonic() - t0)
             finally:
                 self.close_all()
         delivered = sum(r["received"] for r in res)
@@ -282,6 +323,7 @@ class Runner:
             "chat.p50_ms": percentile(lats, 50),
             "chat.p99_ms": percentile(lats, 99),
             "chat.loadgen_cpu_pct": 100.0 * cpu / (sc.chat_s * self.loadgen_cores),
+            "chat.server_cpu_pct": server_cpu,
         }
 
     def run(self, workload: str, start_server: StartServer) -> Metrics:

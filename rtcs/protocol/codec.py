@@ -141,7 +141,7 @@ def _parse(raw: str | bytes, max_depth: int) -> Any:
         raise BadRequest("nesting too deep") from None
     except ValueError:  # JSONDecodeError, rejected constants, over-long integers
         raise BadRequest("malformed JSON") from None
-    check_strings = False
+    check_strings = _SURROGATE_ESCAPE.search(text) is not None
     # Depth can only exceed max_depth if there are more than max_depth brackets.
     if check_strings or text.count("{") + text.count("[") > max_depth:
         _check_structure(obj, max_depth, check_strings)

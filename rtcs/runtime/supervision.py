@@ -114,6 +114,9 @@ class SupervisorEvent:
 class Supervise:
     """The first message a :class:`Supervisor` receives: it then starts ``children`` in order.
 
+    ``context`` is opaque to the runtime: shared dependencies that subclasses
+    read as ``self.context`` (a restarted supervisor gets the same one).
+
     Raises:
         ValueError: two children share a name.
     """
@@ -123,6 +126,7 @@ class Supervise:
     children: tuple[ChildSpec, ...]
     directory: Directory | None = None
     on_event: Callable[[SupervisorEvent], None] | None = None
+    context: Any = None
 
     def __post_init__(self) -> None:
         names = [spec.name for spec in self.children]
@@ -142,10 +146,11 @@ class Supervisor(ActorTypeDispatcher):
     """An actor that starts, watches and restarts its children.
 
     Send it :class:`Supervise` first. Subclasses may add ``receiveMsg_X``
-    handlers, start and stop dynamic children with :meth:`start_child` and
-    :meth:`stop_child`, and override :meth:`on_child_started` and
-    :meth:`on_child_crashed`. A subclass overriding one of the handlers below
-    must call the base handler.
+    handlers, read ``self.context``, start and stop dynamic children with
+    :meth:`start_child` and :meth:`stop_child`, and override the hooks
+    :meth:`on_started`, :meth:`on_child_started`, :meth:`on_child_crashed` and
+    :meth:`on_child_exited`. A subclass overriding one of the ``receiveMsg_``
+    handlers below must call the base handler.
     """
 
     def __init__(self) -> None:
@@ -154,6 +159,7 @@ class Supervisor(ActorTypeDispatcher):
         self._supervisor_name = type(self).__name__
         self._directory: Directory | None = None
         self._on_event: Callable[[SupervisorEvent], None] | None = None
+        self.context: Any = None
         self._configured = False
         self._stopping = False
         # Start order is dict order; a restarted child keeps its place.
@@ -203,11 +209,17 @@ class Supervisor(ActorTypeDispatcher):
         self._retire(child)
         self._emit(name, "stopped", "stopped on request")
 
+    def on_started(self) -> None:
+        """Hook: :class:`Supervise` was handled and the initial children started."""
+
     def on_child_started(self, name: str, address: ActorAddress) -> None:
         """Hook: child ``name`` was (re)created at ``address`` (``init`` already sent)."""
 
     def on_child_crashed(self, name: str, reason: str) -> None:
-        """Hook: child ``name`` crashed, before the restart policy is applied."""
+        """Hook: child ``name`` failed (ChildFailed or Escalated), before the policy applies."""
+
+    def on_child_exited(self, name: str) -> None:
+        """Hook: child ``name`` exited without being asked to, before the policy applies."""
 
     # ------------------------------------------------------------- handlers
 
@@ -220,8 +232,10 @@ class Supervisor(ActorTypeDispatcher):
         self._policy = msg.policy
         self._directory = msg.directory
         self._on_event = msg.on_event
+        self.context = msg.context
         for spec in msg.children:
             self.start_child(spec)
+        self.on_started()
 
     def receiveMsg_ChildFailed(self, msg: ChildFailed, sender: ActorAddress) -> None:
         name = self._names_by_key.get(msg.child.actorAddressString)
@@ -292,7 +306,10 @@ class Supervisor(ActorTypeDispatcher):
 
     def _crashed(self, name: str, reason: str, *, failed: bool, alive: bool) -> None:
         child = self._children[name]
-        self.on_child_crashed(name, reason)
+        if failed:
+            self.on_child_crashed(name, reason)
+        else:
+            self.on_child_exited(name)
         if alive:
             self._retire(child)
         else:

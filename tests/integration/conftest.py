@@ -24,6 +24,8 @@ class Client:
         self.ws = ws
         self.welcome: dict[str, Any] = {}
         self._ids = 0
+        # Frames received while waiting for another one, in arrival order.
+        self.pending: list[dict[str, Any]] = []
 
     def next_id(self) -> int:
         self._ids += 1
@@ -33,19 +35,30 @@ class Client:
         await self.ws.send(frame if isinstance(frame, str) else json.dumps(frame))
 
     async def recv(self, timeout: float = TIMEOUT) -> dict[str, Any]:
+        """The next frame, buffered ones first."""
+        if self.pending:
+            return self.pending.pop(0)
         raw = await asyncio.wait_for(self.ws.recv(), timeout)
         return json.loads(raw)
 
     async def expect(self, type_: str, timeout: float = TIMEOUT, **fields: Any) -> dict[str, Any]:
-        """The next frame of ``type_`` (skipping presence events), checked against fields."""
-        while True:
-            frame = await self.recv(timeout)
-            if frame["type"] != type_ and frame["type"] == "presence" and type_ != "presence":
-                continue
-            assert frame["type"] == type_, frame
-            for key, value in fields.items():
-                assert frame.get(key) == value, (key, frame)
-            return frame
+        """The first frame of ``type_`` whose ``fields`` match, buffered or not.
+
+        Frames that do not match stay buffered, in order, for later calls.
+        """
+
+        def matches(frame: dict[str, Any]) -> bool:
+            return frame["type"] == type_ and all(frame.get(k) == v for k, v in fields.items())
+
+        for i, frame in enumerate(self.pending):
+            if matches(frame):
+                return self.pending.pop(i)
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = json.loads(await self.ws.recv())
+                if matches(frame):
+                    return frame
+                self.pending.append(frame)
 
     async def request(self, frame: dict[str, Any], reply: str = "ack") -> dict[str, Any]:
         rid = self.next_id()
@@ -70,7 +83,12 @@ class Client:
         return self.ws.close_code
 
     async def silent(self, timeout: float = 0.2) -> None:
-        """Assert nothing arrives within ``timeout`` (only for negative checks)."""
+        """Assert nothing (more) arrives within ``timeout`` (only for negative checks).
+
+        Call it after a round trip (e.g. ping/pong) so that anything the server
+        sent before has already arrived.
+        """
+        assert not [f for f in self.pending if f["type"] != "presence"], self.pending
         with pytest.raises(TimeoutError):
             frame = await asyncio.wait_for(self.ws.recv(), timeout)
             pytest.fail(f"unexpected frame {frame}")

@@ -35,40 +35,56 @@ COMMANDS = (
     PresenceQuery,
     Ping,
 )
-TYPES = ["auth", "subscribe", "unsubscribe", "publish", "send", "join", "leave", "broadcast"]
-TYPES += ["presence", "ping", "welcome", "", "x"]
-FIELDS = ["id", "token", "session", "last_seq", "topic", "data", "to", "room", "scope", "filter"]
-FIELDS += ["user", "connection", "roles", "users"]
+
+# Text that may hold lone surrogates: json.dumps writes them as "\\udXXX" escapes.
+any_text = st.text(
+    alphabet=st.characters(exclude_categories=())
+    | st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF),
+    max_size=12,
+)
 
 json_values = st.recursive(
     st.none()
     | st.booleans()
     | st.integers()
     | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
+    | any_text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(any_text, inner, max_size=4),
     max_leaves=20,
 )
+plausible = st.sampled_from(["a.b", "a.*", ">", "a..b", "r", "global", "u", "c-1", "", "x" * 300])
+value = plausible | json_values
+names = st.lists(plausible | json_values, max_size=3)
 
-# Frames that look like client frames: a type plus any mix of known fields with any values.
-frame_like = st.fixed_dictionaries(
-    {"type": st.sampled_from(TYPES)},
-    optional={
-        name: json_values
-        | st.sampled_from(["a.b", "a.*", ">", "r", "global", "u"])
-        | st.fixed_dictionaries(
-            {},
-            optional={
-                "user": json_values | st.just("u"),
-                "connection": json_values | st.just("c-1"),
-                "roles": st.lists(st.text(max_size=5), max_size=3) | json_values,
-                "users": st.lists(st.text(max_size=5), max_size=3) | json_values,
-            },
-        )
-        for name in FIELDS
+# The fields each frame type reads; every field is present or absent, with a plausible
+# or an arbitrary value, so that every branch of every frame decoder is reached.
+FIELDS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
+    "auth": {"token": value, "session": value, "last_seq": value | st.integers(-2, 2)},
+    "subscribe": {"topic": value},
+    "unsubscribe": {"topic": value},
+    "publish": {"topic": value, "data": json_values},
+    "send": {
+        "to": st.fixed_dictionaries({}, optional={"user": value, "connection": value}) | value,
+        "data": json_values,
     },
+    "join": {"room": value},
+    "leave": {"room": value},
+    "broadcast": {
+        "room": value,
+        "scope": value,
+        "filter": st.fixed_dictionaries({}, optional={"roles": names, "users": names}) | value,
+        "data": json_values,
+    },
+    "presence": {"room": value, "user": value},
+    "ping": {},
+    "welcome": {"token": value},
+}
+ids = st.one_of(st.integers(), any_text, json_values, st.text(min_size=60, max_size=70))
+
+frame_like = st.sampled_from(sorted(FIELDS)).flatmap(
+    lambda type_: st.fixed_dictionaries(
+        {"type": st.just(type_)}, optional={"id": ids, **FIELDS[type_]}
+    )
 )
 
 

@@ -496,3 +496,4 @@ class Worker(ActorTypeDispatcher):
 class HookCalls:
     started: list[str] = field(default_factory=list)
     crashed: list[tuple[str, str]] = field(default_factory=list)
+    exited: list[str] = field(default_factory=list)

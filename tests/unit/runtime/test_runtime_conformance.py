@@ -7,8 +7,8 @@ from thespian.actors import ActorExitRequest, PoisonMessage
 
 from tests.unit.runtime.runtime_actors import (
     Arm,
-    Creator,
     CreateNamed,
+    Creator,
     Dispatcher,
     Echo,
     Exited,
