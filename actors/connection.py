@@ -11,7 +11,8 @@ Replies to the client are written to the connection's bounded outbox
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
 from thespian.actors import ActorExitRequest, ActorTypeDispatcher, PoisonMessage, WakeupMessage
 
@@ -99,7 +100,7 @@ class ConnectionSupervisor(Supervisor):
 
     @property
     def ctx(self) -> NodeContext:
-        return self.context  # type: ignore[no-any-return]
+        return self.context
 
     def on_started(self) -> None:
         if not self._reaping:
@@ -187,7 +188,7 @@ class WebSocketActor(ActorTypeDispatcher):
         self.limiter: RateLimiter | None = None
         self._exp_generation = 0
         self._last_activity = 0.0
-        self._dispatch = {
+        self._dispatch: dict[type, Callable[[Any], None]] = {
             Subscribe: self._on_subscribe,
             Unsubscribe: self._on_unsubscribe,
             Publish: self._on_publish,
@@ -225,8 +226,14 @@ class WebSocketActor(ActorTypeDispatcher):
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
         # Stopped by the supervisor (node shutdown or a supervisor restart).
         if self.handle is not None and not self.handle.closing:
-            code = CloseCode.GOING_AWAY if self.ctx and self.ctx.shutting_down else CloseCode.INTERNAL_ERROR
-            self.handle.close(code, "server shutting down" if code == CloseCode.GOING_AWAY else "restart")
+            code = (
+                CloseCode.GOING_AWAY
+                if self.ctx and self.ctx.shutting_down
+                else CloseCode.INTERNAL_ERROR
+            )
+            self.handle.close(
+                code, "server shutting down" if code == CloseCode.GOING_AWAY else "restart"
+            )
         self._release()
 
     def _release(self) -> None:
@@ -243,7 +250,11 @@ class WebSocketActor(ActorTypeDispatcher):
         release_session(ctx, self.handle.connection_id)
         _announce_presence(ctx, self, session, online=False)
         presence = ctx.backends.presence
-        run_async(self, _ignore(presence.remove_connection(session.user, self.handle.connection_id)), _drop)
+        run_async(
+            self,
+            _ignore(presence.remove_connection(session.user, self.handle.connection_id)),
+            _drop,
+        )
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:
         tick = msg.payload
@@ -261,7 +272,10 @@ class WebSocketActor(ActorTypeDispatcher):
             if quiet >= idle_after and self.machine.state is State.ACTIVE:
                 self.machine.fire(Event.IDLE)
             if self.machine.state in (State.ACTIVE, State.INACTIVE):
-                self.wakeupAfter(max(idle_after - quiet, 0.05) if quiet < idle_after else idle_after, Tick("idle"))
+                self.wakeupAfter(
+                    max(idle_after - quiet, 0.05) if quiet < idle_after else idle_after,
+                    Tick("idle"),
+                )
 
     def receiveMsg_PoisonMessage(self, msg: PoisonMessage, sender: Any) -> None:
         # A route handler failed on one of our requests: the client gets an
@@ -376,7 +390,9 @@ class WebSocketActor(ActorTypeDispatcher):
         ctx, session = self._active()
         if not ctx.policy.can_direct(session.roles):
             raise _forbidden("send direct messages", None)
-        self._route(ROUTE_DIRECT, RouteDirect(session, cmd.to_user, cmd.to_connection, cmd.data, cmd.id))
+        self._route(
+            ROUTE_DIRECT, RouteDirect(session, cmd.to_user, cmd.to_connection, cmd.data, cmd.id)
+        )
 
     def _on_join(self, cmd: Join) -> None:
         ctx, session = self._active()
@@ -398,7 +414,7 @@ class WebSocketActor(ActorTypeDispatcher):
                 raise _forbidden("broadcast to rooms", None)
             self._route(ROUTE_ROOM, RouteRoomBroadcast(session, cmd.room, cmd.data, cmd.id))
             return
-        scope = "global" if cmd.filter is None else "filter"
+        scope: Literal["global", "filter"] = "global" if cmd.filter is None else "filter"
         if not ctx.policy.can_broadcast(session.roles, scope):
             raise _forbidden(f"send {scope} broadcasts", None)
         self._route(ROUTE_BROADCAST, RouteWideBroadcast(session, cmd.filter, cmd.data, cmd.id))
@@ -495,7 +511,11 @@ class WebSocketActor(ActorTypeDispatcher):
             _announce_presence(ctx, self, session, online=True)
         run_async(
             self,
-            _ignore(ctx.backends.presence.add_connection(session.user, handle.connection_id, ctx.node_id)),
+            _ignore(
+                ctx.backends.presence.add_connection(
+                    session.user, handle.connection_id, ctx.node_id
+                )
+            ),
             _drop,
         )
 
@@ -542,4 +562,3 @@ _FRAME_TYPES: dict[type, str] = {
     PresenceQuery: "presence",
     Ping: "ping",
 }
-

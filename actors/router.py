@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, Literal
 
 from thespian.actors import ActorTypeDispatcher
 
@@ -97,7 +97,9 @@ class RouteHandler(ActorTypeDispatcher):
     def ack(self, session: Session, request_id: Any) -> None:
         self.reply(session, codec.encode_frame("ack", request_id), "ack")
 
-    def error(self, session: Session, request_id: Any, exc: ProtocolError | ErrorCode, message: str = "") -> None:
+    def error(
+        self, session: Session, request_id: Any, exc: ProtocolError | ErrorCode, message: str = ""
+    ) -> None:
         code = exc if isinstance(exc, ErrorCode) else exc.code
         text = message or (exc.message if isinstance(exc, ProtocolError) else code.value)
         self.ctx.metrics.error(code)  # type: ignore[union-attr]
@@ -117,7 +119,13 @@ class RouteHandler(ActorTypeDispatcher):
 
     # -- fan-out -------------------------------------------------------------------------
 
-    def fanout(self, recipients: Iterable[Session], count: int, tail: bytes, done: Callable[[], None] | None) -> None:
+    def fanout(
+        self,
+        recipients: Iterable[Session],
+        count: int,
+        tail: bytes,
+        done: Callable[[], None] | None,
+    ) -> None:
         """Deliver ``tail`` to every recipient, in chunks when there are many.
 
         ``recipients`` may be a live index set: it is only iterated now, or
@@ -159,7 +167,9 @@ class RouteHandler(ActorTypeDispatcher):
 
     # -- cross-node ----------------------------------------------------------------------
 
-    def publish_remote(self, envelope: Envelope, then: Callable[[BaseException | None], None]) -> None:
+    def publish_remote(
+        self, envelope: Envelope, then: Callable[[BaseException | None], None]
+    ) -> None:
         """Hand a message to the broker for other nodes, then call ``then``.
 
         Local delivery never goes through the broker; with no other node to
@@ -206,13 +216,19 @@ class TopicHandler(RouteHandler):
     def receiveMsg_RouteSubscribe(self, msg: RouteSubscribe, sender: Any) -> None:
         self.index.add(msg.pattern, msg.session)
         msg.session.subscriptions.add(msg.pattern)
-        self.reply(msg.session, codec.encode_frame("subscribed", msg.request_id, topic=msg.pattern), "subscribed")
+        self.reply(
+            msg.session,
+            codec.encode_frame("subscribed", msg.request_id, topic=msg.pattern),
+            "subscribed",
+        )
 
     def receiveMsg_RouteUnsubscribe(self, msg: RouteUnsubscribe, sender: Any) -> None:
         self.index.remove(msg.pattern, msg.session)
         msg.session.subscriptions.discard(msg.pattern)
         self.reply(
-            msg.session, codec.encode_frame("unsubscribed", msg.request_id, topic=msg.pattern), "unsubscribed"
+            msg.session,
+            codec.encode_frame("unsubscribed", msg.request_id, topic=msg.pattern),
+            "unsubscribed",
         )
 
     def receiveMsg_RoutePublish(self, msg: RoutePublish, sender: Any) -> None:
@@ -220,7 +236,9 @@ class TopicHandler(RouteHandler):
         assert ctx is not None
         started = time.perf_counter()
         session = msg.session
-        tail = codec.message_tail(topic=msg.topic, from_user=session.user, data=msg.data, ts=self.now_ms())
+        tail = codec.message_tail(
+            topic=msg.topic, from_user=session.user, data=msg.data, ts=self.now_ms()
+        )
         recipients = self.index.match(msg.topic)
         count = len(recipients)
         ctx.metrics.delivered("topic", count)
@@ -322,7 +340,9 @@ class RoomHandler(RouteHandler):
             for room in session.rooms:
                 self.rooms.setdefault(room, set()).add(session)
 
-    def _announce(self, room: str, event: str, user: str, skip: Session | None) -> None:
+    def _announce(
+        self, room: str, event: Literal["join", "leave"], user: str, skip: Session | None
+    ) -> None:
         frame = codec.encode_presence_event(room, event, user)
         sent = 0
         for member in self.rooms.get(room, ()):
@@ -336,7 +356,11 @@ class RoomHandler(RouteHandler):
         assert ctx is not None
         session, room = msg.session, msg.room
         if room in session.rooms:
-            self.call(ctx.backends.presence.members(room), "members", (session, room, msg.request_id, False))
+            self.call(
+                ctx.backends.presence.members(room),
+                "members",
+                (session, room, msg.request_id, False),
+            )
             return
         session.rooms.add(room)
         self.rooms.setdefault(room, set()).add(session)
@@ -354,7 +378,9 @@ class RoomHandler(RouteHandler):
             self.error(session, request_id, Unavailable("presence unavailable"))
             return
         became, members = result
-        self.reply(session, codec.encode_frame("joined", request_id, room=room, members=members), "joined")
+        self.reply(
+            session, codec.encode_frame("joined", request_id, room=room, members=members), "joined"
+        )
         if became:
             self._announce(room, "join", session.user, skip=session)
 
@@ -363,7 +389,9 @@ class RoomHandler(RouteHandler):
         if isinstance(result, BaseException):
             self.error(session, request_id, Unavailable("presence unavailable"))
             return
-        self.reply(session, codec.encode_frame("joined", request_id, room=room, members=result), "joined")
+        self.reply(
+            session, codec.encode_frame("joined", request_id, room=room, members=result), "joined"
+        )
 
     def receiveMsg_RouteLeave(self, msg: RouteLeave, sender: Any) -> None:
         session, room = msg.session, msg.room
@@ -372,7 +400,9 @@ class RoomHandler(RouteHandler):
             return
         self._remove(session, room)
         presence = self.ctx.backends.presence  # type: ignore[union-attr]
-        self.call(presence.leave(room, session.user, session.id), "left", (session, room, msg.request_id))
+        self.call(
+            presence.leave(room, session.user, session.id), "left", (session, room, msg.request_id)
+        )
 
     def _remove(self, session: Session, room: str) -> None:
         session.rooms.discard(room)
@@ -396,7 +426,9 @@ class RoomHandler(RouteHandler):
         assert ctx is not None
         started = time.perf_counter()
         session = msg.session
-        tail = codec.message_tail(room=msg.room, from_user=session.user, data=msg.data, ts=self.now_ms())
+        tail = codec.message_tail(
+            room=msg.room, from_user=session.user, data=msg.data, ts=self.now_ms()
+        )
         members = self.rooms.get(msg.room, ())
         count = len(members)
         ctx.metrics.delivered("room", count)
@@ -439,9 +471,17 @@ class RoomHandler(RouteHandler):
         presence = ctx.backends.presence
         for room in list(session.rooms):
             if msg.online:
-                self.call(presence.join(room, session.user, session.id, ctx.node_id), "presence_changed", (room, session, "join"))
+                self.call(
+                    presence.join(room, session.user, session.id, ctx.node_id),
+                    "presence_changed",
+                    (room, session, "join"),
+                )
             else:
-                self.call(presence.leave(room, session.user, session.id), "presence_changed", (room, session, "leave"))
+                self.call(
+                    presence.leave(room, session.user, session.id),
+                    "presence_changed",
+                    (room, session, "leave"),
+                )
 
     def done_presence_changed(self, result: Any, state: Any) -> None:
         room, session, event = state
@@ -472,7 +512,9 @@ class BroadcastHandler(RouteHandler):
         session = msg.session
         tail = codec.message_tail(room="*", from_user=session.user, data=msg.data, ts=self.now_ms())
         kind = "global" if msg.filter is None else "filter"
-        recipients = self._select(msg.filter.roles if msg.filter else None, msg.filter.users if msg.filter else ())
+        recipients = self._select(
+            msg.filter.roles if msg.filter else None, msg.filter.users if msg.filter else ()
+        )
         ctx.metrics.delivered(kind, len(recipients))
         envelope = Envelope(
             ctx.node_id,

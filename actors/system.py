@@ -83,11 +83,18 @@ def build_tree(
             ChildSpec(ROUTE_BROADCAST, BroadcastHandler, Restart.PERMANENT, init=configure),
         ),
     )
-    metrics = supervise(METRICS, (ChildSpec(STATS, StatsAggregator, Restart.PERMANENT, init=configure),))
+    metrics = supervise(
+        METRICS, (ChildSpec(STATS, StatsAggregator, Restart.PERMANENT, init=configure),)
+    )
     server = supervise(
         "server",
         (
-            ChildSpec(CONNECTIONS, ConnectionSupervisor, Restart.PERMANENT, init=supervise(CONNECTIONS, ())),
+            ChildSpec(
+                CONNECTIONS,
+                ConnectionSupervisor,
+                Restart.PERMANENT,
+                init=supervise(CONNECTIONS, ()),
+            ),
             ChildSpec(ROUTER, MessageRouter, Restart.PERMANENT, init=router),
             ChildSpec(METRICS, MetricsCollector, Restart.PERMANENT, init=metrics),
             *plugins,

@@ -24,7 +24,9 @@ from rtcs.errors import ConfigError
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rtcs", description="rtcs real-time communication service")
+    parser = argparse.ArgumentParser(
+        prog="rtcs", description="rtcs real-time communication service"
+    )
     parser.add_argument("--version", action="version", version=f"rtcs {__version__}")
     parser.add_argument("--config", metavar="PATH", help="TOML configuration file")
     parser.add_argument("--host", help="address to listen on (server.host)")
@@ -69,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(
                 "server.workers",
                 settings.server.workers,
-                "more than one worker needs a shared backend (backend.kind = \"redis\"),"
+                'more than one worker needs a shared backend (backend.kind = "redis"),'
                 " which is not available yet; run one worker per instance",
             )
     except ConfigError as exc:

@@ -640,9 +640,9 @@ def _validate(s: Settings, name: Callable[[str], str]) -> Settings:
         fail("metrics.path", s.metrics.path, "must differ from server.path")
 
     _validate_rbac(s.rbac)
-    for name, target in s.plugins.items():
+    for plugin, target in s.plugins.items():
         if not isinstance(target, str) or ":" not in target:
-            fail(f"plugins.{name}", target, "expected 'package.module:ActorClass'")
+            fail(f"plugins.{plugin}", target, "expected 'package.module:ActorClass'")
     return s
 
 

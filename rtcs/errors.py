@@ -27,7 +27,7 @@ from __future__ import annotations
 import enum
 
 
-class ErrorCode(str, enum.Enum):
+class ErrorCode(enum.StrEnum):
     """Wire error codes sent in ``{"type": "error", "code": ...}`` frames."""
 
     BAD_REQUEST = "bad_request"

@@ -58,5 +58,7 @@ def load_plugins(settings: Settings, context: NodeContext) -> list[ChildSpec]:
     for name, target in settings.plugins.items():
         if name in RESERVED or name.startswith("route."):
             raise ConfigError(f"plugins.{name}", target, "this name is reserved by rtcs")
-        specs.append(ChildSpec(name, resolve(name, target), Restart.PERMANENT, init=Configure(context)))
+        specs.append(
+            ChildSpec(name, resolve(name, target), Restart.PERMANENT, init=Configure(context))
+        )
     return specs

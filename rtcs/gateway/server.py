@@ -136,7 +136,9 @@ class Gateway:
             reason = self.readiness()
             if reason is None:
                 return _json(HTTPStatus.OK, {"status": "ready"})
-            return _json(HTTPStatus.SERVICE_UNAVAILABLE, {"status": "unavailable", "reason": reason})
+            return _json(
+                HTTPStatus.SERVICE_UNAVAILABLE, {"status": "unavailable", "reason": reason}
+            )
         if settings.metrics.enabled and path == settings.metrics.path:
             body, content_type = self.ctx.metrics.render()
             return _response(HTTPStatus.OK, body, content_type)
@@ -150,7 +152,9 @@ class Gateway:
         reason = self.readiness()
         if reason is not None:
             metrics.handshake_rejected(503)
-            return _json(HTTPStatus.SERVICE_UNAVAILABLE, {"status": "unavailable", "reason": reason})
+            return _json(
+                HTTPStatus.SERVICE_UNAVAILABLE, {"status": "unavailable", "reason": reason}
+            )
         headers = request.headers
         own = own_origin(self._scheme, headers.get("Host"))
         if not origin_allowed(headers.get("Origin"), settings.server.allowed_origins, own):

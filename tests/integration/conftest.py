@@ -106,7 +106,9 @@ class Node:
     def http(self) -> str:
         return f"http://127.0.0.1:{self.app.port}"
 
-    def token(self, sub: str = "alice", roles: tuple[str, ...] = (), ttl: float = 3600, **kw: Any) -> str:
+    def token(
+        self, sub: str = "alice", roles: tuple[str, ...] = (), ttl: float = 3600, **kw: Any
+    ) -> str:
         return mint(self.app.settings.auth, sub, roles=roles, ttl=ttl, **kw)
 
     async def client(

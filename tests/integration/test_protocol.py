@@ -253,14 +253,25 @@ async def test_origin_allowlist_403(node_factory) -> None:
     node = await node_factory(**{"server.allowed_origins": ["https://app.example"]})
     token = node.token("alice")
     with pytest.raises(InvalidStatus) as info:
-        await connect(node.url, additional_headers={"Authorization": f"Bearer {token}", "Origin": "https://evil.example"})
+        await connect(
+            node.url,
+            additional_headers={
+                "Authorization": f"Bearer {token}",
+                "Origin": "https://evil.example",
+            },
+        )
     assert info.value.response.status_code == 403
-    ws = await connect(node.url, additional_headers={"Authorization": f"Bearer {token}", "Origin": "https://app.example"})
+    ws = await connect(
+        node.url,
+        additional_headers={"Authorization": f"Bearer {token}", "Origin": "https://app.example"},
+    )
     await Client(ws).expect("welcome")
 
 
 async def test_token_refresh_and_expiry(node: Node) -> None:
-    ws = await connect(node.url, additional_headers={"Authorization": f"Bearer {node.token('alice', ttl=1.5)}"})
+    ws = await connect(
+        node.url, additional_headers={"Authorization": f"Bearer {node.token('alice', ttl=1.5)}"}
+    )
     client = Client(ws)
     first = await client.expect("welcome")
     await client.send({"type": "auth", "id": "r", "token": node.token("alice", ttl=3600)})
@@ -270,7 +281,9 @@ async def test_token_refresh_and_expiry(node: Node) -> None:
     await client.send({"type": "auth", "id": "x", "token": node.token("mallory")})
     await client.expect("error", id="x", code="forbidden")
     # the refreshed token keeps the connection open past the first expiry
-    ws2 = await connect(node.url, additional_headers={"Authorization": f"Bearer {node.token('bob', ttl=1)}"})
+    ws2 = await connect(
+        node.url, additional_headers={"Authorization": f"Bearer {node.token('bob', ttl=1)}"}
+    )
     expiring = Client(ws2)
     await expiring.expect("welcome")
     assert await expiring.closed(timeout=5) == 4001

@@ -39,7 +39,10 @@ async def test_resume_replays_exactly_the_missed_messages(node: Node) -> None:
     for i in (2, 3, 4):
         await alice.publish("news", i)
     await alice.request({"type": "broadcast", "room": "r1", "data": "room"})
-    ws = await connect(node.url + f"?session={session}&last_seq=1", additional_headers={"Authorization": f"Bearer {node.token('bob')}"})
+    ws = await connect(
+        node.url + f"?session={session}&last_seq=1",
+        additional_headers={"Authorization": f"Bearer {node.token('bob')}"},
+    )
     again = Client(ws)
     welcome = await again.expect("welcome")
     assert welcome["resumed"] is True and welcome["replayed"] == 4
@@ -62,7 +65,9 @@ async def test_resume_by_auth_frame(node: Node) -> None:
     await _wait_detached(node, session)
     await alice.publish("t", "b")
     client = Client(await connect(node.url))
-    await client.send({"type": "auth", "token": node.token("bob"), "session": session, "last_seq": 1})
+    await client.send(
+        {"type": "auth", "token": node.token("bob"), "session": session, "last_seq": 1}
+    )
     welcome = await client.expect("welcome", resumed=True, replayed=1)
     assert welcome["session_id"] == session
     await client.expect("message", seq=2, data="b")
@@ -74,7 +79,9 @@ async def test_resume_of_other_users_session_starts_fresh(node: Node) -> None:
     await _drop(bob)
     await _wait_detached(node, session)
     client = Client(await connect(node.url))
-    await client.send({"type": "auth", "token": node.token("mallory"), "session": session, "last_seq": 0})
+    await client.send(
+        {"type": "auth", "token": node.token("mallory"), "session": session, "last_seq": 0}
+    )
     welcome = await client.expect("welcome", resumed=False)
     assert welcome["session_id"] != session
 
@@ -89,13 +96,17 @@ async def test_resume_unknown_or_overflowed_buffer_is_not_partial(node_factory) 
     for i in range(3):
         await alice.publish("t", i)
     client = Client(await connect(node.url))
-    await client.send({"type": "auth", "token": node.token("bob"), "session": session, "last_seq": 0})
+    await client.send(
+        {"type": "auth", "token": node.token("bob"), "session": session, "last_seq": 0}
+    )
     welcome = await client.expect("welcome", resumed=False)
     assert welcome["session_id"] != session
     await client.request({"type": "ping"}, "pong")
     await client.silent()
     unknown = Client(await connect(node.url))
-    await unknown.send({"type": "auth", "token": node.token("bob"), "session": "s-unknown", "last_seq": 0})
+    await unknown.send(
+        {"type": "auth", "token": node.token("bob"), "session": "s-unknown", "last_seq": 0}
+    )
     await unknown.expect("welcome", resumed=False)
 
 
@@ -111,14 +122,19 @@ async def test_session_expires_after_ttl(node_factory) -> None:
         await client_turn()
     assert node.app.ctx.sessions.get(session) is None
     client = Client(await connect(node.url))
-    await client.send({"type": "auth", "token": node.token("bob"), "session": session, "last_seq": 0})
+    await client.send(
+        {"type": "auth", "token": node.token("bob"), "session": session, "last_seq": 0}
+    )
     await client.expect("welcome", resumed=False)
 
 
 async def test_reconnect_takes_over_a_live_session(node: Node) -> None:
     bob = await node.client("bob")
     session = bob.welcome["session_id"]
-    ws = await connect(node.url + f"?session={session}&last_seq=0", additional_headers={"Authorization": f"Bearer {node.token('bob')}"})
+    ws = await connect(
+        node.url + f"?session={session}&last_seq=0",
+        additional_headers={"Authorization": f"Bearer {node.token('bob')}"},
+    )
     again = Client(ws)
     await again.expect("welcome", resumed=True, session_id=session)
     assert await bob.closed() == 1000
