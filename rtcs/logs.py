@@ -129,6 +129,10 @@ def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = No
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(numeric)
+    # websockets logs every connection opened and closed at INFO; rtcs counts
+    # those in metrics instead, so that logger speaks from WARNING unless debugging.
+    quiet = numeric if numeric <= logging.DEBUG else max(numeric, logging.WARNING)
+    logging.getLogger("rtcs.gateway.websockets").setLevel(quiet)
 
 
 def get_logger(name: str, **bind: Any) -> structlog.stdlib.BoundLogger:

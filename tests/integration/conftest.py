@@ -158,3 +158,20 @@ async def node_factory() -> AsyncIterator[Callable[..., Any]]:
 @pytest.fixture
 async def node(node_factory: Callable[..., Any]) -> Node:
     return await node_factory()
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+    """Wait for a condition on the node's state, checking once per loop turn batch.
+
+    For conditions with no event to wait on (a socket close noticed by the
+    server); fails after ``timeout``.
+    """
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+
+def metric(node: Node, name: str, **labels: str) -> float:
+    """The current value of one metric sample of the node."""
+    value = node.app.metrics.registry.get_sample_value(name, labels or None)
+    return value or 0.0

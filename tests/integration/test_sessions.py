@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from websockets.asyncio.client import connect
 
-from tests.integration.conftest import Client, Node
+from tests.integration.conftest import Client, Node, wait_until
 
 
 async def _drop(client: Client) -> None:
@@ -13,18 +13,12 @@ async def _drop(client: Client) -> None:
 
 async def _wait_detached(node: Node, session_id: str) -> None:
     """Publishers must not race the detach: wait until the node saw the close."""
-    for _ in range(500):
+
+    def detached() -> bool:
         session = node.app.ctx.sessions.get(session_id)
-        if session is not None and session.sink is None:
-            return
-        await client_turn()
-    raise AssertionError("session never detached")
+        return session is not None and session.sink is None
 
-
-async def client_turn() -> None:
-    import asyncio
-
-    await asyncio.sleep(0.01)
+    await wait_until(detached)
 
 
 async def test_resume_replays_exactly_the_missed_messages(node: Node) -> None:
@@ -116,11 +110,7 @@ async def test_session_expires_after_ttl(node_factory) -> None:
     session = bob.welcome["session_id"]
     await _drop(bob)
     await _wait_detached(node, session)
-    for _ in range(300):
-        if node.app.ctx.sessions.get(session) is None:
-            break
-        await client_turn()
-    assert node.app.ctx.sessions.get(session) is None
+    await wait_until(lambda: node.app.ctx.sessions.get(session) is None)
     client = Client(await connect(node.url))
     await client.send(
         {"type": "auth", "token": node.token("bob"), "session": session, "last_seq": 0}

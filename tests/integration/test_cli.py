@@ -1,0 +1,110 @@
+"""``python -m rtcs`` as an operator runs it: a real process, real signals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+
+import jwt
+import pytest
+from websockets.asyncio.client import connect
+
+from rtcs.config import DEV_SECRET
+from tests.integration.conftest import TIMEOUT, Client
+
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("RTCS_")}
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rtcs", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**ENV, **(env or {})},
+    )
+
+
+def test_token_command_mints_a_verifiable_token() -> None:
+    result = run("token", "alice", "--roles", "admin,ops", "--ttl", "60")
+    assert result.returncode == 0, result.stderr
+    claims = jwt.decode(result.stdout.strip(), DEV_SECRET, algorithms=["HS256"])
+    assert claims["sub"] == "alice" and claims["roles"] == ["admin", "ops"]
+    assert 55 <= claims["exp"] - claims["iat"] <= 61
+
+
+def test_bad_setting_names_key_and_value() -> None:
+    result = run("--port", "1", env={"RTCS_LIMITS_RATE": "fast"})
+    assert result.returncode == 2
+    assert "RTCS_LIMITS_RATE" in result.stderr and "fast" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_key_in_file_is_refused(tmp_path) -> None:
+    conf = tmp_path / "rtcs.toml"
+    conf.write_text("[server]\nprot = 1\n")
+    result = run("--config", str(conf))
+    assert result.returncode == 2 and "server.prot" in result.stderr
+
+
+def test_several_workers_need_a_shared_backend() -> None:
+    result = run("--workers", "2")
+    assert result.returncode == 2 and "server.workers" in result.stderr
+
+
+def test_public_host_without_secret_is_refused() -> None:
+    result = run("--host", "0.0.0.0")
+    assert result.returncode == 2 and "auth.secret" in result.stderr
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "rtcs",
+        "--port",
+        "0",
+        "--log-level",
+        "info",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**ENV, "RTCS_SERVER_DRAIN_TIMEOUT": "5"},
+    )
+    port = 0
+    async with asyncio.timeout(TIMEOUT * 2):
+        while not port:
+            line = await proc.stdout.readline()  # type: ignore[union-attr]
+            assert line, "rtcs exited before it started"
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("event") == "rtcs started":
+                port = entry["port"]
+    yield proc, port
+    if proc.returncode is None:
+        proc.kill()
+        await proc.wait()
+
+
+async def test_sigterm_closes_clients_1001_and_exits_0(server) -> None:
+    proc, port = server
+    result = run("token", "alice")
+    ws = await connect(
+        f"ws://127.0.0.1:{port}/ws",
+        additional_headers={"Authorization": f"Bearer {result.stdout.strip()}"},
+    )
+    client = Client(ws)
+    await client.expect("welcome", user="alice")
+    proc.send_signal(signal.SIGTERM)
+    assert await client.closed() == 1001
+    assert await asyncio.wait_for(proc.wait(), TIMEOUT * 2) == 0
+    output = (await proc.stdout.read()).decode()  # type: ignore[union-attr]
+    assert "rtcs stopped" in output
+    assert result.stdout.strip() not in output  # tokens are never logged
