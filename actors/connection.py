@@ -24,7 +24,9 @@ from actors.context import (
     NodeContext,
 )
 from actors.messages import (
+    AsyncDone,
     ClientText,
+    IndexSession,
     OpenConnection,
     RouteDirect,
     RouteJoin,
@@ -35,6 +37,7 @@ from actors.messages import (
     RouteSubscribe,
     RouteUnsubscribe,
     RouteWideBroadcast,
+    SessionMoved,
     SessionPresence,
     Shutdown,
     SocketClosed,
@@ -43,6 +46,7 @@ from actors.messages import (
     UnindexSession,
 )
 from rtcs.auth.tokens import Identity
+from rtcs.backends.base import SessionSnapshot
 from rtcs.errors import AuthError, CloseCode, ErrorCode, ProtocolError
 from rtcs.protocol import codec
 from rtcs.protocol.frames import (
@@ -65,6 +69,9 @@ from rtcs.sessions import Session
 
 # How often detached sessions are checked for expiry, at most.
 REAP_INTERVAL = 1.0
+# Frames a client may send while its session is being restored from the
+# shared store; more closes the connection with 1013.
+HELD_FRAMES = 64
 
 
 async def _ignore(awaitable: Any) -> None:
@@ -80,9 +87,24 @@ def release_session(ctx: NodeContext, connection_id: str) -> Session | None:
     if session is None:
         return None
     ctx.sessions.detach(session, ctx.clock())
-    ctx.metrics.sessions_attached.dec()
-    ctx.metrics.sessions_detached.inc()
+    if ctx.write_behind is not None:
+        # Other nodes may resume it: store it, then every message it buffers.
+        ctx.write_behind.save(snapshot(ctx, session), ctx.settings.session.ttl)
+        session.mirror = ctx.write_behind.note
     return session
+
+
+def snapshot(ctx: NodeContext, session: Session) -> SessionSnapshot:
+    """The shareable state of a detached session."""
+    return SessionSnapshot(
+        session_id=session.id,
+        user=session.user,
+        subscriptions=tuple(session.subscriptions),
+        rooms=tuple(session.rooms),
+        seq=session.seq,
+        buffer=tuple(session.buffer),
+        node=ctx.node_id,
+    )
 
 
 class ConnectionSupervisor(Supervisor):
@@ -149,16 +171,23 @@ class ConnectionSupervisor(Supervisor):
             return
         ctx = self.ctx
         ttl = ctx.settings.session.ttl
+        # A shared session store expires its copies by itself (its TTL).
         for session in ctx.sessions.expired(ctx.clock(), ttl):
-            ctx.sessions.remove(session)
-            ctx.metrics.sessions_detached.dec()
-            ctx.metrics.resumes.labels(result="expired").inc()
-            for name in (ROUTE_TOPIC, ROUTE_ROOM):
-                address = ctx.directory.lookup(name)
-                if address is not None:
-                    self.send(address, UnindexSession(session))
-            run_async(self, _ignore(ctx.backends.sessions.delete(session.id)), _drop)
+            self._forget(session)
         self.wakeupAfter(min(REAP_INTERVAL, ttl), Tick("reap"))
+
+    def receiveMsg_SessionMoved(self, msg: SessionMoved, sender: Any) -> None:
+        session = self.ctx.sessions.get(msg.session_id)
+        if session is not None and session.sink is None:
+            self._forget(session)
+
+    def _forget(self, session: Session) -> None:
+        ctx = self.ctx
+        ctx.sessions.remove(session)
+        for name in (ROUTE_TOPIC, ROUTE_ROOM):
+            address = ctx.directory.lookup(name)
+            if address is not None:
+                self.send(address, UnindexSession(session))
 
 
 def _drop(result: object) -> None:
@@ -187,6 +216,8 @@ class WebSocketActor(ActorTypeDispatcher):
         self.machine = ConnectionStateMachine()
         self.limiter: RateLimiter | None = None
         self._exp_generation = 0
+        # Frames received while the session is restored from the shared store.
+        self._held: list[ClientText] | None = None
         self._last_activity = 0.0
         self._dispatch: dict[type, Callable[[Any], None]] = {
             Subscribe: self._on_subscribe,
@@ -288,6 +319,11 @@ class WebSocketActor(ActorTypeDispatcher):
     def receiveMsg_ClientText(self, msg: ClientText, sender: Any) -> None:
         ctx = self.ctx
         if ctx is None or self.handle.closing:
+            return
+        if self._held is not None:
+            if len(self._held) >= HELD_FRAMES:
+                self.handle.close(CloseCode.TRY_AGAIN_LATER, "session restore is taking too long")
+            self._held.append(msg)
             return
         state = self.machine.state
         if state is State.DISCONNECTING or state is State.DISCONNECTED:
@@ -468,21 +504,77 @@ class WebSocketActor(ActorTypeDispatcher):
         """Authenticated: resume or create the session, welcome, replay."""
         ctx = self.ctx
         assert ctx is not None
-        handle = self.handle
         limits = ctx.settings.limits
         if len(ctx.sessions.attached_of(identity.user)) >= limits.max_connections_per_user:
             self.machine.fire(Event.AUTH_FAILED)
-            handle.close(CloseCode.CONNECTION_LIMIT, "too many connections for this user")
+            self.handle.close(CloseCode.CONNECTION_LIMIT, "too many connections for this user")
             return
-        session, replay = self._resume(identity, session_id, last_seq)
+        wants_resume = session_id is not None and last_seq is not None
+        shared = ctx.write_behind is not None
+        if wants_resume and shared and ctx.sessions.get(session_id or "") is None:
+            # Not here, but other nodes share sessions: claim it from the store.
+            # Frames that arrive meanwhile are held and handled after welcome.
+            self._held = []
+            store = ctx.backends.sessions
+            run_async(
+                self,
+                store.claim(session_id or "", identity.user),
+                lambda result: AsyncDone("claimed", result, (identity, last_seq, request_id)),
+            )
+            return
+        session, replay = self._resume_local(identity, session_id, last_seq)
+        self._welcome(identity, session, replay, wants_resume, request_id)
+
+    def receiveMsg_AsyncDone(self, msg: AsyncDone, sender: Any) -> None:
+        if msg.tag != "claimed" or self.ctx is None or self.handle.closing:
+            return
+        identity, last_seq, request_id = msg.state
+        ctx = self.ctx
+        session: Session | None = None
+        replay: list[tuple[int, bytes]] = []
+        snap = msg.result if isinstance(msg.result, SessionSnapshot) else None
+        if snap is not None:
+            session = ctx.sessions.restore(
+                snap.session_id,
+                snap.user,
+                identity.roles,
+                seq=snap.seq,
+                buffer=snap.buffer,
+                subscriptions=snap.subscriptions,
+                rooms=snap.rooms,
+            )
+            for name in (ROUTE_TOPIC, ROUTE_ROOM):
+                address = ctx.directory.lookup(name)
+                if address is not None:
+                    self.send(address, IndexSession(session))
+            found = session.replay_after(last_seq)
+            if found is None:
+                session = None  # restored for nobody: the reaper expires it
+            else:
+                replay = found
+        self._welcome(identity, session, replay, True, request_id)
+        held, self._held = self._held or [], None
+        for frame in held:
+            self.receiveMsg_ClientText(frame, sender)
+
+    def _welcome(
+        self,
+        identity: Identity,
+        session: Session | None,
+        replay: list[tuple[int, bytes]],
+        wanted_resume: bool,
+        request_id: Any,
+    ) -> None:
+        ctx = self.ctx
+        assert ctx is not None
+        handle = self.handle
         resumed = session is not None
         if session is None:
             session = ctx.sessions.create(identity.user, identity.roles)
-        else:
-            ctx.metrics.sessions_detached.dec()
+        elif ctx.write_behind is not None:
+            ctx.write_behind.delete(session.id)  # resumed here: no one else may
         session.roles = identity.roles
         ctx.sessions.attach(session, handle)
-        ctx.metrics.sessions_attached.inc()
         handle.user = identity.user
         self.session = session
         self.identity = identity
@@ -505,24 +597,25 @@ class WebSocketActor(ActorTypeDispatcher):
             handle.push(codec.with_seq(seq, tail))
         if replay:
             ctx.metrics.frame_out("message", len(replay))
-        if session_id is not None:
-            ctx.metrics.resumes.labels(result="resumed" if resumed else "expired").inc()
+        if wanted_resume:
+            ctx.metrics.resume("resumed" if resumed else "expired")
+        ctx.log.debug(
+            "connection authenticated",
+            connection_id=handle.connection_id,
+            user=session.user,
+            session_id=session.id,
+            resumed=resumed,
+        )
         if resumed:
             _announce_presence(ctx, self, session, online=True)
-        run_async(
-            self,
-            _ignore(
-                ctx.backends.presence.add_connection(
-                    session.user, handle.connection_id, ctx.node_id
-                )
-            ),
-            _drop,
-        )
+        presence = ctx.backends.presence
+        added = presence.add_connection(session.user, handle.connection_id, ctx.node_id)
+        run_async(self, _ignore(added), _drop)
 
-    def _resume(
+    def _resume_local(
         self, identity: Identity, session_id: str | None, last_seq: int | None
     ) -> tuple[Session | None, list[tuple[int, bytes]]]:
-        """The session to resume and the messages to replay, or (None, [])."""
+        """The local session to resume and the messages to replay, or (None, [])."""
         if session_id is None or last_seq is None:
             return None, []
         ctx = self.ctx
@@ -538,8 +631,6 @@ class WebSocketActor(ActorTypeDispatcher):
             # the new connection takes the session over.
             old = session.sink
             ctx.sessions.detach(session, ctx.clock())
-            ctx.metrics.sessions_attached.dec()
-            ctx.metrics.sessions_detached.inc()
             old.close(CloseCode.NORMAL, "session resumed by another connection")
         return session, replay
 

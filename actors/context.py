@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from rtcs.auth.permissions import Policy
     from rtcs.auth.tokens import TokenVerifier
     from rtcs.backends.base import Backends
+    from rtcs.backends.writebehind import SessionWriteBehind
     from rtcs.config import Settings
     from rtcs.metrics import Metrics
     from rtcs.runtime.directory import Directory
@@ -49,5 +50,8 @@ class NodeContext:
     log: Any
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
+    # Set when sessions are shared with other nodes (a distributed backend):
+    # detached sessions are then written behind to the shared session store.
+    write_behind: SessionWriteBehind | None = None
     shutting_down: bool = False
     extra: dict[str, Any] = field(default_factory=dict)

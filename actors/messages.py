@@ -168,6 +168,13 @@ class UnindexSession:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionMoved:
+    """A detached session was resumed on another node: forget the local copy."""
+
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class SessionPresence:
     """A session attached (``online``) or detached: update room presence."""
 

@@ -33,6 +33,7 @@ from actors.messages import (
     AsyncDone,
     Configure,
     FanoutContinue,
+    IndexSession,
     RemoteEnvelope,
     RouteDirect,
     RouteJoin,
@@ -255,6 +256,10 @@ class TopicHandler(RouteHandler):
         recipients = self.index.match(msg.envelope.target)
         self.ctx.metrics.delivered("topic", len(recipients))  # type: ignore[union-attr]
         self.fanout(recipients, len(recipients), msg.envelope.tail, None)
+
+    def receiveMsg_IndexSession(self, msg: IndexSession, sender: Any) -> None:
+        for pattern in msg.session.subscriptions:
+            self.index.add(pattern, msg.session)
 
     def receiveMsg_UnindexSession(self, msg: UnindexSession, sender: Any) -> None:
         for pattern in list(msg.session.subscriptions):
@@ -492,6 +497,10 @@ class RoomHandler(RouteHandler):
         members = self.rooms.get(msg.envelope.target, ())
         self.ctx.metrics.delivered("room", len(members))  # type: ignore[union-attr]
         self.fanout(members, len(members), msg.envelope.tail, None)
+
+    def receiveMsg_IndexSession(self, msg: IndexSession, sender: Any) -> None:
+        for room in msg.session.rooms:
+            self.rooms.setdefault(room, set()).add(msg.session)
 
     def receiveMsg_UnindexSession(self, msg: UnindexSession, sender: Any) -> None:
         for room in list(msg.session.rooms):

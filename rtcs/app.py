@@ -27,13 +27,14 @@ from actors.context import (
     ROUTE_TOPIC,
     NodeContext,
 )
-from actors.messages import RemoteEnvelope, Shutdown
+from actors.messages import RemoteEnvelope, SessionMoved, Shutdown
 from actors.system import SystemSupervisor, build_tree
 from rtcs import __version__, logs
 from rtcs.auth.permissions import Policy
 from rtcs.auth.tokens import TokenVerifier
 from rtcs.backends.base import Backends, Envelope
 from rtcs.backends.memory import memory_backends
+from rtcs.backends.writebehind import SessionWriteBehind
 from rtcs.config import Settings
 from rtcs.errors import CloseCode
 from rtcs.gateway.server import Gateway
@@ -101,6 +102,10 @@ class App:
             sessions=SessionRegistry(settings.session.replay_buffer),
             log=self.log,
         )
+        if self.backends.broker.distributed:
+            ctx.write_behind = SessionWriteBehind(
+                self.backends.sessions, settings.session.replay_buffer, self._session_lost
+            )
         await self.backends.broker.start(self.node_id, self._from_broker)
         self.system = start_system()
         self._root = self.system.createActor(SystemSupervisor)
@@ -152,6 +157,11 @@ class App:
         if address is not None:
             self.system.tell(address, RemoteEnvelope(envelope))
 
+    def _session_lost(self, session_id: str) -> None:
+        address = self.directory.lookup(CONNECTIONS)
+        if address is not None and self.system is not None:
+            self.system.tell(address, SessionMoved(session_id))
+
     def _on_supervisor_event(self, event: SupervisorEvent) -> None:
         if event.kind == "restarted":
             self.metrics.restart(event.supervisor, event.strategy.value)
@@ -186,6 +196,8 @@ class App:
         if self.system is not None:
             stop_system(self.system)
             self.system = None
+        if self.ctx.write_behind is not None:
+            await self.ctx.write_behind.close()
         with contextlib.suppress(Exception):
             await self.backends.broker.close()
         self.stopped.set()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import secrets
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 from rtcs.protocol.codec import with_seq
@@ -58,11 +58,11 @@ class Session:
     """
 
     __slots__ = (
-        "__weakref__",
         "buffer",
         "connection_id",
         "detached_at",
         "id",
+        "mirror",
         "roles",
         "rooms",
         "seq",
@@ -82,6 +82,9 @@ class Session:
         self.sink: Sink | None = None
         self.connection_id: str | None = None
         self.detached_at: float | None = None
+        # While detached and shared with other nodes: where buffered messages
+        # are also noted (the write-behind to the shared session store).
+        self.mirror: Callable[[str, int, bytes], None] | None = None
 
     def __repr__(self) -> str:
         return f"<Session {self.id} user={self.user!r} seq={self.seq}>"
@@ -97,6 +100,8 @@ class Session:
         sink = self.sink
         if sink is not None:
             sink.push(with_seq(seq, tail))
+        elif self.mirror is not None:
+            self.mirror(self.id, seq, tail)
 
     def replay_after(self, last_seq: int) -> list[tuple[int, bytes]] | None:
         """The buffered messages with ``seq > last_seq``, in order.
@@ -150,6 +155,7 @@ class SessionRegistry:
         session.sink = sink
         session.connection_id = sink.connection_id
         session.detached_at = None
+        session.mirror = None
         self._by_connection[sink.connection_id] = session
         self._by_user.setdefault(session.user, set()).add(session)
 
@@ -165,6 +171,25 @@ class SessionRegistry:
         session.sink = None
         session.connection_id = None
         session.detached_at = now
+
+    def restore(
+        self,
+        session_id: str,
+        user: str,
+        roles: tuple[str, ...],
+        *,
+        seq: int,
+        buffer: Iterable[tuple[int, bytes]],
+        subscriptions: Iterable[str],
+        rooms: Iterable[str],
+    ) -> Session:
+        """Register a session resumed from another node's snapshot (detached)."""
+        session = self.create(user, roles, session_id)
+        session.seq = seq
+        session.buffer.extend(buffer)
+        session.subscriptions.update(subscriptions)
+        session.rooms.update(rooms)
+        return session
 
     def remove(self, session: Session) -> None:
         """Forget a session entirely (expired, or replaced)."""

@@ -131,9 +131,9 @@ class Node:
         return client
 
 
-async def start_node(**overrides: Any) -> App:
+async def start_node(backends: Any = None, **overrides: Any) -> App:
     values = {"server.port": 0, "log.level": "warning", **overrides}
-    app = App(config.load(None, {}, values))
+    app = App(config.load(None, {}, values), backends=backends)
     await app.start()
     return app
 
@@ -143,8 +143,8 @@ async def node_factory() -> AsyncIterator[Callable[..., Any]]:
     apps: list[App] = []
     clients: list[Client] = []
 
-    async def make(**overrides: Any) -> Node:
-        app = await start_node(**overrides)
+    async def make(backends: Any = None, **overrides: Any) -> Node:
+        app = await start_node(backends, **overrides)
         apps.append(app)
         return Node(app)
 

@@ -1,0 +1,84 @@
+"""Write-behind for detached sessions shared with other nodes.
+
+While a session is detached, messages keep arriving for it; when other nodes
+may resume it (a distributed backend), each buffered message must also reach
+the shared ``SessionStore``. Doing that with one backend call per delivery
+inside a fan-out would put I/O on the hot path, so deliveries are only
+*noted* here (a list append) and written by one flush task per loop turn, in
+order.
+
+When the store answers that a session is gone (resumed on another node, or
+expired there), ``on_lost(session_id)`` is called so this node forgets its
+local copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from rtcs.backends.base import SessionSnapshot, SessionStore
+
+_log = logging.getLogger("rtcs.backends")
+
+
+class SessionWriteBehind:
+    """Batches ``SessionStore.append`` calls for detached sessions.
+
+    Obligations: used on the event-loop thread only; ``close()`` before the
+    loop stops (pending entries are flushed first).
+    """
+
+    def __init__(self, store: SessionStore, cap: int, on_lost: Callable[[str], None]) -> None:
+        self._store = store
+        self._cap = cap
+        self._on_lost = on_lost
+        # ("save", snapshot, ttl) | ("append", session_id, seq, tail) | ("delete", session_id)
+        self._pending: list[tuple] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def save(self, snapshot: SessionSnapshot, ttl: float) -> None:
+        """Queue storing a session that just detached (before its messages)."""
+        self._queue(("save", snapshot, ttl))
+
+    def note(self, session_id: str, seq: int, tail: bytes) -> None:
+        """Queue one delivered message of a detached session; never blocks."""
+        self._queue(("append", session_id, seq, tail))
+
+    def delete(self, session_id: str) -> None:
+        """Queue removing a stored session (it was resumed on this node)."""
+        self._queue(("delete", session_id))
+
+    def _queue(self, op: tuple) -> None:
+        self._pending.append(op)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                lost: set[str] = set()
+                for op in batch:
+                    try:
+                        if op[0] == "save":
+                            await self._store.save(op[1], op[2])
+                            lost.discard(op[1].session_id)
+                        elif op[0] == "delete":
+                            await self._store.delete(op[1])
+                        elif op[1] not in lost and not await self._store.append(
+                            op[1], op[2], op[3], self._cap
+                        ):
+                            lost.add(op[1])
+                    except Exception as exc:  # the store is down: the message stays local only
+                        _log.warning("session store %s failed: %s", op[0], type(exc).__name__)
+                for session_id in lost:
+                    self._on_lost(session_id)
+        finally:
+            self._task = None
+
+    async def close(self) -> None:
+        """Flush what is pending."""
+        if self._task is not None:
+            await asyncio.shield(self._task)

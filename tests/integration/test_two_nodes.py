@@ -1,0 +1,91 @@
+"""Two nodes in one process sharing in-memory backends through a ``MemoryHub``.
+
+This is how the backend interfaces carry cross-node traffic (the Redis
+backend implements the same interfaces): local delivery stays local, the
+broker carries the rest, sessions detached on one node resume on another.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+
+from rtcs.backends.memory import MemoryHub, memory_backends
+from tests.integration.conftest import Client, Node, wait_until
+
+
+@pytest.fixture
+async def pair(node_factory: Any) -> tuple[Node, Node]:
+    hub = MemoryHub()
+    a = await node_factory(memory_backends(hub), **{"server.node_id": "node-a"})
+    b = await node_factory(memory_backends(hub), **{"server.node_id": "node-b"})
+    return a, b
+
+
+async def test_publish_reaches_subscribers_on_the_other_node(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    alice, bob = await a.client("alice"), await b.client("bob")
+    carol = await a.client("carol")
+    await alice.subscribe("chat.>")
+    await carol.subscribe("chat.x")
+    await bob.publish("chat.x", "from b")
+    await alice.expect("message", topic="chat.x", data="from b", seq=1)
+    await carol.expect("message", topic="chat.x", data="from b", seq=1)
+    # and back: a local subscriber on b gets a's publish exactly once
+    await bob.subscribe("chat.x")
+    await alice.publish("chat.x", "from a")
+    await bob.expect("message", data="from a", seq=1)
+    await bob.request({"type": "ping"}, "pong")
+    await bob.silent()
+
+
+async def test_direct_message_and_presence_across_nodes(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    alice, bob = await a.client("alice"), await b.client("bob")
+    state = await alice.request({"type": "presence", "user": "bob"}, "presence_state")
+    assert state["online"] is True and state["connections"] == 1
+    await alice.request({"type": "send", "to": {"user": "bob"}, "data": "hi"})
+    await bob.expect("message", data="hi")
+    await alice.send({"type": "send", "id": 5, "to": {"user": "nobody"}, "data": 1})
+    await alice.expect("error", id=5, code="offline")
+
+
+async def test_room_broadcast_and_members_across_nodes(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    alice, bob = await a.client("alice"), await b.client("bob")
+    await alice.request({"type": "join", "room": "lobby"}, "joined")
+    joined = await bob.request({"type": "join", "room": "lobby"}, "joined")
+    assert joined["members"] == ["alice", "bob"]
+    await bob.request({"type": "broadcast", "room": "lobby", "data": "yo"})
+    await alice.expect("message", room="lobby", data="yo")
+    await bob.expect("message", room="lobby", data="yo")
+
+
+async def test_session_resumes_on_the_other_node(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    alice, bob = await a.client("alice"), await a.client("bob")
+    await bob.subscribe("news")
+    await alice.publish("news", 1)
+    await bob.expect("message", seq=1)
+    session = bob.welcome["session_id"]
+    await bob.ws.close()
+    await wait_until(lambda: a.app.ctx.sessions.get(session).sink is None)
+    await alice.publish("news", 2)
+    await alice.publish("news", 3)
+    # reconnect through the other node (as a load balancer may send it)
+    ws = await connect(
+        b.url + f"?session={session}&last_seq=1",
+        additional_headers={"Authorization": f"Bearer {b.token('bob')}"},
+    )
+    again = Client(ws)
+    welcome = await again.expect("welcome", resumed=True, session_id=session, server="node-b")
+    assert welcome["replayed"] == 2
+    assert [(await again.expect("message"))["data"] for _ in range(2)] == [2, 3]
+    # subscriptions moved with the session: a's publishes reach it on b, once
+    await alice.publish("news", 4)
+    await again.expect("message", seq=4, data=4)
+    await wait_until(lambda: a.app.ctx.sessions.get(session) is None)
+    await again.request({"type": "ping"}, "pong")
+    await again.silent()

@@ -1,0 +1,158 @@
+"""A node context of real parts, recording sinks, and one interface over both bases.
+
+The route handlers write to sessions' sinks instead of replying to the
+sender, so tests wait on the sinks: on the stock simple base ``tell`` has
+already run the whole cascade when it returns; on the asyncio base the sink's
+event wakes the test when frames arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from thespian.actors import Actor, ActorAddress, ActorSystem
+
+from actors.context import NodeContext
+from actors.messages import Configure
+from rtcs import config
+from rtcs.auth.permissions import Policy
+from rtcs.auth.tokens import TokenVerifier
+from rtcs.backends.memory import memory_backends
+from rtcs.logs import get_logger
+from rtcs.metrics import Metrics
+from rtcs.runtime.directory import Directory
+from rtcs.runtime.supervision import SupervisorEvent
+from rtcs.sessions import Session, SessionRegistry, new_connection_id
+
+TIMEOUT = 2.0
+NODE_ID = "node-test"
+# Small, so that any delivery to more recipients runs over several turns.
+FANOUT_CHUNK = 4
+
+Journal = list[tuple[str, dict[str, Any]]]
+
+
+def make_context(**overrides: Any) -> NodeContext:
+    """A ``NodeContext`` built from real parts, as ``rtcs.app.App.start`` builds it."""
+    settings = config.load(None, {}, {"limits.fanout_chunk": FANOUT_CHUNK, **overrides})
+    return NodeContext(
+        settings=settings,
+        node_id=NODE_ID,
+        metrics=Metrics(),
+        backends=memory_backends(),
+        policy=Policy.default(),
+        verifier=TokenVerifier(settings.auth),
+        directory=Directory(),
+        sessions=SessionRegistry(settings.session.replay_buffer),
+        log=get_logger("rtcs.test", node=NODE_ID),
+    )
+
+
+class RecordingSink:
+    """A ``rtcs.sessions.Sink`` that keeps every frame and wakes waiting tests."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.connection_id = new_connection_id()
+        self.raw: list[bytes] = []
+        self.closed_with: int | None = None
+        self._journal = journal
+        self._changed = asyncio.Event()
+
+    def push(self, frame: bytes) -> bool:
+        self.raw.append(frame)
+        self._journal.append((self.connection_id, json.loads(frame)))
+        self._changed.set()
+        return True
+
+    def close(self, code: int, reason: str = "") -> None:
+        self.closed_with = code
+
+    @property
+    def frames(self) -> list[dict[str, Any]]:
+        """Every frame received so far, decoded."""
+        return [json.loads(frame) for frame in self.raw]
+
+    async def wait_for(self, count: int, timeout: float = TIMEOUT) -> list[dict[str, Any]]:
+        """The first ``count`` frames, once they have arrived.
+
+        Raises:
+            TimeoutError: fewer than ``count`` frames within ``timeout``.
+        """
+        async with asyncio.timeout(timeout):
+            while len(self.raw) < count:
+                self._changed.clear()
+                await self._changed.wait()
+        return self.frames[:count]
+
+    async def wait_type(self, type_: str, timeout: float = TIMEOUT) -> dict[str, Any]:
+        """The first frame of ``type_``, once it has arrived.
+
+        Raises:
+            TimeoutError: none within ``timeout``.
+        """
+        async with asyncio.timeout(timeout):
+            while True:
+                for frame in self.frames:
+                    if frame["type"] == type_:
+                        return frame
+                self._changed.clear()
+                await self._changed.wait()
+
+    def messages(self) -> list[dict[str, Any]]:
+        """The ``message`` frames received so far."""
+        return [frame for frame in self.frames if frame["type"] == "message"]
+
+
+class ActorBed:
+    """An actor system on one base with a node context and attached sessions."""
+
+    def __init__(self, base: str, system: ActorSystem, ctx: NodeContext) -> None:
+        self.base = base
+        self.system = system
+        self.ctx = ctx
+        # Every frame pushed to any sink, in push order: (connection id, frame).
+        self.journal: Journal = []
+
+    def start(self, actor_class: type[Actor]) -> ActorAddress:
+        """Create an actor and send it ``Configure(ctx)``, as its supervisor would."""
+        address = self.system.createActor(actor_class)
+        self.system.tell(address, Configure(self.ctx))
+        return address
+
+    def tell(self, address: ActorAddress, message: Any) -> None:
+        self.system.tell(address, message)
+
+    def session(self, user: str, roles: tuple[str, ...] = ()) -> tuple[Session, RecordingSink]:
+        """A new session of ``user`` registered in the context and attached to a sink."""
+        session = self.ctx.sessions.create(user, roles)
+        sink = RecordingSink(self.journal)
+        self.ctx.sessions.attach(session, sink)
+        return session, sink
+
+
+class EventLog:
+    """A supervisor ``on_event`` hook that tests can await."""
+
+    def __init__(self) -> None:
+        self.events: list[SupervisorEvent] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, event: SupervisorEvent) -> None:
+        self.events.append(event)
+        self._changed.set()
+
+    async def wait_for(
+        self, predicate: Callable[[list[SupervisorEvent]], bool], timeout: float = TIMEOUT
+    ) -> None:
+        """Return once ``predicate(events)`` holds.
+
+        Raises:
+            TimeoutError: it does not hold within ``timeout``.
+        """
+        async with asyncio.timeout(timeout):
+            while not predicate(self.events):
+                self._changed.clear()
+                await self._changed.wait()

@@ -1,0 +1,180 @@
+"""TopicHandler on the stock simple base and on the asyncio base."""
+
+from __future__ import annotations
+
+from thespian.actors import ActorExitRequest
+
+from actors.messages import (
+    FanoutContinue,
+    RemoteEnvelope,
+    RoutePublish,
+    RouteSubscribe,
+    RouteUnsubscribe,
+    UnindexSession,
+)
+from actors.router import TopicHandler
+from rtcs.backends.base import Envelope
+from rtcs.protocol import codec
+from tests.unit.actors.actor_bed import FANOUT_CHUNK, ActorBed, RecordingSink
+
+
+class CountingTopicHandler(TopicHandler):
+    """A TopicHandler that counts the turns a fan-out is continued over."""
+
+    def receiveMsg_FanoutContinue(self, msg: FanoutContinue, sender: object) -> None:
+        assert self.ctx is not None
+        self.ctx.extra["continued"] = self.ctx.extra.get("continued", 0) + 1
+        super().receiveMsg_FanoutContinue(msg, sender)
+
+
+async def subscribe(bed: ActorBed, handler: object, sink: RecordingSink, *args: object) -> None:
+    """Tell ``RouteSubscribe``s and wait for their ``subscribed`` replies."""
+    session = bed.ctx.sessions.by_connection(sink.connection_id)
+    assert session is not None
+    before = len(sink.raw)
+    for i, pattern in enumerate(args):
+        bed.tell(handler, RouteSubscribe(session, str(pattern), f"s{i}"))
+    await sink.wait_for(before + len(args))
+
+
+async def test_subscribe_replies_subscribed_and_records_the_pattern(bed: ActorBed) -> None:
+    topics = bed.start(TopicHandler)
+    session, sink = bed.session("alice")
+
+    bed.tell(topics, RouteSubscribe(session, "news.*", 7))
+
+    assert await sink.wait_for(1) == [{"type": "subscribed", "id": 7, "topic": "news.*"}]
+    assert session.subscriptions == {"news.*"}
+
+
+async def test_publish_delivers_with_per_session_seq_then_acks(bed: ActorBed) -> None:
+    topics = bed.start(TopicHandler)
+    publisher, p_sink = bed.session("pub")
+    _, a_sink = bed.session("alice")
+    bob, b_sink = bed.session("bob")
+    await subscribe(bed, topics, a_sink, "news.a")
+    await subscribe(bed, topics, b_sink, "news.>")
+    # Bob has had a message already: seq is per session, not per topic.
+    bob.deliver(codec.message_tail(topic="other", data=0, ts=1))
+    del bed.journal[:]
+
+    bed.tell(topics, RoutePublish(publisher, "news.a", {"x": 1}, "p1"))
+
+    assert await p_sink.wait_for(1) == [{"type": "ack", "id": "p1"}]
+    (a_msg,) = a_sink.messages()
+    assert a_msg == {"type": "message", "seq": 1, "topic": "news.a", "from": "pub", "data": {"x": 1}, "ts": a_msg["ts"]}
+    assert [m["seq"] for m in b_sink.messages()] == [1, 2]
+    assert b_sink.messages()[1]["data"] == {"x": 1}
+    # The ack comes after every local delivery (PROTOCOL.md: ack once routed).
+    assert [who for who, _ in bed.journal][-1] == p_sink.connection_id
+    assert len(bed.journal) == 3
+
+
+async def test_overlapping_patterns_deliver_once(bed: ActorBed) -> None:
+    topics = bed.start(TopicHandler)
+    publisher, p_sink = bed.session("pub")
+    _, sink = bed.session("alice")
+    await subscribe(bed, topics, sink, "a.b.c", "a.*.c", "a.>", ">")
+
+    bed.tell(topics, RoutePublish(publisher, "a.b.c", 1, 1))
+
+    await p_sink.wait_for(1)
+    assert [m["seq"] for m in sink.messages()] == [1]
+
+
+async def test_large_fanout_runs_over_several_turns_and_keeps_order(bed: ActorBed) -> None:
+    topics = bed.start(CountingTopicHandler)
+    publisher, p_sink = bed.session("pub")
+    sinks = []
+    recipients = 3 * FANOUT_CHUNK + 1
+    for i in range(recipients):
+        _, sink = bed.session(f"user{i}")
+        await subscribe(bed, topics, sink, "big")
+        sinks.append(sink)
+
+    # Told back to back: on the asyncio base the second publish arrives while
+    # the first fan-out is still in progress, and must queue behind it.
+    bed.tell(topics, RoutePublish(publisher, "big", "first", 1))
+    bed.tell(topics, RoutePublish(publisher, "big", "second", 2))
+
+    assert await p_sink.wait_for(2) == [{"type": "ack", "id": 1}, {"type": "ack", "id": 2}]
+    for sink in sinks:
+        assert [(m["seq"], m["data"]) for m in sink.messages()] == [(1, "first"), (2, "second")]
+    # 2 x 13 deliveries in chunks of 4: 7 turns at least, of which at most
+    # the 2 publishes' own turns are not continuations.
+    assert bed.ctx.extra["continued"] >= 5
+    # Each ack follows every delivery of its own message.
+    journal = bed.journal[-2 * (recipients + 1) :]
+    first_ack = journal.index((p_sink.connection_id, {"type": "ack", "id": 1}))
+    firsts = [i for i, (_, f) in enumerate(journal) if f.get("data") == "first"]
+    assert len(firsts) == recipients and max(firsts) < first_ack
+
+
+async def test_unsubscribe_stops_delivery(bed: ActorBed) -> None:
+    topics = bed.start(TopicHandler)
+    publisher, p_sink = bed.session("pub")
+    alice, sink = bed.session("alice")
+    await subscribe(bed, topics, sink, "t")
+
+    bed.tell(topics, RouteUnsubscribe(alice, "t", 9))
+    assert (await sink.wait_for(2))[1] == {"type": "unsubscribed", "id": 9, "topic": "t"}
+    bed.tell(topics, RoutePublish(publisher, "t", 1, 1))
+
+    await p_sink.wait_for(1)
+    assert sink.messages() == []
+    assert alice.subscriptions == set()
+
+
+async def test_unindexed_session_gets_nothing(bed: ActorBed) -> None:
+    topics = bed.start(TopicHandler)
+    publisher, p_sink = bed.session("pub")
+    gone, gone_sink = bed.session("gone")
+    _, stays_sink = bed.session("stays")
+    await subscribe(bed, topics, gone_sink, "t")
+    await subscribe(bed, topics, stays_sink, "t")
+
+    # What the connection supervisor does when a session's TTL runs out.
+    bed.ctx.sessions.remove(gone)
+    bed.tell(topics, UnindexSession(gone))
+    bed.tell(topics, RoutePublish(publisher, "t", 1, 1))
+
+    await p_sink.wait_for(1)
+    assert gone.seq == 0 and gone_sink.messages() == []
+    assert len(stays_sink.messages()) == 1
+
+
+async def test_restarted_handler_rebuilds_its_index_from_the_registry(bed: ActorBed) -> None:
+    first = bed.start(TopicHandler)
+    publisher, p_sink = bed.session("pub")
+    _, a_sink = bed.session("alice")
+    bob, b_sink = bed.session("bob")
+    carol, c_sink = bed.session("carol")
+    await subscribe(bed, first, a_sink, "news.>")
+    await subscribe(bed, first, b_sink, "news.x")
+    await subscribe(bed, first, c_sink, "news.x")
+    bed.tell(first, RouteUnsubscribe(bob, "news.x", "u"))
+    await b_sink.wait_for(2)
+    # A detached session keeps its subscriptions and buffers its messages.
+    bed.ctx.sessions.detach(carol, 0.0)
+    bed.tell(first, ActorExitRequest())
+
+    # A fresh actor with the same context, as a supervisor restart creates it.
+    second = bed.start(TopicHandler)
+    bed.tell(second, RoutePublish(publisher, "news.x", "after", 1))
+
+    assert await p_sink.wait_for(1) == [{"type": "ack", "id": 1}]
+    assert [m["data"] for m in a_sink.messages()] == ["after"]
+    assert b_sink.messages() == []
+    assert carol.seq == 1 and len(carol.buffer) == 1 and c_sink.messages() == []
+
+
+async def test_remote_envelope_reaches_local_subscribers_without_ack(bed: ActorBed) -> None:
+    topics = bed.start(TopicHandler)
+    _, sink = bed.session("alice")
+    await subscribe(bed, topics, sink, "news.*")
+    tail = codec.message_tail(topic="news.a", data="from afar", ts=5)
+
+    bed.tell(topics, RemoteEnvelope(Envelope("other-node", "topic", "news.a", tail)))
+
+    frames = await sink.wait_for(2)
+    assert frames[1] == {"type": "message", "seq": 1, "topic": "news.a", "data": "from afar", "ts": 5}
