@@ -23,6 +23,7 @@ from rtcs.auth.tokens import TokenVerifier
 from rtcs.backends.memory import memory_backends
 from rtcs.logs import get_logger
 from rtcs.metrics import Metrics
+from rtcs.runtime import ask
 from rtcs.runtime.directory import Directory
 from rtcs.runtime.supervision import SupervisorEvent
 from rtcs.sessions import Session, SessionRegistry, new_connection_id
@@ -106,6 +107,13 @@ class RecordingSink:
         return [frame for frame in self.frames if frame["type"] == "message"]
 
 
+class _Echo(Actor):
+    """Answers every message with itself: a round trip through the queue."""
+
+    def receiveMessage(self, msg: Any, sender: ActorAddress) -> None:
+        self.send(sender, msg)
+
+
 class ActorBed:
     """An actor system on one base with a node context and attached sessions."""
 
@@ -115,6 +123,7 @@ class ActorBed:
         self.ctx = ctx
         # Every frame pushed to any sink, in push order: (connection id, frame).
         self.journal: Journal = []
+        self._echo: ActorAddress | None = None
 
     def start(self, actor_class: type[Actor]) -> ActorAddress:
         """Create an actor and send it ``Configure(ctx)``, as its supervisor would."""
@@ -124,6 +133,21 @@ class ActorBed:
 
     def tell(self, address: ActorAddress, message: Any) -> None:
         self.system.tell(address, message)
+
+    async def barrier(self) -> None:
+        """Return once every message told so far has been handled.
+
+        The stock base handles a ``tell`` before returning. The asyncio base
+        delivers all sends of the system from one FIFO queue
+        (docs/runtime.md), so a round trip to another actor comes back after
+        everything queued before it; messages *those* handlers sent may still
+        be queued.
+        """
+        if self.base == "simple":
+            return
+        if self._echo is None:
+            self._echo = self.system.createActor(_Echo)
+        assert await ask(self.system, self._echo, "barrier", TIMEOUT) == "barrier"
 
     def session(self, user: str, roles: tuple[str, ...] = ()) -> tuple[Session, RecordingSink]:
         """A new session of ``user`` registered in the context and attached to a sink."""

@@ -22,9 +22,7 @@ from actors.router import BroadcastHandler, DirectHandler, RoomHandler
 from rtcs.protocol.frames import BroadcastFilter
 from tests.unit.actors.actor_bed import ActorBed
 
-NEEDS_RUN_ASYNC = (
-    "the presence backend is reached through run_async, which needs the asyncio base"
-)
+NEEDS_RUN_ASYNC = "the presence backend is reached through run_async, which needs the asyncio base"
 asyncio_only = pytest.mark.parametrize(
     "bed",
     [pytest.param("simple", marks=pytest.mark.skip(reason=NEEDS_RUN_ASYNC)), "asyncio"],

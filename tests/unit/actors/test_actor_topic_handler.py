@@ -62,7 +62,14 @@ async def test_publish_delivers_with_per_session_seq_then_acks(bed: ActorBed) ->
 
     assert await p_sink.wait_for(1) == [{"type": "ack", "id": "p1"}]
     (a_msg,) = a_sink.messages()
-    assert a_msg == {"type": "message", "seq": 1, "topic": "news.a", "from": "pub", "data": {"x": 1}, "ts": a_msg["ts"]}
+    assert a_msg == {
+        "type": "message",
+        "seq": 1,
+        "topic": "news.a",
+        "from": "pub",
+        "data": {"x": 1},
+        "ts": a_msg["ts"],
+    }
     assert [m["seq"] for m in b_sink.messages()] == [1, 2]
     assert b_sink.messages()[1]["data"] == {"x": 1}
     # The ack comes after every local delivery (PROTOCOL.md: ack once routed).
@@ -177,4 +184,10 @@ async def test_remote_envelope_reaches_local_subscribers_without_ack(bed: ActorB
     bed.tell(topics, RemoteEnvelope(Envelope("other-node", "topic", "news.a", tail)))
 
     frames = await sink.wait_for(2)
-    assert frames[1] == {"type": "message", "seq": 1, "topic": "news.a", "data": "from afar", "ts": 5}
+    assert frames[1] == {
+        "type": "message",
+        "seq": 1,
+        "topic": "news.a",
+        "data": "from afar",
+        "ts": 5,
+    }
