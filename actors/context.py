@@ -32,6 +32,7 @@ ROUTE_BROADCAST = "route.broadcast"
 CONNECTIONS = "connections"
 ROUTER = "router"
 METRICS = "metrics"
+PLUGINS = "plugins"
 STATS = "stats"
 
 

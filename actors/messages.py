@@ -9,7 +9,8 @@ objects such as a ``Session`` or the gateway's connection handle.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rtcs.protocol.frames import BroadcastFilter, RequestId
@@ -28,9 +29,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Configure:
-    """First message of every non-supervisor actor: its dependencies."""
+    """First message of every non-supervisor actor: its dependencies.
+
+    ``options`` carries a plugin's own settings (its ``[plugins.<name>]``
+    table without ``actor``); empty for rtcs's own actors.
+    """
 
     context: NodeContext
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 # -- gateway -> connection supervisor / connection actor --------------------
@@ -87,6 +93,19 @@ class RouteSubscribe:
     session: Session
     pattern: str
     request_id: RequestId
+
+
+@dataclass(frozen=True, slots=True)
+class ServerPublish:
+    """A message published by the server itself (plugins), not by a client.
+
+    Delivered to the topic's subscribers without a ``from``; with
+    ``local_only`` it stays on this node, else it also goes to the broker.
+    """
+
+    topic: str
+    data: Any
+    local_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,7 @@ from actors.messages import (
     RouteSubscribe,
     RouteUnsubscribe,
     RouteWideBroadcast,
+    ServerPublish,
     SessionPresence,
     UnindexSession,
 )
@@ -54,6 +55,10 @@ from rtcs.protocol.topics import TopicIndex
 from rtcs.runtime.supervision import Supervisor
 from rtcs.runtime.system import run_async
 from rtcs.sessions import Session
+
+
+def _ignore_failure(failure: BaseException | None) -> None:
+    """Server publishes have no one to ack; broker failures are counted already."""
 
 
 class MessageRouter(Supervisor):
@@ -251,6 +256,16 @@ class TopicHandler(RouteHandler):
             self.publish_remote(envelope, then)
 
         self.fanout(recipients, count, tail, routed)
+
+    def receiveMsg_ServerPublish(self, msg: ServerPublish, sender: Any) -> None:
+        ctx = self.ctx
+        assert ctx is not None
+        tail = codec.message_tail(topic=msg.topic, data=msg.data, ts=self.now_ms())
+        recipients = self.index.match(msg.topic)
+        ctx.metrics.delivered("topic", len(recipients))
+        self.fanout(recipients, len(recipients), tail, None)
+        if not msg.local_only:
+            self.publish_remote(Envelope(ctx.node_id, "topic", msg.topic, tail), _ignore_failure)
 
     def receiveMsg_RemoteEnvelope(self, msg: RemoteEnvelope, sender: Any) -> None:
         recipients = self.index.match(msg.envelope.target)

@@ -7,10 +7,10 @@
         ConnectionSupervisor              (one-for-one) -> WebSocketActor x N (temporary)
         MessageRouter                     (all-for-one) -> Topic/Direct/Room/Broadcast handlers
         MetricsCollector                  (all-for-one) -> StatsAggregator
+        PluginSupervisor                  (one-for-one) -> your plugin actors
 
 Which supervisor uses which strategy and restart intensity is configuration
-(``[supervision]``). Plugins add their own supervised actors under the
-``ServerActor`` (see ``rtcs.plugins``).
+(``[supervision]``). Plugins are configured in ``[plugins]`` (``rtcs.plugins``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from actors.connection import ConnectionSupervisor
 from actors.context import (
     CONNECTIONS,
     METRICS,
+    PLUGINS,
     ROUTE_BROADCAST,
     ROUTE_DIRECT,
     ROUTE_ROOM,
@@ -48,7 +49,11 @@ class SystemSupervisor(_Supervisor):
 
 
 class ServerActor(_Supervisor):
-    """The node: connections, routing and metrics subsystems (and plugins)."""
+    """The node: connections, routing, metrics and plugins subsystems."""
+
+
+class PluginSupervisor(_Supervisor):
+    """Supervises plugin actors apart from rtcs's own (``[supervision.plugins]``)."""
 
 
 def _policy(ctx: NodeContext, name: str) -> SupervisorPolicy:
@@ -97,7 +102,12 @@ def build_tree(
             ),
             ChildSpec(ROUTER, MessageRouter, Restart.PERMANENT, init=router),
             ChildSpec(METRICS, MetricsCollector, Restart.PERMANENT, init=metrics),
-            *plugins,
+            ChildSpec(
+                PLUGINS,
+                PluginSupervisor,
+                Restart.PERMANENT,
+                init=supervise(PLUGINS, tuple(plugins)),
+            ),
         ),
     )
     return supervise("system", (ChildSpec("server", ServerActor, Restart.PERMANENT, init=server),))

@@ -116,10 +116,30 @@ class Row:
     verdict: str  # "✓", "✗" or ""
 
 
+WORKLOAD_ORDER = ("idle", "fanout", "reqrep", "chat")
+
+
+def row_order(key: str, first_seen: int) -> tuple[int, int, int, int]:
+    """Sort key: workload, then size or offered rate, then first appearance.
+
+    Fan-out step rows come first in ascending offered rate, its summary after.
+    """
+    parts = key.split(".")
+    group = WORKLOAD_ORDER.index(parts[0]) if parts[0] in WORKLOAD_ORDER else len(WORKLOAD_ORDER)
+    if parts[0] == "fanout":
+        if parts[1] == "step":
+            return group, 0, int(parts[2]), first_seen
+        return group, 1, 0, first_seen
+    size = int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0
+    return group, 0, size, first_seen
+
+
 def build_rows(summary: Mapping[str, Mapping[str, float]], largest_idle: int) -> list[Row]:
-    """One row per metric, ordered as the workloads ran."""
+    """One row per metric, grouped by workload and size."""
     rows = []
-    for key, values in summary.items():
+    keys = sorted(summary, key=lambda k: row_order(k, list(summary).index(k)))
+    for key in keys:
+        values = summary[key]
         info = describe(key, largest_idle)
         ratios = {}
         rtcs = values.get("rtcs")

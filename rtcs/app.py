@@ -102,6 +102,7 @@ class App:
             sessions=SessionRegistry(settings.session.replay_buffer),
             log=self.log,
         )
+        plugins = load_plugins(settings, ctx)
         if self.backends.broker.distributed:
             ctx.write_behind = SessionWriteBehind(
                 self.backends.sessions, settings.session.replay_buffer, self._session_lost
@@ -109,7 +110,6 @@ class App:
         await self.backends.broker.start(self.node_id, self._from_broker)
         self.system = start_system()
         self._root = self.system.createActor(SystemSupervisor)
-        plugins = load_plugins(settings, ctx)
         self.system.tell(self._root, build_tree(ctx, self._on_supervisor_event, plugins))
         await self._wait_for_tree()
         self.gateway = Gateway(ctx, self.system, self.readiness)

@@ -67,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _settings(args)
         if args.command == "token":
             return _token(settings, args)
+        from rtcs.plugins import load_plugins
+
+        load_plugins(settings, None)  # import every plugin now: errors name the key
         if settings.server.workers > 1 and settings.backend.kind == "memory":
             raise ConfigError(
                 "server.workers",
@@ -83,6 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(settings.log.level, settings.log.format)
     try:
         return asyncio.run(serve(settings))
+    except ConfigError as exc:  # found while building the node (e.g. TLS files)
+        print(f"rtcs: configuration error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:  # e.g. the port is taken
         print(f"rtcs: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -182,6 +182,8 @@ class SupervisionSettings:
     connections: SupervisorSettings = SupervisorSettings("one_for_one", 100, 1.0)
     router: SupervisorSettings = SupervisorSettings("all_for_one", 5, 10.0)
     metrics: SupervisorSettings = SupervisorSettings("all_for_one", 5, 10.0)
+    # Plugins crash independently of each other and of rtcs's own actors.
+    plugins: SupervisorSettings = SupervisorSettings("one_for_one", 5, 30.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,8 +223,9 @@ class Settings:
     metrics: MetricsSettings = MetricsSettings()
     # A plain mapping (role name -> rules) validated by rtcs.auth.permissions.
     rbac: Mapping[str, Any] = field(default_factory=_default_rbac)
-    # Plugin actors: name -> "package.module:ActorClass" (see rtcs.plugins).
-    plugins: Mapping[str, str] = field(default_factory=lambda: types.MappingProxyType({}))
+    # Plugin actors: name -> "package.module:ActorClass", or a table with
+    # ``actor`` and the plugin's own options (see rtcs.plugins).
+    plugins: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))
 
     def with_overrides(
         self, overrides: Mapping[str, Any] | None = None, /, **dotted: Any
@@ -640,9 +643,11 @@ def _validate(s: Settings, name: Callable[[str], str]) -> Settings:
         fail("metrics.path", s.metrics.path, "must differ from server.path")
 
     _validate_rbac(s.rbac)
-    for plugin, target in s.plugins.items():
+    for plugin, entry in s.plugins.items():
+        target = entry.get("actor") if isinstance(entry, Mapping) else entry
         if not isinstance(target, str) or ":" not in target:
-            fail(f"plugins.{plugin}", target, "expected 'package.module:ActorClass'")
+            key = f"plugins.{plugin}.actor" if isinstance(entry, Mapping) else f"plugins.{plugin}"
+            fail(key, target, "expected 'package.module:ActorClass'")
     return s
 
 

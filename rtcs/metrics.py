@@ -59,7 +59,7 @@ DELIVERY_KINDS = ("topic", "room", "direct", "global", "filter")
 # Broker envelope kinds that count as direct deliveries.
 _DIRECT_ALIASES = ("user", "connection")
 HANDSHAKE_STATUSES = (400, 401, 403, 429, 503)
-SUPERVISORS = ("system", "server", "connections", "router", "metrics")
+SUPERVISORS = ("system", "server", "connections", "router", "metrics", "plugins")
 RESTART_STRATEGIES = ("one_for_one", "all_for_one", "rest_for_one")
 OUTBOX_DROP_REASONS = ("overflow", "closed", "write_buffer")
 RESUME_RESULTS = ("resumed", "expired")

@@ -5,17 +5,24 @@ A plugin is an actor class named in the configuration::
     [plugins]
     audit = "mypackage.audit:AuditActor"
 
-Each one is started under the ``ServerActor`` as a permanent child with the
-plugin's name, registered in the node's directory under that name, and sent
-``actors.messages.Configure(context)`` as its first message; the
-``NodeContext`` gives it the settings, metrics, backends, the directory (to
-find the route handlers by name) and the session registry. It is restarted
-by the server's strategy like any built-in subsystem.
+    [plugins.archive]            # or a table: `actor` plus the plugin's options
+    actor = "mypackage.archive:ArchiveActor"
+    topics = ["orders.>"]
+
+Each one is started under the ``plugins`` supervisor (one-for-one by default,
+``[supervision.plugins]``) as a permanent child with the plugin's name,
+registered in the node's directory under that name, and sent
+``actors.messages.Configure(context, options)`` as its first message, again
+after every restart. The ``NodeContext`` gives it the settings, metrics,
+backends, the directory (to find the route handlers by name) and the session
+registry. See docs/plugins.md.
 """
 
 from __future__ import annotations
 
 import importlib
+import types
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from thespian.actors import Actor
@@ -28,7 +35,7 @@ if TYPE_CHECKING:
     from actors.context import NodeContext
     from rtcs.config import Settings
 
-RESERVED = {"system", "server", "connections", "router", "metrics", "stats"}
+RESERVED = {"system", "server", "connections", "router", "metrics", "stats", "plugins"}
 
 
 def resolve(name: str, target: str) -> type[Actor]:
@@ -44,21 +51,30 @@ def resolve(name: str, target: str) -> type[Actor]:
         raise ConfigError(key, target, "expected 'package.module:ActorClass'")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(key, target, f"cannot import {module_name}: {exc}") from None
+    except Exception as exc:  # any failure while importing plugin code is a config error
+        reason = f"cannot import {module_name}: {type(exc).__name__}: {exc}"
+        raise ConfigError(key, target, reason) from None
     cls = getattr(module, class_name, None)
     if not isinstance(cls, type) or not issubclass(cls, Actor):
         raise ConfigError(key, target, "not a thespian.actors.Actor subclass")
     return cls
 
 
-def load_plugins(settings: Settings, context: NodeContext) -> list[ChildSpec]:
-    """The child specs of every configured plugin, in configuration order."""
+def load_plugins(settings: Settings, context: NodeContext | None) -> list[ChildSpec]:
+    """The child specs of every configured plugin, in configuration order.
+
+    With ``context`` None it only checks the configuration (imports included).
+
+    Raises:
+        ConfigError: a reserved name, or a target that :func:`resolve` refuses.
+    """
     specs = []
-    for name, target in settings.plugins.items():
+    for name, entry in settings.plugins.items():
+        options = dict(entry) if isinstance(entry, Mapping) else {"actor": entry}
+        target = options.pop("actor")
         if name in RESERVED or name.startswith("route."):
             raise ConfigError(f"plugins.{name}", target, "this name is reserved by rtcs")
-        specs.append(
-            ChildSpec(name, resolve(name, target), Restart.PERMANENT, init=Configure(context))
-        )
+        cls = resolve(name, target)
+        init = Configure(context, types.MappingProxyType(options)) if context is not None else None
+        specs.append(ChildSpec(name, cls, Restart.PERMANENT, init=init))
     return specs

@@ -18,6 +18,9 @@ import pytest
 
 from bench.servers import pid_alive
 
+# About 12 s: two targets x four workloads, each on a fresh server process.
+pytestmark = pytest.mark.slow
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKLOADS = ("idle", "fanout", "reqrep", "chat")
 # One headline metric per workload that must be a positive number.

@@ -120,7 +120,7 @@ async def test_a_crashing_plugin_is_restarted_without_touching_connections(
     node_factory: Any, plugin: ModuleType, monkeypatch: pytest.MonkeyPatch, strategy: str
 ) -> None:
     node: Node = await node_factory(
-        plugins={"heartbeat": TARGET}, **{"supervision.server.strategy": strategy}
+        plugins={"heartbeat": TARGET}, **{"supervision.plugins.strategy": strategy}
     )
     directory = node.app.directory
     alice, bob = await node.client("alice"), await node.client("bob")
@@ -149,7 +149,7 @@ async def test_a_crashing_plugin_is_restarted_without_touching_connections(
     assert frame["seq"] > before["seq"]
     assert directory.require("heartbeat") != old_plugin
     assert {name: directory.require(name) for name in CORE} == core
-    labels = {"supervisor": "server", "strategy": strategy}
+    labels = {"supervisor": "plugins", "strategy": strategy}
     assert metric(node, "rtcs_actor_restarts_total", **labels) == 1
     # Connections did not notice: same sockets, same sessions, routing works.
     await alice.publish("chat", "after the crash")
