@@ -210,8 +210,7 @@ class Gateway:
                 self._per_address[address] = left
             else:
                 del self._per_address[address]
-            code = handle.close_code or ws.close_code or 1006
-            ctx.metrics.closed(code)
+            ctx.metrics.closed(_close_code(handle, ws))
 
     async def _serve(
         self,
@@ -270,6 +269,17 @@ _REFUSALS = {
     int(CloseCode.GOING_AWAY): "server shutting down",
     int(CloseCode.TRY_AGAIN_LATER): "try again later",
 }
+
+
+def _close_code(handle: ConnectionHandle, ws: ServerConnection) -> int:
+    """The code a connection ended with: what rtcs decided or sent, else what
+    the client sent, else 1006 (dropped)."""
+    if handle.close_code is not None:
+        return handle.close_code
+    sent = ws.protocol.close_sent
+    if sent is not None:
+        return int(sent.code)
+    return int(ws.close_code or CloseCode.ABNORMAL)
 
 
 async def _wait_closed(ws: ServerConnection) -> None:

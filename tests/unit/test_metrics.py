@@ -99,7 +99,7 @@ def test_open_and_close_move_the_gauge_and_count_codes(metrics):
 
 
 def test_unknown_close_codes_are_other(metrics):
-    for code in (1006, 4999, 3000):
+    for code in (1002, 4999, 3000):
         metrics.opened()
         metrics.closed(code)
     assert value(metrics, "rtcs_connections_closed_total", code="other") == 3

@@ -1,0 +1,66 @@
+"""TLS and keepalive, against a real node."""
+
+from __future__ import annotations
+
+import datetime
+import ssl
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from websockets.asyncio.client import connect
+
+from tests.integration.conftest import Client, metric, wait_until
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_wss_with_a_configured_certificate(node_factory: Any, tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    node = await node_factory(**{"server.tls_cert": str(cert), "server.tls_key": str(key)})
+    context = ssl.create_default_context(cafile=str(cert))
+    ws = await connect(
+        f"wss://localhost:{node.app.port}/ws",
+        ssl=context,
+        additional_headers={"Authorization": f"Bearer {node.token('alice')}"},
+    )
+    client = Client(ws)
+    await client.expect("welcome", user="alice")
+    await client.request({"type": "ping"}, "pong")
+
+
+async def test_a_client_that_stops_answering_pings_is_dropped(node_factory: Any) -> None:
+    node = await node_factory(**{"heartbeat.interval": 0.2, "heartbeat.timeout": 0.2})
+    alive, dead = await node.client("alive"), await node.client("dead")
+    dead.ws.transport.pause_reading()  # no pongs from now on
+    await wait_until(lambda: metric(node, "rtcs_connections_closed_total", code="1011") == 1)
+    await alive.request({"type": "ping"}, "pong")
+    assert len(node.app.gateway.handles) == 1
