@@ -8,47 +8,100 @@ such as ``system.>``)::
      "data": {"node": "web-1", "beat": 3, "connections": 42}, "ts": 1700000000000}
 
 Enable it with the directory holding this file on ``sys.path``
-(``PYTHONPATH=examples/plugins``) and::
+(``PYTHONPATH=examples/plugins``) and either form::
 
     [plugins]
     heartbeat = "echo_plugin:HeartbeatPlugin"
 
+    [plugins.heartbeat]              # with options; both are optional
+    actor = "echo_plugin:HeartbeatPlugin"
+    interval = 2.5                   # seconds, > 0 (default 5.0)
+    topic = "node.pulse"             # a concrete topic (default "system.heartbeat")
+
 How it works, and why (docs/plugins.md):
 
-- rtcs starts the plugin under the server supervisor and sends it
-  ``actors.messages.Configure(context)`` first, again after every restart;
-  all its state is rebuilt from that message.
-- It never touches sessions or sockets. It encodes the message once
-  (``codec.message_tail``) and hands it to the topic route handler, found by
-  name in the directory on every beat (its address changes when it restarts),
-  as a ``RemoteEnvelope``: the handler delivers a pre-encoded tail to the
-  *local* subscribers through its index, in order with client publishes, in
-  chunks for large fan-outs, and never forwards it to the broker. A heartbeat
-  describes one node, so node-local delivery is what it wants.
+- rtcs starts the plugin under the ``plugins`` supervisor and sends it
+  ``actors.messages.Configure(context, options)`` first, again after every
+  restart; all its state is rebuilt from that message.
+- A wrong option is logged as an error naming it, and its default is used:
+  raising in ``Configure`` would crash every incarnation, and the restarts
+  would escalate past the plugins supervisor to the whole server.
+- It never touches sessions or sockets. It hands each beat to the topic route
+  handler, found by name in the directory on every beat (its address changes
+  when it restarts), as a ``ServerPublish``: the handler encodes it once and
+  delivers it to the subscribers without a ``from``, in order with client
+  publishes, in chunks for large fan-outs. ``local_only=True`` keeps it off
+  the broker: a heartbeat describes one node, so each node's clients hear
+  their own node.
 - Clients cannot fake it: the default ``[rbac]`` policy denies publishing to
   ``system.>`` to everyone but admins.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from thespian.actors import ActorExitRequest, ActorTypeDispatcher, WakeupMessage
 
 from actors.context import ROUTE_TOPIC, NodeContext
-from actors.messages import Configure, RemoteEnvelope, Tick
-from rtcs.backends.base import Envelope
-from rtcs.protocol import codec
+from actors.messages import Configure, ServerPublish, Tick
+from rtcs.errors import BadTopic
+from rtcs.protocol.topics import validate_topic
 
 TOPIC = "system.heartbeat"
 
 
-class HeartbeatPlugin(ActorTypeDispatcher):
-    """Publishes ``{"node", "beat", "connections"}`` on ``system.heartbeat`` periodically.
+def _interval(value: object) -> float:
+    # bool is an int; ``interval = true`` is a mistake, not 1 second.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"must be a positive number of seconds, got {value!r}")
+    return float(value)
 
-    ``beat`` counts from 1 in each incarnation of the actor, so a client sees it
-    start over after the plugin was restarted. Subclass it to change
-    ``interval`` (seconds) or ``topic``.
+
+def _topic(value: object) -> str:
+    try:
+        return validate_topic(value)
+    except BadTopic:
+        raise ValueError(f"must be a concrete topic (no wildcards), got {value!r}") from None
+
+
+# Option name -> its parser (returns the value, or raises ValueError saying why).
+OPTIONS: dict[str, Callable[[object], Any]] = {"interval": _interval, "topic": _topic}
+
+
+def parse_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Split a plugin's options into the valid ones and the refused ones.
+
+    Returns ``(valid, refused)``: ``valid`` maps each well-formed option in
+    :data:`OPTIONS` to its parsed value; ``refused`` maps every other given
+    option (malformed or unknown) to the reason it was refused. Never raises.
+    """
+    valid: dict[str, Any] = {}
+    refused: dict[str, str] = {}
+    for name, value in options.items():
+        parse = OPTIONS.get(name)
+        if parse is None:
+            refused[name] = f"unknown option (known: {', '.join(sorted(OPTIONS))})"
+            continue
+        try:
+            valid[name] = parse(value)
+        except ValueError as exc:
+            refused[name] = str(exc)
+    return valid, refused
+
+
+class HeartbeatPlugin(ActorTypeDispatcher):
+    """Publishes ``{"node", "beat", "connections"}`` on its topic periodically.
+
+    Options (``Configure.options``): ``interval`` in seconds (> 0) and
+    ``topic`` (a concrete topic); missing ones take the class defaults below,
+    malformed or unknown ones are logged as errors and ignored. ``beat``
+    counts from 1 in each incarnation of the actor, so a client sees it start
+    over after the plugin was restarted.
     """
 
     interval: float = 5.0
@@ -60,9 +113,23 @@ class HeartbeatPlugin(ActorTypeDispatcher):
         self.beats = 0
 
     def receiveMsg_Configure(self, msg: Configure, sender: Any) -> None:
-        """Remember the context; start the timer on the first ``Configure`` only."""
+        """Take the context and options; start the timer on the first ``Configure`` only.
+
+        Never raises on bad options (see the module docstring): each refused
+        option is logged with its name and reason, and its default is kept.
+        """
         first = self.ctx is None
         self.ctx = msg.context
+        valid, refused = parse_options(msg.options)
+        for option, reason in refused.items():
+            msg.context.log.error(
+                "plugin option ignored",
+                plugin=type(self).__name__,
+                option=option,
+                reason=reason,
+            )
+        self.interval = valid.get("interval", type(self).interval)
+        self.topic = valid.get("topic", type(self).topic)
         if first:
             self.wakeupAfter(self.interval, Tick("heartbeat"))
 
@@ -75,7 +142,7 @@ class HeartbeatPlugin(ActorTypeDispatcher):
         self.wakeupAfter(self.interval, Tick("heartbeat"))
 
     def beat(self) -> None:
-        """Send one heartbeat to the topic route handler.
+        """Send one heartbeat to the topic route handler, for this node's clients only.
 
         Skipped while the node shuts down, and while the topic handler is being
         restarted (it is not in the directory then): a heartbeat is worth
@@ -93,8 +160,7 @@ class HeartbeatPlugin(ActorTypeDispatcher):
             "beat": self.beats,
             "connections": ctx.sessions.attached_count(),
         }
-        tail = codec.message_tail(topic=self.topic, data=data, ts=ctx.wall() * 1000)
-        self.send(handler, RemoteEnvelope(Envelope(ctx.node_id, "topic", self.topic, tail)))
+        self.send(handler, ServerPublish(self.topic, data, local_only=True))
 
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
         # Nothing to release: the runtime cancels this actor's timers when it

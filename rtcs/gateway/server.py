@@ -159,6 +159,7 @@ class Gateway:
         own = own_origin(self._scheme, headers.get("Host"))
         if not origin_allowed(headers.get("Origin"), settings.server.allowed_origins, own):
             metrics.handshake_rejected(403)
+            self.ctx.log.info("handshake refused", status=403, reason="origin not allowed")
             return _text(HTTPStatus.FORBIDDEN, "origin not allowed\n")
         address = _address(connection)
         if self._per_address.get(address, 0) >= settings.limits.max_connections_per_address:
@@ -178,6 +179,7 @@ class Gateway:
                 identity = self.ctx.verifier.verify(auth.token, now=self.ctx.wall())
         except AuthError as exc:
             metrics.handshake_rejected(401)
+            self.ctx.log.info("handshake refused", status=401, reason=exc.reason, peer=address)
             return _text(HTTPStatus.UNAUTHORIZED, f"authentication failed: {exc.reason}\n")
         except ProtocolError as exc:
             metrics.handshake_rejected(400)
@@ -204,13 +206,21 @@ class Gateway:
         try:
             await self._serve(ws, handle, auth, identity)
         finally:
+            code = _close_code(handle, ws)
+            ctx.log.debug(
+                "connection closed",
+                connection_id=handle.connection_id,
+                user=handle.user,
+                code=code,
+                peer=address,
+            )
             self.handles.discard(handle)
             left = self._per_address[address] - 1
             if left:
                 self._per_address[address] = left
             else:
                 del self._per_address[address]
-            ctx.metrics.closed(_close_code(handle, ws))
+            ctx.metrics.closed(code)
 
     async def _serve(
         self,
