@@ -91,7 +91,7 @@ class Client:
         assert not [f for f in self.pending if f["type"] != "presence"], self.pending
         with pytest.raises(TimeoutError):
             frame = await asyncio.wait_for(self.ws.recv(), timeout)
-            pytest.fail(f"unexpected frame {frame}")
+            pytest.fail(f"unexpected frame {frame!r}")
 
 
 class Node:

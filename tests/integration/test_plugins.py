@@ -1,41 +1,59 @@
-"""Plugins in a real node: the example heartbeat plugin, bad targets, crashes."""
+"""Plugins in a real node: the example heartbeat plugin, options, bad targets, crashes."""
 
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-from actors.context import CONNECTIONS, ROUTE_BROADCAST, ROUTE_DIRECT, ROUTE_ROOM, ROUTE_TOPIC
+from actors.context import (
+    CONNECTIONS,
+    PLUGINS,
+    ROUTE_BROADCAST,
+    ROUTE_DIRECT,
+    ROUTE_ROOM,
+    ROUTE_TOPIC,
+)
 from rtcs import config
 from rtcs.app import App
+from rtcs.backends.memory import MemoryHub, memory_backends
 from rtcs.errors import ConfigError
-from tests.integration.conftest import Client, Node, metric
+from tests.integration.conftest import TIMEOUT, Client, Node, metric
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "plugins"
 TARGET = "echo_plugin:HeartbeatPlugin"
+# The plugin configured as a table, beating every 50 ms instead of 5 s.
+FAST = {"actor": TARGET, "interval": 0.05}
 TOPIC = "system.heartbeat"
 CORE = (CONNECTIONS, ROUTE_TOPIC, ROUTE_DIRECT, ROUTE_ROOM, ROUTE_BROADCAST)
+# Far below the 5 s default interval: a beat within it proves the option applied.
+BEAT_TIMEOUT = 1.0
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("RTCS_")}
 
 
 @pytest.fixture
 def plugin(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """The example plugin module, importable as ``echo_plugin``, beating every 50 ms."""
+    """The example plugin module, importable as ``echo_plugin``, class defaults untouched."""
     monkeypatch.syspath_prepend(str(EXAMPLES))
-    module = importlib.import_module("echo_plugin")
-    monkeypatch.setattr(module.HeartbeatPlugin, "interval", 0.05)
-    return module
+    return importlib.import_module("echo_plugin")
 
 
-async def heartbeat(client: Client) -> dict[str, Any]:
-    """The next heartbeat message the client receives."""
-    return await client.expect("message", topic=TOPIC)
+async def heartbeat(client: Client, topic: str = TOPIC, timeout: float = TIMEOUT) -> dict[str, Any]:
+    """The next heartbeat message the client receives on ``topic``."""
+    return await client.expect("message", timeout, topic=topic)
 
 
-async def test_clients_receive_the_plugin_heartbeat(node_factory: Any, plugin: ModuleType) -> None:
+async def test_clients_receive_the_plugin_heartbeat(
+    node_factory: Any, plugin: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The plain "module:Class" form has no options: the class defaults apply.
+    monkeypatch.setattr(plugin.HeartbeatPlugin, "interval", 0.05)
     node: Node = await node_factory(plugins={"heartbeat": TARGET})
     assert node.app.directory.lookup("heartbeat") is not None
     alice, bob = await node.client("alice"), await node.client("bob")
@@ -54,20 +72,52 @@ async def test_clients_receive_the_plugin_heartbeat(node_factory: Any, plugin: M
     assert denied["code"] == "forbidden"
 
 
+async def test_plugin_options_come_from_its_table(node_factory: Any, plugin: ModuleType) -> None:
+    node: Node = await node_factory(plugins={"heartbeat": {**FAST, "topic": "node.pulse"}})
+    alice = await node.client("alice")
+    await alice.subscribe("node.pulse")
+
+    beats = [await heartbeat(alice, "node.pulse", BEAT_TIMEOUT) for _ in range(3)]
+
+    assert [b["data"]["beat"] for b in beats] == [1, 2, 3]
+    assert all(b["data"]["node"] == node.app.node_id and "from" not in b for b in beats)
+
+
 async def test_plugin_configured_in_the_file(tmp_path: Path, plugin: ModuleType) -> None:
     path = tmp_path / "rtcs.toml"
     path.write_text(
-        f'[server]\nport = 0\n\n[log]\nlevel = "warning"\n\n[plugins]\nheartbeat = "{TARGET}"\n'
+        '[server]\nport = 0\n\n[log]\nlevel = "warning"\n\n'
+        f'[plugins.heartbeat]\nactor = "{TARGET}"\ninterval = 0.05\n'
     )
     app = App(config.load(path))
     await app.start()
     try:
         client = await Node(app).client("alice")
         await client.subscribe(TOPIC)
-        assert (await heartbeat(client))["data"]["node"] == app.node_id
+        assert (await heartbeat(client, TOPIC, BEAT_TIMEOUT))["data"]["node"] == app.node_id
         await client.ws.close()
     finally:
         await app.stop()
+
+
+async def test_heartbeats_stay_on_their_own_node(node_factory: Any, plugin: ModuleType) -> None:
+    hub = MemoryHub()
+    nodes = [
+        await node_factory(
+            memory_backends(hub), plugins={"heartbeat": FAST}, **{"server.node_id": n}
+        )
+        for n in ("node-a", "node-b")
+    ]
+    bob = await nodes[1].client("bob")
+    await bob.subscribe(TOPIC)
+
+    # Both nodes beat at the same pace: had node-a's beats gone through the
+    # broker, they would be interleaved with node-b's.
+    beats = [await heartbeat(bob) for _ in range(6)]
+
+    assert {b["data"]["node"] for b in beats} == {"node-b"}
+    numbers = [b["data"]["beat"] for b in beats]
+    assert numbers == list(range(numbers[0], numbers[0] + 6))
 
 
 @pytest.mark.parametrize(
@@ -88,7 +138,7 @@ async def test_a_bad_target_fails_start_up_naming_the_plugin(
         with pytest.raises(ConfigError) as caught:
             await app.start()
     finally:
-        # start() fails after the actor system and broker were started.
+        # start() may fail after parts of the node were started.
         await app.stop()
     assert caught.value.key == "plugins.broken"
     assert reason in caught.value.reason
@@ -99,12 +149,14 @@ async def test_a_bad_target_fails_start_up_naming_the_plugin(
     "plugins, key",
     [
         ({"broken": "echo_plugin.HeartbeatPlugin"}, "plugins.broken"),
+        ({"broken": {"actor": "echo_plugin.HeartbeatPlugin"}}, "plugins.broken.actor"),
         ({"router": TARGET}, "plugins.router"),
+        ({"plugins": TARGET}, "plugins.plugins"),
         ({"route.mine": TARGET}, "plugins.route.mine"),
     ],
 )
 async def test_a_malformed_or_reserved_plugin_fails_start_up(
-    plugin: ModuleType, plugins: dict[str, str], key: str
+    plugin: ModuleType, plugins: dict[str, Any], key: str
 ) -> None:
     with pytest.raises(ConfigError) as caught:
         app = App(config.load(None, {}, {"server.port": 0, "plugins": plugins}))
@@ -115,19 +167,47 @@ async def test_a_malformed_or_reserved_plugin_fails_start_up(
     assert caught.value.key == key
 
 
+@pytest.mark.parametrize(
+    "section",
+    [
+        '[plugins]\nbroken = "rtcs_broken_plugin:Plugin"\n',
+        '[plugins.broken]\nactor = "rtcs_broken_plugin:Plugin"\ninterval = 1\n',
+    ],
+)
+def test_the_cli_refuses_a_plugin_that_fails_to_import(tmp_path: Path, section: str) -> None:
+    (tmp_path / "rtcs_broken_plugin.py").write_text('raise RuntimeError("bug at import")\n')
+    conf = tmp_path / "rtcs.toml"
+    conf.write_text(section)
+    path = os.pathsep.join(p for p in (str(tmp_path), ENV.get("PYTHONPATH", "")) if p)
+
+    result = subprocess.run(
+        [sys.executable, "-m", "rtcs", "--config", str(conf), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**ENV, "PYTHONPATH": path},
+    )
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("rtcs: configuration error:"), result.stderr
+    assert "plugins.broken" in result.stderr
+    assert "RuntimeError: bug at import" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("strategy", ["one_for_one", "rest_for_one"])
 async def test_a_crashing_plugin_is_restarted_without_touching_connections(
     node_factory: Any, plugin: ModuleType, monkeypatch: pytest.MonkeyPatch, strategy: str
 ) -> None:
     node: Node = await node_factory(
-        plugins={"heartbeat": TARGET}, **{"supervision.plugins.strategy": strategy}
+        plugins={"heartbeat": FAST}, **{"supervision.plugins.strategy": strategy}
     )
     directory = node.app.directory
     alice, bob = await node.client("alice"), await node.client("bob")
     await alice.subscribe(TOPIC)
     await bob.subscribe("chat")
     before = await heartbeat(alice)
-    core = {name: directory.require(name) for name in CORE}
+    core = {name: directory.require(name) for name in (*CORE, PLUGINS)}
     old_plugin = directory.require("heartbeat")
 
     original = plugin.HeartbeatPlugin.beat
@@ -141,18 +221,70 @@ async def test_a_crashing_plugin_is_restarted_without_touching_connections(
     monkeypatch.setattr(plugin.HeartbeatPlugin, "beat", crash_once)
 
     # The replacement counts its beats from 1 again: it was restarted and
-    # configured anew.
+    # configured anew (with its options: it beats fast again).
     frame = await heartbeat(alice)
     while frame["data"]["beat"] != 1:
         frame = await heartbeat(alice)
     assert not armed
     assert frame["seq"] > before["seq"]
     assert directory.require("heartbeat") != old_plugin
-    assert {name: directory.require(name) for name in CORE} == core
+    assert {name: directory.require(name) for name in (*CORE, PLUGINS)} == core
     labels = {"supervisor": "plugins", "strategy": strategy}
     assert metric(node, "rtcs_actor_restarts_total", **labels) == 1
+    assert (
+        metric(node, "rtcs_actor_restarts_total", supervisor="server", strategy="rest_for_one") == 0
+    )
     # Connections did not notice: same sockets, same sessions, routing works.
     await alice.publish("chat", "after the crash")
     await bob.expect("message", topic="chat", data="after the crash")
     await bob.request({"type": "ping"}, "pong")
     assert alice.ws.close_code is None and bob.ws.close_code is None
+
+
+async def test_a_plugin_crashing_past_the_intensity_restarts_only_the_plugins_subtree(
+    node_factory: Any, plugin: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    max_restarts = 2
+    node: Node = await node_factory(
+        plugins={"heartbeat": FAST}, **{"supervision.plugins.max_restarts": max_restarts}
+    )
+    directory = node.app.directory
+    alice, bob = await node.client("alice"), await node.client("bob")
+    await alice.subscribe(TOPIC)
+    await bob.subscribe("chat")
+    before = await heartbeat(alice)
+    core = {name: directory.require(name) for name in CORE}
+    old_supervisor = directory.require(PLUGINS)
+
+    original = plugin.HeartbeatPlugin.beat
+    # One crash more than the plugins supervisor tolerates, then healthy again.
+    crashes = {"left": max_restarts + 1}
+
+    def crash_repeatedly(self: Any) -> None:
+        if crashes["left"] > 0:
+            crashes["left"] -= 1
+            raise RuntimeError("simulated plugin bug")
+        original(self)
+
+    monkeypatch.setattr(plugin.HeartbeatPlugin, "beat", crash_repeatedly)
+
+    # Crashed incarnations never beat; the first beat numbered 1 comes from
+    # the plugin started by the new plugins supervisor.
+    frame = await heartbeat(alice)
+    while frame["data"]["beat"] != 1:
+        frame = await heartbeat(alice)
+    assert crashes["left"] == 0
+    assert frame["seq"] > before["seq"]
+    assert directory.require(PLUGINS) != old_supervisor
+    plugins = {"supervisor": "plugins", "strategy": "one_for_one"}
+    server = {"supervisor": "server", "strategy": "rest_for_one"}
+    assert metric(node, "rtcs_actor_restarts_total", **plugins) == max_restarts
+    assert metric(node, "rtcs_actor_restarts_total", **server) == 1
+    # rest_for_one and plugins last: rtcs's own actors were left alone.
+    assert {name: directory.require(name) for name in CORE} == core
+    assert node.app.readiness() is None
+    await alice.publish("chat", "after the escalation")
+    await bob.expect("message", topic="chat", data="after the escalation")
+    await alice.request({"type": "ping"}, "pong")
+    assert alice.ws.close_code is None and bob.ws.close_code is None
+    assert node.app.ctx is not None and len(node.app.ctx.sessions) == 2
