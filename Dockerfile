@@ -2,7 +2,7 @@
 # Build: docker build -t rtcs .   Run: docker run -p 8765:8765 -e RTCS_JWT_SECRET=... rtcs
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY setup.cfg setup.py pyproject.toml README.md ./
+COPY setup.cfg pyproject.toml README.md ./
 COPY rtcs ./rtcs
 COPY actors ./actors
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
