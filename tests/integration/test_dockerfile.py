@@ -1,0 +1,76 @@
+"""The Dockerfile's contract, checked natively (no Docker engine here).
+
+The image runs ``ENTRYPOINT`` with the ``ENV`` it sets, as a non-root
+``USER``, and probes ``HEALTHCHECK``; this runs the same command with the same
+environment (plus a secret, which a public host requires) and the same probe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+
+
+def _instruction(name: str) -> str:
+    """The last stage's instruction ``name``, continuation lines joined."""
+    text = DOCKERFILE.replace("\\\n", " ")
+    found = re.findall(rf"^{name}\s+(.*)$", text, flags=re.MULTILINE)
+    assert found, f"no {name} in the Dockerfile"
+    return found[-1].strip()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_runs_as_a_non_root_user() -> None:
+    assert _instruction("USER") not in ("root", "0")
+
+
+def test_entrypoint_and_healthcheck_work(tmp_path: Path) -> None:
+    entrypoint = json.loads(_instruction("ENTRYPOINT"))
+    assert entrypoint[:3] == ["python", "-m", "rtcs"]
+    args = [
+        a if a != "/etc/rtcs/rtcs.toml" else str(ROOT / "conf" / "rtcs.toml")
+        for a in entrypoint[3:]
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RTCS_")}
+    for assignment in shlex.split(_instruction("ENV")):
+        key, _, value = assignment.partition("=")
+        env[key] = value
+    port = _free_port()
+    env.update(RTCS_JWT_SECRET="x" * 32, RTCS_SERVER_PORT=str(port))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rtcs", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # wait for the start-up line
+            if '"rtcs started"' in line:
+                break
+        else:
+            pytest.fail("rtcs did not start")
+        probe = shlex.split(_instruction("HEALTHCHECK").split("CMD", 1)[1])
+        assert probe[0] == "python"
+        probe = [sys.executable, *[p.replace("8765", str(port)) for p in probe[1:]]]
+        assert subprocess.run(probe, timeout=10).returncode == 0
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0
