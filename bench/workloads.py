@@ -103,7 +103,7 @@ class Runner:
         self.loadgen_cores = max(1, loadgen_cores)
         self.addrs = source_addresses()
 
-    # helpers --------------------------------------------------------------------
+    # building blocks ----------------------------------------------------------------
     def split(self, n: int) -> list[int]:
         """``n`` spread as evenly as possible over the workers."""
         w = self.lg.size
