@@ -11,7 +11,6 @@ Replies to the client are written to the connection's bounded outbox
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Literal
 
 from thespian.actors import ActorExitRequest, ActorTypeDispatcher, PoisonMessage, WakeupMessage
@@ -141,7 +140,13 @@ class ConnectionSupervisor(Supervisor):
         name = handle.connection_id
         self._handles[name] = handle
         address = self.start_child(
-            ChildSpec(name, WebSocketActor, Restart.TEMPORARY, init=StartConnection(ctx, msg))
+            ChildSpec(
+                name,
+                WebSocketActor,
+                Restart.TEMPORARY,
+                init=StartConnection(ctx, msg),
+                register=False,
+            )
         )
         handle.actor = address
         if not handle.opened.done():
@@ -219,18 +224,6 @@ class WebSocketActor(ActorTypeDispatcher):
         # Frames received while the session is restored from the shared store.
         self._held: list[ClientText] | None = None
         self._last_activity = 0.0
-        self._dispatch: dict[type, Callable[[Any], None]] = {
-            Subscribe: self._on_subscribe,
-            Unsubscribe: self._on_unsubscribe,
-            Publish: self._on_publish,
-            Send: self._on_send,
-            Join: self._on_join,
-            Leave: self._on_leave,
-            Broadcast: self._on_broadcast,
-            PresenceQuery: self._on_presence,
-            Ping: self._on_ping,
-            Auth: self._on_auth,
-        }
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -353,7 +346,7 @@ class WebSocketActor(ActorTypeDispatcher):
             self._fail_auth("authentication required")
             return
         try:
-            self._dispatch[kind](command)
+            getattr(self, _HANDLERS[kind])(command)
         except ProtocolError as exc:
             self._error(command.id, exc.code, exc.message)
 
@@ -640,6 +633,21 @@ def _forbidden(action: str, topic: str | None) -> ProtocolError:
 
     return Forbidden(f"not allowed to {action} {topic}" if topic else f"not allowed to {action}")
 
+
+# Which method handles which command (looked up by name, so a subclass or a
+# patched method takes effect).
+_HANDLERS: dict[type, str] = {
+    Subscribe: "_on_subscribe",
+    Unsubscribe: "_on_unsubscribe",
+    Publish: "_on_publish",
+    Send: "_on_send",
+    Join: "_on_join",
+    Leave: "_on_leave",
+    Broadcast: "_on_broadcast",
+    PresenceQuery: "_on_presence",
+    Ping: "_on_ping",
+    Auth: "_on_auth",
+}
 
 _FRAME_TYPES: dict[type, str] = {
     Auth: "auth",

@@ -110,7 +110,9 @@ def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = No
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        # Calls below the level return at once (no processor chain): debug
+        # lines on hot paths cost nothing when they are not written.
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
         # Not cached, so loggers obtained before a reconfiguration follow it.
         cache_logger_on_first_use=False,
     )

@@ -45,9 +45,20 @@ def new_session_id() -> str:
     return "s-" + secrets.token_urlsafe(16)
 
 
-def new_connection_id() -> str:
-    """A fresh, unguessable connection id (``c-`` prefix, PROTOCOL.md)."""
-    return "c-" + secrets.token_urlsafe(12)
+class ConnectionIds:
+    """Connection ids (``c-`` prefix, PROTOCOL.md), unique across nodes.
+
+    A random prefix per node and a counter: no system call per connection.
+    Connection ids are addresses (``send`` to ``{"connection": id}``), not
+    secrets; session ids are, and come from :func:`new_session_id`.
+    """
+
+    def __init__(self) -> None:
+        self._prefix = "c-" + secrets.token_urlsafe(9) + "-"
+        self._next = itertools.count(1).__next__
+
+    def __call__(self) -> str:
+        return self._prefix + format(self._next(), "x")
 
 
 class Session:

@@ -19,6 +19,7 @@ credential problem. Messages never contain the token.
 from __future__ import annotations
 
 import enum
+import functools
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -144,12 +145,18 @@ def own_origin(scheme: str, host_header: str | None) -> str | None:
     return normalise_origin(f"{origin_scheme}://{host_header.strip()}")
 
 
-def _allowed_set(allowed: Sequence[str], own: str | None) -> set[str]:
+def _allowed_set(allowed: Sequence[str], own: str | None) -> frozenset[str]:
+    return _allowed_set_cached(tuple(allowed), own)
+
+
+@functools.lru_cache(maxsize=256)
+def _allowed_set_cached(allowed: tuple[str, ...], own: str | None) -> frozenset[str]:
+    # Every handshake asks; the allowlist is configuration and ``own`` is one
+    # of a few Host values, so the normalised set is computed once each.
     normalised = {normalise_origin(a) for a in allowed}
     if own is not None:
         normalised.add(normalise_origin(own))
-    normalised.discard(None)
-    return {n for n in normalised if n is not None}
+    return frozenset(n for n in normalised if n is not None)
 
 
 def origin_allowed(origin: str | None, allowed: Sequence[str], own: str | None) -> bool:

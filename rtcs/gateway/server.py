@@ -34,7 +34,7 @@ from rtcs.auth.extract import HandshakeAuth, extract, origin_allowed, own_origin
 from rtcs.auth.tokens import Identity
 from rtcs.errors import AuthError, CloseCode, ProtocolError
 from rtcs.gateway.handle import ConnectionHandle
-from rtcs.sessions import new_connection_id
+from rtcs.sessions import ConnectionIds
 
 SUBPROTOCOL = "rtcs.v1"
 # How long a new connection may wait for its actor to start.
@@ -62,6 +62,7 @@ class Gateway:
         self.handles: set[ConnectionHandle] = set()
         self.port: int = 0
         self._per_address: dict[str, int] = {}
+        self._connection_ids = ConnectionIds()
         self._server: Server | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._scheme = "wss" if ctx.settings.server.tls_cert else "ws"
@@ -199,7 +200,7 @@ class Gateway:
         address = _address(ws)
         self._per_address[address] = self._per_address.get(address, 0) + 1
         handle = ConnectionHandle(
-            ws, new_connection_id(), address, ctx.settings.limits.outbox_bytes, ctx.metrics
+            ws, self._connection_ids(), address, ctx.settings.limits.outbox_bytes, ctx.metrics
         )
         self.handles.add(handle)
         ctx.metrics.opened()

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
+import inspect
 import logging
 import traceback
 from collections import deque
@@ -59,9 +60,27 @@ from thespian.system.simpleSystemBase import (
 )
 from thespian.system.sourceLoader import loadModuleFromHashSource
 from thespian.system.timing import toTimeDeltaOrNone
-from thespian.system.utilis import actualActorClass, withPossibleInitArgs
+from thespian.system.utilis import actualActorClass
 
 from rtcs.runtime.messages import ChildFailed
+
+
+@functools.lru_cache(maxsize=1024)
+def _init_args(actor_class: type) -> tuple[str, ...]:
+    """Which of Thespian's optional ``__init__`` arguments a class accepts.
+
+    Thespian's ``withPossibleInitArgs`` inspects the signature on every
+    creation; one connection actor per socket makes that a hot path, so the
+    answer is cached per class (same semantics: pass ``capabilities`` and
+    ``requirements`` only when ``__init__`` names them).
+    """
+    try:
+        init = getattr(actor_class, "__init__")  # noqa: B009 (mypy: instance __init__ access)
+        names = inspect.signature(init).parameters
+    except (ValueError, TypeError):
+        return ()
+    return tuple(n for n in ("capabilities", "requirements") if n in names)
+
 
 T = TypeVar("T")
 
@@ -446,9 +465,11 @@ class AsyncioSystemBase(ActorSystemBase):
             ):
                 actor = None
             else:
-                actor = withPossibleInitArgs(
-                    capabilities=self.system.capabilities, requirements=targetActorRequirements
-                ).create(actor_class)
+                kwargs = {
+                    "capabilities": self.system.capabilities,
+                    "requirements": targetActorRequirements,
+                }
+                actor = actor_class(**{k: kwargs[k] for k in _init_args(actor_class)})
         except ImportError:
             _log.warning("cannot import actor class %s", actorClass, exc_info=True)
             raise
@@ -575,7 +596,8 @@ class AsyncioSystemBase(ActorSystemBase):
         except Exception:
             _log.exception("run_async on_done failed for actor %s", ref.address)
             return
-        self.actor_send(ref.address, ref.address, message)
+        if message is not None:  # None: fire-and-forget, nothing to continue
+            self.actor_send(ref.address, ref.address, message)
 
     # -------------------------------------------------------------- shutdown
 

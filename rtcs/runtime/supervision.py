@@ -97,6 +97,9 @@ class ChildSpec:
     actor_class: type[Actor]
     restart: Restart = Restart.PERMANENT
     init: Any = None
+    # Whether the child's address is published in the directory under ``name``.
+    # Dynamic children nobody looks up by name (connection actors) skip it.
+    register: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,7 +274,7 @@ class Supervisor(ActorTypeDispatcher):
         self._names_by_key[child.key] = name
         if spec.init is not None:
             self.send(address, spec.init)
-        if self._directory is not None:
+        if self._directory is not None and spec.register:
             self._directory.register(name, address)
         self.on_child_started(name, address)
         self._emit(name, kind, reason)

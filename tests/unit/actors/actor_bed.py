@@ -26,7 +26,7 @@ from rtcs.metrics import Metrics
 from rtcs.runtime import ask
 from rtcs.runtime.directory import Directory
 from rtcs.runtime.supervision import SupervisorEvent
-from rtcs.sessions import Session, SessionRegistry, new_connection_id
+from rtcs.sessions import ConnectionIds, Session, SessionRegistry
 
 TIMEOUT = 2.0
 NODE_ID = "node-test"
@@ -52,11 +52,14 @@ def make_context(**overrides: Any) -> NodeContext:
     )
 
 
+_IDS = ConnectionIds()
+
+
 class RecordingSink:
     """A ``rtcs.sessions.Sink`` that keeps every frame and wakes waiting tests."""
 
     def __init__(self, journal: Journal) -> None:
-        self.connection_id = new_connection_id()
+        self.connection_id = _IDS()
         self.raw: list[bytes] = []
         self.closed_with: int | None = None
         self._journal = journal
