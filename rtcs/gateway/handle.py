@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 # How long a server-initiated close may wait for the client's close frame
 # before the TCP connection is aborted.
 CLOSE_GRACE = 2.0
+# FIN + text opcode, then the 7-bit length: the header of every short frame.
+_SMALL_HEADERS = [bytes((0x81, n)) for n in range(126)]
 
 
 class ConnectionHandle:
@@ -98,9 +100,20 @@ class ConnectionHandle:
             self._metrics.outbox_drop("overflow")
             self.close(CloseCode.TOO_SLOW, "outbound queue overflow")
             return False
+        n = len(frame)
+        # The "fastlane": frame the bytes here and write them in one call,
+        # instead of websockets' Frame object per message. Valid because rtcs
+        # never fragments, negotiates no extension (compression is off), and
+        # websockets flushes its own frames (pongs, close) as soon as it makes
+        # them, so nothing of its can be pending between two pushes.
+        if n < 126:
+            header = _SMALL_HEADERS[n]
+        elif n < 65536:
+            header = b"\x81\x7e" + n.to_bytes(2, "big")
+        else:
+            header = b"\x81\x7f" + n.to_bytes(8, "big")
         try:
-            self._protocol.send_text(frame)
-            self._ws.send_data()
+            self._transport.write(header + frame)
         except Exception:  # the transport is already broken: treat as closed
             self._metrics.outbox_drop("closed")
             self.abort()

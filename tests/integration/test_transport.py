@@ -64,3 +64,20 @@ async def test_a_client_that_stops_answering_pings_is_dropped(node_factory: Any)
     await wait_until(lambda: metric(node, "rtcs_connections_closed_total", code="1011") == 1)
     await alive.request({"type": "ping"}, "pong")
     assert len(node.app.gateway.handles) == 1
+
+
+async def test_no_compression_is_negotiated(node_factory: Any) -> None:
+    # The outbox frames bytes itself ("fastlane"), which needs plain frames.
+    node = await node_factory()
+    client = await node.client("alice", compression="deflate")
+    assert client.ws.protocol.extensions == []
+
+
+async def test_frames_of_every_length_class_arrive_intact(node_factory: Any) -> None:
+    node = await node_factory(**{"limits.max_message_size": 300_000})
+    alice, bob = await node.client("alice"), await node.client("bob")
+    await bob.subscribe("sizes")
+    for size in (0, 60, 125, 126, 1000, 65_535, 65_536, 200_000):
+        await alice.publish("sizes", "é" + "x" * size)
+        frame = await bob.expect("message", topic="sizes")
+        assert frame["data"] == "é" + "x" * size
