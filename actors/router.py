@@ -101,7 +101,7 @@ class RouteHandler(ActorTypeDispatcher):
             self.ctx.metrics.frame_out(kind)  # type: ignore[union-attr]
 
     def ack(self, session: Session, request_id: Any) -> None:
-        self.reply(session, codec.encode_frame("ack", request_id), "ack")
+        self.reply(session, codec.encode_ack(request_id), "ack")
 
     def error(
         self, session: Session, request_id: Any, exc: ProtocolError | ErrorCode, message: str = ""
@@ -174,18 +174,19 @@ class RouteHandler(ActorTypeDispatcher):
     # -- cross-node ----------------------------------------------------------------------
 
     def publish_remote(
-        self, envelope: Envelope, then: Callable[[BaseException | None], None]
+        self, envelope: Callable[[], Envelope], then: Callable[[BaseException | None], None]
     ) -> None:
         """Hand a message to the broker for other nodes, then call ``then``.
 
         Local delivery never goes through the broker; with no other node to
-        reach (``broker.distributed`` is False) ``then`` runs at once.
+        reach (``broker.distributed`` is False) ``then`` runs at once and the
+        envelope is never built.
         """
         broker = self.ctx.backends.broker  # type: ignore[union-attr]
         if not broker.distributed:
             then(None)
             return
-        self.call(broker.publish(envelope), "remote", then)
+        self.call(broker.publish(envelope()), "remote", then)
 
     def done_remote(self, result: Any, then: Callable[[BaseException | None], None]) -> None:
         if isinstance(result, BaseException):
@@ -242,18 +243,22 @@ class TopicHandler(RouteHandler):
         assert ctx is not None
         started = time.perf_counter()
         session = msg.session
+        recipients = self.index.match(msg.topic)
+        count = len(recipients)
+        if not count and not ctx.backends.broker.distributed:
+            # Nobody to deliver to, here or elsewhere: nothing to encode.
+            ctx.metrics.routed("topic", time.perf_counter() - started)
+            self.ack(session, msg.request_id)
+            return
         tail = codec.message_tail(
             topic=msg.topic, from_user=session.user, data=msg.data, ts=self.now_ms()
         )
-        recipients = self.index.match(msg.topic)
-        count = len(recipients)
         ctx.metrics.delivered("topic", count)
-        envelope = Envelope(ctx.node_id, "topic", msg.topic, tail)
         then = self.finish(session, msg.request_id)
 
         def routed() -> None:
             ctx.metrics.routed("topic", time.perf_counter() - started)
-            self.publish_remote(envelope, then)
+            self.publish_remote(lambda: Envelope(ctx.node_id, "topic", msg.topic, tail), then)
 
         self.fanout(recipients, count, tail, routed)
 
@@ -265,7 +270,9 @@ class TopicHandler(RouteHandler):
         ctx.metrics.delivered("topic", len(recipients))
         self.fanout(recipients, len(recipients), tail, None)
         if not msg.local_only:
-            self.publish_remote(Envelope(ctx.node_id, "topic", msg.topic, tail), _ignore_failure)
+            self.publish_remote(
+                lambda: Envelope(ctx.node_id, "topic", msg.topic, tail), _ignore_failure
+            )
 
     def receiveMsg_RemoteEnvelope(self, msg: RemoteEnvelope, sender: Any) -> None:
         recipients = self.index.match(msg.envelope.target)
@@ -306,7 +313,7 @@ class DirectHandler(RouteHandler):
                 session.deliver(tail)
             ctx.metrics.delivered("direct", len(targets))
             ctx.metrics.routed("direct", time.perf_counter() - started)
-            self.publish_remote(Envelope(ctx.node_id, kind, key, tail), then)  # type: ignore[arg-type]
+            self.publish_remote(lambda: Envelope(ctx.node_id, kind, key, tail), then)  # type: ignore[arg-type]
             return
         if not ctx.backends.broker.distributed or kind == "connection":
             self.error(sender_session, msg.request_id, ErrorCode.OFFLINE, f"{kind} is offline")
@@ -325,7 +332,7 @@ class DirectHandler(RouteHandler):
         elif result <= 0:
             self.error(session, request_id, ErrorCode.OFFLINE, "user is offline")
         else:
-            self.publish_remote(envelope, then)
+            self.publish_remote(lambda: envelope, then)
 
     def receiveMsg_RemoteEnvelope(self, msg: RemoteEnvelope, sender: Any) -> None:
         env = msg.envelope
@@ -452,12 +459,11 @@ class RoomHandler(RouteHandler):
         members = self.rooms.get(msg.room, ())
         count = len(members)
         ctx.metrics.delivered("room", count)
-        envelope = Envelope(ctx.node_id, "room", msg.room, tail)
         then = self.finish(session, msg.request_id)
 
         def routed() -> None:
             ctx.metrics.routed("room", time.perf_counter() - started)
-            self.publish_remote(envelope, then)
+            self.publish_remote(lambda: Envelope(ctx.node_id, "room", msg.room, tail), then)
 
         self.fanout(members, count, tail, routed)
 
@@ -540,15 +546,17 @@ class BroadcastHandler(RouteHandler):
             msg.filter.roles if msg.filter else None, msg.filter.users if msg.filter else ()
         )
         ctx.metrics.delivered(kind, len(recipients))
-        envelope = Envelope(
-            ctx.node_id,
-            kind,  # type: ignore[arg-type]
-            "",
-            tail,
-            roles=msg.filter.roles if msg.filter else (),
-            users=msg.filter.users if msg.filter else (),
-        )
         then = self.finish(session, msg.request_id)
+
+        def envelope() -> Envelope:
+            return Envelope(
+                ctx.node_id,
+                kind,  # type: ignore[arg-type]
+                "",
+                tail,
+                roles=msg.filter.roles if msg.filter else (),
+                users=msg.filter.users if msg.filter else (),
+            )
 
         def routed() -> None:
             ctx.metrics.routed(kind, time.perf_counter() - started)

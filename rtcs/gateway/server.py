@@ -238,7 +238,8 @@ class Gateway:
         tell = self.system.tell
         tell(supervisor, OpenConnection(handle, auth, identity))
         try:
-            refusal = await asyncio.wait_for(asyncio.shield(handle.opened), OPEN_TIMEOUT)
+            async with asyncio.timeout(OPEN_TIMEOUT):
+                refusal = await handle.opened
         except TimeoutError:
             refusal = int(CloseCode.TRY_AGAIN_LATER)
         if refusal is not None:

@@ -355,6 +355,15 @@ def encode_frame(type_: str, id: RequestId = None, **fields: Any) -> bytes:
     return _dumps(frame).encode()
 
 
+def encode_ack(id: RequestId) -> bytes:
+    """Encode ``{"type":"ack","id":id}`` (the reply to every publish: kept cheap)."""
+    if id is None:
+        return b'{"type":"ack"}'
+    if type(id) is int:
+        return b'{"type":"ack","id":%d}' % id
+    return _dumps({"type": "ack", "id": id}).encode()
+
+
 def encode_error(id: RequestId, code: ErrorCode, message: str) -> bytes:
     """Encode ``{"type":"error","id","code","message"}``; ``id`` only when not None."""
     if id is None:

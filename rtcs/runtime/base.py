@@ -34,6 +34,7 @@ import functools
 import inspect
 import logging
 import traceback
+import types
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -63,6 +64,32 @@ from thespian.system.timing import toTimeDeltaOrNone
 from thespian.system.utilis import actualActorClass
 
 from rtcs.runtime.messages import ChildFailed
+
+
+@types.coroutine
+def _resume(coro: Any, first: Any) -> Any:
+    """Carry on a coroutine whose first step already ran (see ``run_task``).
+
+    Passes what the coroutine yields (the future it waits on) to the task
+    driving this wrapper, and sends or throws the answers back in.
+    """
+    yielded = first
+    while True:
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
 
 
 @functools.lru_cache(maxsize=1024)
@@ -576,7 +603,22 @@ class AsyncioSystemBase(ActorSystemBase):
                 coro.close()
             raise RuntimeError("the actor system is shut down")
         ref = self.actorRegistry.get(address.actorAddressString)
-        task = asyncio.ensure_future(coro, loop=self._loop)
+        if asyncio.iscoroutine(coro):
+            # Run the first step now: a backend call that completes without
+            # waiting (the in-memory backends always do) then needs no task
+            # and no extra loop turn; its outcome still reaches the actor as
+            # a message, in a later turn, exactly as when it waited.
+            try:
+                first = coro.send(None)
+            except StopIteration as stop:
+                self._deliver_outcome(ref, on_done, stop.value)
+                return
+            except Exception as exc:
+                self._deliver_outcome(ref, on_done, exc)
+                return
+            task: asyncio.Future[Any] = self._loop.create_task(_resume(coro, first))
+        else:
+            task = asyncio.ensure_future(coro, loop=self._loop)
         self._tasks.add(task)
         task.add_done_callback(functools.partial(self._task_done, ref, on_done))
 
@@ -584,13 +626,16 @@ class AsyncioSystemBase(ActorSystemBase):
         self, ref: Any, on_done: Callable[[Any], Any], task: asyncio.Future[Any]
     ) -> None:
         self._tasks.discard(task)
-        if ref is None or ref.instance is None or self._state is not _State.RUNNING:
-            return  # the actor exited: nobody is left to handle the outcome
         outcome: Any
         if task.cancelled():
             outcome = asyncio.CancelledError()
         else:
             outcome = task.exception() or task.result()
+        self._deliver_outcome(ref, on_done, outcome)
+
+    def _deliver_outcome(self, ref: Any, on_done: Callable[[Any], Any], outcome: Any) -> None:
+        if ref is None or ref.instance is None or self._state is not _State.RUNNING:
+            return  # the actor exited: nobody is left to handle the outcome
         try:
             message = on_done(outcome)
         except Exception:

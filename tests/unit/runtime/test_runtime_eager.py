@@ -1,0 +1,83 @@
+"""``run_async`` runs a coroutine's first step at once (no task when it
+finishes without waiting) and carries on the rest in a task: the outcome is
+the same either way."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from rtcs.runtime import stop_system
+from rtcs.runtime.system import asyncio_base
+from tests.unit.runtime.runtime_actors import AsyncUser, Fetch, Harness
+
+
+async def test_a_coroutine_that_never_waits_needs_no_task(asys: Harness) -> None:
+    steps: list[str] = []
+
+    async def work() -> str:
+        steps.append("ran")
+        return "done"
+
+    user = asys.create(AsyncUser)
+    assert await asys.ask(user, Fetch(work())) == "done"
+    assert steps == ["ran"]
+    assert asyncio_base(asys.system)._tasks == set()
+
+
+async def test_results_and_errors_cross_every_wait(asys: Harness) -> None:
+    loop = asyncio.get_running_loop()
+    first: asyncio.Future[int] = loop.create_future()
+    second: asyncio.Future[int] = loop.create_future()
+
+    async def work() -> int:
+        a = await first
+        try:
+            await second
+        except KeyError as exc:
+            return a + len(str(exc))
+        raise AssertionError("the error was not thrown in")
+
+    user = asys.create(AsyncUser)
+    reply = asyncio.ensure_future(asys.ask(user, Fetch(work())))
+    await asyncio.sleep(0)
+    first.set_result(40)
+    await asyncio.sleep(0)
+    second.set_exception(KeyError("x"))
+    assert await reply == 43  # 40 + len("'x'")
+
+
+async def test_an_error_after_a_wait_reaches_the_actor(asys: Harness) -> None:
+    async def work() -> int:
+        await asyncio.sleep(0)
+        raise ValueError("late failure")
+
+    user = asys.create(AsyncUser)
+    outcome = await asys.ask(user, Fetch(work()))
+    assert isinstance(outcome, ValueError) and str(outcome) == "late failure"
+
+
+async def test_shutdown_cancels_a_waiting_coroutine_cleanly(asys: Harness) -> None:
+    loop = asyncio.get_running_loop()
+    never: asyncio.Future[int] = loop.create_future()
+    cleaned: list[str] = []
+
+    async def work() -> int:
+        try:
+            return await never
+        finally:
+            cleaned.append("finally ran")
+
+    user = asys.create(AsyncUser)
+    asys.tell(user, Fetch(work()))
+    assert await asys.ask(asys.create(AsyncUser), Fetch(_now())) == "now"
+    (task,) = asyncio_base(asys.system)._tasks
+    stop_system(asys.system)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cleaned == ["finally ran"]
+
+
+async def _now() -> str:
+    return "now"
