@@ -220,7 +220,7 @@ class WebSocketActor(ActorTypeDispatcher):
         self.identity: Identity | None = None
         self.machine = ConnectionStateMachine()
         self.limiter: RateLimiter | None = None
-        self._exp_generation = 0
+        self._check_generation = 0
         # Frames received while the session is restored from the shared store.
         self._held: list[ClientText] | None = None
         self._last_activity = 0.0
@@ -287,19 +287,21 @@ class WebSocketActor(ActorTypeDispatcher):
         if tick.kind == "auth":
             if self.machine.state is State.AUTHENTICATING:
                 self._fail_auth("authentication timeout")
-        elif tick.kind == "exp":
-            if tick.generation == self._exp_generation and self.session is not None:
-                self.handle.close(CloseCode.AUTH_FAILED, "token expired")
-        elif tick.kind == "idle":
-            idle_after = self.ctx.settings.heartbeat.idle_after
-            quiet = self.ctx.clock() - self._last_activity
-            if quiet >= idle_after and self.machine.state is State.ACTIVE:
-                self.machine.fire(Event.IDLE)
-            if self.machine.state in (State.ACTIVE, State.INACTIVE):
-                self.wakeupAfter(
-                    max(idle_after - quiet, 0.05) if quiet < idle_after else idle_after,
-                    Tick("idle"),
-                )
+        elif tick.kind == "check" and tick.generation == self._check_generation:
+            self._check()
+
+    def _check(self) -> None:
+        """The connection's one timer: token expiry, then inactivity."""
+        ctx, identity = self.ctx, self.identity
+        if ctx is None or identity is None or self.handle.closing:
+            return
+        if ctx.wall() >= identity.expires_at:
+            self.handle.close(CloseCode.AUTH_FAILED, "token expired")
+            return
+        idle_after = ctx.settings.heartbeat.idle_after
+        if self.machine.state is State.ACTIVE and ctx.clock() - self._last_activity >= idle_after:
+            self.machine.fire(Event.IDLE)
+        self._schedule_check()
 
     def receiveMsg_PoisonMessage(self, msg: PoisonMessage, sender: Any) -> None:
         # A route handler failed on one of our requests: the client gets an
@@ -374,7 +376,7 @@ class WebSocketActor(ActorTypeDispatcher):
         self.identity = identity
         session.roles = identity.roles
         self.machine.fire(Event.AUTH_OK)
-        self._arm_expiry(identity)
+        self._schedule_check()
         self._push(
             codec.encode_welcome(
                 connection_id=self.handle.connection_id,
@@ -484,12 +486,21 @@ class WebSocketActor(ActorTypeDispatcher):
             self.machine.fire(Event.AUTH_FAILED)
         self.handle.close(CloseCode.AUTH_FAILED, reason[:120])
 
-    def _arm_expiry(self, identity: Identity) -> None:
-        ctx = self.ctx
-        assert ctx is not None
-        self._exp_generation += 1
-        delay = max(identity.expires_at - ctx.wall(), 0.0)
-        self.wakeupAfter(delay, Tick("exp", self._exp_generation))
+    def _schedule_check(self) -> None:
+        """Arm the one timer for the earlier of token expiry and going idle.
+
+        Activity does not touch the timer (a frame costs nothing extra): when
+        it fires early, it re-arms for the new idle deadline. A new generation
+        voids the previous timer (after a token refresh).
+        """
+        ctx, identity = self.ctx, self.identity
+        assert ctx is not None and identity is not None
+        delay = identity.expires_at - ctx.wall()
+        if self.machine.state is State.ACTIVE:
+            idle_in = self._last_activity + ctx.settings.heartbeat.idle_after - ctx.clock()
+            delay = min(delay, idle_in)
+        self._check_generation += 1
+        self.wakeupAfter(max(delay, 0.0), Tick("check", self._check_generation))
 
     def _establish(
         self, identity: Identity, session_id: str | None, last_seq: int | None, request_id: Any
@@ -572,8 +583,7 @@ class WebSocketActor(ActorTypeDispatcher):
         self.session = session
         self.identity = identity
         self.machine.fire(Event.AUTH_OK)
-        self._arm_expiry(identity)
-        self.wakeupAfter(ctx.settings.heartbeat.idle_after, Tick("idle"))
+        self._schedule_check()
         welcome = codec.encode_welcome(
             connection_id=handle.connection_id,
             session_id=session.id,

@@ -230,7 +230,12 @@ def _cookie(value: str | None, name: str) -> str | None:
 
 
 def _parse_query(path: str) -> dict[str, list[str]]:
-    query = urllib.parse.urlsplit(path).query
+    # The request target is a path with an optional query: no need for the
+    # whole of urlsplit (a handshake hot path).
+    _, mark, rest = path.partition("?")
+    if not mark:
+        return {}
+    query = rest.partition("#")[0]
     try:
         return urllib.parse.parse_qs(
             query, keep_blank_values=True, max_num_fields=_MAX_QUERY_FIELDS
@@ -307,9 +312,12 @@ def extract(
     token = _subprotocol_token(offered)
     if token is not None:
         return found(token, TokenSource.SUBPROTOCOL)
-    own = own_origin(scheme, get("host", ","))
-    if cookie_allowed(get("origin", ","), allowed_origins, own):
-        token = _cookie(get("cookie", "; "), cookie_name)
+    cookie = get("cookie", "; ")
+    # Only a cookie needs the origin checks (and the server's own origin).
+    if cookie is not None and cookie_allowed(
+        get("origin", ","), allowed_origins, own_origin(scheme, get("host", ","))
+    ):
+        token = _cookie(cookie, cookie_name)
         if token is not None:
             return found(token, TokenSource.COOKIE)
     query_tokens = query.get("token")

@@ -157,8 +157,9 @@ class Gateway:
                 HTTPStatus.SERVICE_UNAVAILABLE, {"status": "unavailable", "reason": reason}
             )
         headers = request.headers
-        own = own_origin(self._scheme, headers.get("Host"))
-        if not origin_allowed(headers.get("Origin"), settings.server.allowed_origins, own):
+        origin = headers.get("Origin")
+        own = own_origin(self._scheme, headers.get("Host")) if origin is not None else None
+        if not origin_allowed(origin, settings.server.allowed_origins, own):
             metrics.handshake_rejected(403)
             self.ctx.log.info("handshake refused", status=403, reason="origin not allowed")
             return _text(HTTPStatus.FORBIDDEN, "origin not allowed\n")
