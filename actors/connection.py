@@ -73,10 +73,6 @@ REAP_INTERVAL = 1.0
 HELD_FRAMES = 64
 
 
-async def _ignore(awaitable: Any) -> None:
-    await awaitable
-
-
 def release_session(ctx: NodeContext, connection_id: str) -> Session | None:
     """Detach the session of a gone connection; it stays resumable for its TTL.
 
@@ -274,11 +270,7 @@ class WebSocketActor(ActorTypeDispatcher):
         release_session(ctx, self.handle.connection_id)
         _announce_presence(ctx, self, session, online=False)
         presence = ctx.backends.presence
-        run_async(
-            self,
-            _ignore(presence.remove_connection(session.user, self.handle.connection_id)),
-            _drop,
-        )
+        run_async(self, presence.remove_connection(session.user, self.handle.connection_id), _drop)
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:
         tick = msg.payload
@@ -546,6 +538,7 @@ class WebSocketActor(ActorTypeDispatcher):
                 buffer=snap.buffer,
                 subscriptions=snap.subscriptions,
                 rooms=snap.rooms,
+                now=ctx.clock(),
             )
             for name in (ROUTE_TOPIC, ROUTE_ROOM):
                 address = ctx.directory.lookup(name)
@@ -613,7 +606,7 @@ class WebSocketActor(ActorTypeDispatcher):
             _announce_presence(ctx, self, session, online=True)
         presence = ctx.backends.presence
         added = presence.add_connection(session.user, handle.connection_id, ctx.node_id)
-        run_async(self, _ignore(added), _drop)
+        run_async(self, added, _drop)
 
     def _resume_local(
         self, identity: Identity, session_id: str | None, last_seq: int | None

@@ -61,7 +61,7 @@ class MetricsCollector(Supervisor):
         attached = ctx.sessions.attached_count()
         total = len(ctx.sessions)
         metrics.sessions_attached.set(attached)
-        metrics.sessions_detached.set(total - attached)
+        metrics.sessions_detached.set(ctx.sessions.detached_count())
         aggregator = ctx.directory.lookup(STATS)
         if aggregator is not None:
             self.send(

@@ -143,6 +143,9 @@ class SessionRegistry:
         self._sessions: dict[str, Session] = {}
         self._by_connection: dict[str, Session] = {}
         self._by_user: dict[str, set[Session]] = {}
+        # Detached sessions in detach order (the TTL is the same for all, so
+        # the oldest expire first): expiry looks only at what expired.
+        self._detached: dict[str, Session] = {}
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -154,7 +157,7 @@ class SessionRegistry:
         return self._sessions.get(session_id)
 
     def create(self, user: str, roles: tuple[str, ...], session_id: str | None = None) -> Session:
-        """Create and register a new detached session."""
+        """Create and register a new session, to be attached at once."""
         session = Session(session_id or new_session_id(), user, roles, self.buffer_size)
         self._sessions[session.id] = session
         return session
@@ -167,6 +170,7 @@ class SessionRegistry:
         session.connection_id = sink.connection_id
         session.detached_at = None
         session.mirror = None
+        self._detached.pop(session.id, None)
         self._by_connection[sink.connection_id] = session
         self._by_user.setdefault(session.user, set()).add(session)
 
@@ -182,6 +186,8 @@ class SessionRegistry:
         session.sink = None
         session.connection_id = None
         session.detached_at = now
+        self._detached.pop(session.id, None)
+        self._detached[session.id] = session
 
     def restore(
         self,
@@ -193,9 +199,12 @@ class SessionRegistry:
         buffer: Iterable[tuple[int, bytes]],
         subscriptions: Iterable[str],
         rooms: Iterable[str],
+        now: float,
     ) -> Session:
         """Register a session resumed from another node's snapshot (detached)."""
         session = self.create(user, roles, session_id)
+        session.detached_at = now  # until attached, it expires like any detached one
+        self._detached[session.id] = session
         session.seq = seq
         session.buffer.extend(buffer)
         session.subscriptions.update(subscriptions)
@@ -206,6 +215,7 @@ class SessionRegistry:
         """Forget a session entirely (expired, or replaced)."""
         if session.sink is not None:
             self.detach(session, 0.0)
+        self._detached.pop(session.id, None)
         self._sessions.pop(session.id, None)
 
     def by_connection(self, connection_id: str) -> Session | None:
@@ -218,13 +228,17 @@ class SessionRegistry:
     def attached_count(self) -> int:
         return len(self._by_connection)
 
+    def detached_count(self) -> int:
+        return len(self._detached)
+
     def expired(self, now: float, ttl: float) -> list[Session]:
-        """Detached sessions whose TTL has run out at ``now``."""
-        return [
-            s
-            for s in self._sessions.values()
-            if s.detached_at is not None and now - s.detached_at >= ttl
-        ]
+        """Detached sessions whose TTL has run out at ``now``, oldest first."""
+        found = []
+        for session in self._detached.values():
+            if session.detached_at is None or now - session.detached_at < ttl:
+                break
+            found.append(session)
+        return found
 
     def matching(self, roles: Iterable[str], users: Iterable[str]) -> list[Session]:
         """Sessions with any of ``roles`` or whose user is in ``users``."""

@@ -1,0 +1,133 @@
+"""The node-local session state (rtcs/sessions.py): pure, tested synchronously."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rtcs.protocol.codec import message_tail
+from rtcs.sessions import ConnectionIds, Session, SessionRegistry
+
+
+class Sink:
+    def __init__(self, connection_id: str = "c-1") -> None:
+        self.connection_id = connection_id
+        self.frames: list[bytes] = []
+        self.closed: list[int] = []
+
+    def push(self, frame: bytes) -> bool:
+        self.frames.append(frame)
+        return True
+
+    def close(self, code: int, reason: str = "") -> None:
+        self.closed.append(code)
+
+
+def tail(n: int) -> bytes:
+    return message_tail(topic="t", data=n, ts=0)
+
+
+def test_deliver_numbers_buffers_and_writes() -> None:
+    session = Session("s-1", "alice", (), buffer_size=3)
+    sink = Sink()
+    session.sink = sink
+    for n in range(5):
+        session.deliver(tail(n))
+    assert [json.loads(f)["seq"] for f in sink.frames] == [1, 2, 3, 4, 5]
+    assert json.loads(sink.frames[0]) == {
+        "type": "message",
+        "seq": 1,
+        "topic": "t",
+        "data": 0,
+        "ts": 0,
+    }
+    assert [seq for seq, _ in session.buffer] == [3, 4, 5]
+
+
+def test_detached_delivery_buffers_and_mirrors() -> None:
+    session = Session("s-1", "alice", (), buffer_size=10)
+    mirrored: list[tuple[str, int]] = []
+    session.mirror = lambda sid, seq, _tail: mirrored.append((sid, seq))
+    session.deliver(tail(1))
+    assert session.seq == 1 and mirrored == [("s-1", 1)]
+
+
+@pytest.mark.parametrize(
+    "last_seq, expected",
+    [(5, []), (4, [5]), (2, [3, 4, 5]), (1, None), (0, None), (6, None), (-1, None)],
+)
+def test_replay_after_is_exact_or_nothing(last_seq: int, expected: list[int] | None) -> None:
+    session = Session("s-1", "alice", (), buffer_size=3)
+    for n in range(5):
+        session.deliver(tail(n))
+    replay = session.replay_after(last_seq)
+    assert (None if replay is None else [seq for seq, _ in replay]) == expected
+
+
+def test_replay_of_a_fresh_session() -> None:
+    assert Session("s-1", "a", (), 3).replay_after(0) == []
+
+
+def test_attach_detach_and_lookups() -> None:
+    registry = SessionRegistry(buffer_size=10)
+    session = registry.create("alice", ("user",))
+    assert session.id.startswith("s-")
+    sink = Sink("c-9")
+    registry.attach(session, sink)
+    assert registry.by_connection("c-9") is session
+    assert registry.attached_of("alice") == {session}
+    with pytest.raises(RuntimeError):
+        registry.attach(session, Sink("c-10"))
+    registry.detach(session, now=100.0)
+    assert session.sink is None and registry.by_connection("c-9") is None
+    assert registry.attached_of("alice") == set()
+    assert registry.detached_count() == 1 and registry.get(session.id) is session
+
+
+def test_expiry_is_oldest_first_and_reattach_cancels_it() -> None:
+    registry = SessionRegistry(buffer_size=10)
+    first, second, third = (registry.create(u, ()) for u in ("a", "b", "c"))
+    for n, session in enumerate((first, second, third)):
+        registry.attach(session, Sink(f"c-{n}"))
+    registry.detach(first, now=10.0)
+    registry.detach(second, now=20.0)
+    registry.detach(third, now=30.0)
+    registry.attach(second, Sink("c-new"))
+    assert registry.expired(now=35.0, ttl=10.0) == [first]
+    assert registry.expired(now=45.0, ttl=10.0) == [first, third]
+    registry.remove(first)
+    assert registry.get(first.id) is None and registry.detached_count() == 1
+
+
+def test_restore_from_a_snapshot() -> None:
+    registry = SessionRegistry(buffer_size=10)
+    session = registry.restore(
+        "s-x",
+        "bob",
+        ("user",),
+        seq=7,
+        buffer=[(6, b"a"), (7, b"b")],
+        subscriptions=["news"],
+        rooms=["r"],
+        now=5.0,
+    )
+    assert session.seq == 7 and session.replay_after(5) == [(6, b"a"), (7, b"b")]
+    assert session.subscriptions == {"news"} and session.rooms == {"r"}
+    assert registry.expired(now=20.0, ttl=10.0) == [session]
+
+
+def test_matching_by_roles_or_users() -> None:
+    registry = SessionRegistry(buffer_size=1)
+    ops = registry.create("o", ("ops",))
+    alice = registry.create("alice", ("user",))
+    registry.create("bob", ("user",))
+    assert set(registry.matching(["ops"], [])) == {ops}
+    assert set(registry.matching([], ["alice"])) == {alice}
+    assert set(registry.matching(["ops"], ["alice"])) == {ops, alice}
+
+
+def test_connection_ids_are_unique_and_prefixed() -> None:
+    first, second = ConnectionIds(), ConnectionIds()
+    ids = {first() for _ in range(1000)} | {second() for _ in range(1000)}
+    assert len(ids) == 2000 and all(i.startswith("c-") for i in ids)
