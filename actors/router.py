@@ -370,7 +370,14 @@ class RoomHandler(RouteHandler):
     def _announce(
         self, room: str, event: Literal["join", "leave"], user: str, skip: Session | None
     ) -> None:
+        ctx = self.ctx
+        assert ctx is not None
         frame = codec.encode_presence_event(room, event, user)
+        self._push_presence(room, frame, skip)
+        self.publish_remote(lambda: Envelope(ctx.node_id, "presence", room, frame), _ignore_failure)
+
+    def _push_presence(self, room: str, frame: bytes, skip: Session | None) -> None:
+        """Presence events go to live members only (they carry no ``seq``)."""
         sent = 0
         for member in self.rooms.get(room, ()):
             if member is not skip and member.sink is not None and member.sink.push(frame):
@@ -515,6 +522,9 @@ class RoomHandler(RouteHandler):
             self._announce(room, event, session.user, skip=session)
 
     def receiveMsg_RemoteEnvelope(self, msg: RemoteEnvelope, sender: Any) -> None:
+        if msg.envelope.kind == "presence":
+            self._push_presence(msg.envelope.target, msg.envelope.tail, None)
+            return
         members = self.rooms.get(msg.envelope.target, ())
         self.ctx.metrics.delivered("room", len(members))  # type: ignore[union-attr]
         self.fanout(members, len(members), msg.envelope.tail, None)

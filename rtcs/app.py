@@ -50,6 +50,7 @@ _ROUTE_BY_KIND = {
     "user": ROUTE_DIRECT,
     "connection": ROUTE_DIRECT,
     "room": ROUTE_ROOM,
+    "presence": ROUTE_ROOM,
     "global": ROUTE_BROADCAST,
     "filter": ROUTE_BROADCAST,
 }

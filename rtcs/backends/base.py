@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-EnvelopeKind = Literal["topic", "room", "user", "connection", "global", "filter"]
+EnvelopeKind = Literal["topic", "room", "user", "connection", "global", "filter", "presence"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +33,10 @@ class Envelope:
     ``origin`` is the publishing node's id (receivers drop their own echoes).
     ``target`` is the topic, room, user id or connection id, and ``""`` for the
     ``global`` and ``filter`` kinds. ``tail`` is the pre-encoded message tail
-    (``rtcs.protocol.codec.message_tail``), opaque to the backends. ``roles``
-    and ``users`` select recipients of a ``filter`` broadcast.
+    (``rtcs.protocol.codec.message_tail``), opaque to the backends; for the
+    ``presence`` kind (``target`` is the room) it is a whole ``presence``
+    frame for the room's live members. ``roles`` and ``users`` select
+    recipients of a ``filter`` broadcast.
     """
 
     origin: str

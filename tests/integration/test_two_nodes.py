@@ -58,9 +58,13 @@ async def test_room_broadcast_and_members_across_nodes(pair: tuple[Node, Node]) 
     await alice.request({"type": "join", "room": "lobby"}, "joined")
     joined = await bob.request({"type": "join", "room": "lobby"}, "joined")
     assert joined["members"] == ["alice", "bob"]
+    # presence events cross nodes too
+    await alice.expect("presence", room="lobby", event="join", user="bob")
     await bob.request({"type": "broadcast", "room": "lobby", "data": "yo"})
     await alice.expect("message", room="lobby", data="yo")
     await bob.expect("message", room="lobby", data="yo")
+    await bob.ws.close()
+    await alice.expect("presence", room="lobby", event="leave", user="bob")
 
 
 async def test_session_resumes_on_the_other_node(pair: tuple[Node, Node]) -> None:
