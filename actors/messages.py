@@ -233,7 +233,7 @@ class Tick:
 
 @dataclass(frozen=True, slots=True)
 class FanoutContinue:
-    """A route handler resumes a large fan-out on its next turn."""
+    """Wakeup payload: a route handler resumes a large fan-out (next loop turn)."""
 
 
 # -- metrics --------------------------------------------------------------------

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Literal
 
-from thespian.actors import ActorTypeDispatcher
+from thespian.actors import ActorTypeDispatcher, WakeupMessage
 
 from actors.context import NodeContext
 from actors.messages import (
@@ -147,9 +147,10 @@ class RouteHandler(ActorTypeDispatcher):
         self._jobs.append(_Job(list(recipients), tail, done))
         self._run_jobs()
 
-    def receiveMsg_FanoutContinue(self, msg: FanoutContinue, sender: Any) -> None:
-        self._continuing = False
-        self._run_jobs()
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:
+        if isinstance(msg.payload, FanoutContinue):
+            self._continuing = False
+            self._run_jobs()
 
     def _run_jobs(self) -> None:
         budget = self.ctx.settings.limits.fanout_chunk  # type: ignore[union-attr]
@@ -167,9 +168,11 @@ class RouteHandler(ActorTypeDispatcher):
                 if job.done is not None:
                     job.done()
         if jobs and not self._continuing:
-            # Yield to the event loop (pings, reads) before the next chunk.
+            # Continue on a later loop iteration, after the loop has polled
+            # the sockets (pings, reads): a timer, not a message, since queued
+            # messages may run in the same turn.
             self._continuing = True
-            self.send(self.myAddress, FanoutContinue())
+            self.wakeupAfter(0, FanoutContinue())
 
     # -- cross-node ----------------------------------------------------------------------
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from thespian.actors import ActorExitRequest
+import asyncio
+
+import pytest
+from thespian.actors import ActorExitRequest, WakeupMessage
 
 from actors.messages import (
     FanoutContinue,
@@ -21,10 +24,11 @@ from tests.unit.actors.actor_bed import FANOUT_CHUNK, ActorBed, RecordingSink
 class CountingTopicHandler(TopicHandler):
     """A TopicHandler that counts the turns a fan-out is continued over."""
 
-    def receiveMsg_FanoutContinue(self, msg: FanoutContinue, sender: object) -> None:
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: object) -> None:
         assert self.ctx is not None
-        self.ctx.extra["continued"] = self.ctx.extra.get("continued", 0) + 1
-        super().receiveMsg_FanoutContinue(msg, sender)
+        if isinstance(msg.payload, FanoutContinue):
+            self.ctx.extra["continued"] = self.ctx.extra.get("continued", 0) + 1
+        super().receiveMsg_WakeupMessage(msg, sender)
 
 
 async def subscribe(bed: ActorBed, handler: object, sink: RecordingSink, *args: object) -> None:
@@ -115,6 +119,33 @@ async def test_large_fanout_runs_over_several_turns_and_keeps_order(bed: ActorBe
     first_ack = journal.index((p_sink.connection_id, {"type": "ack", "id": 1}))
     firsts = [i for i, (_, f) in enumerate(journal) if f.get("data") == "first"]
     assert len(firsts) == recipients and max(firsts) < first_ack
+
+
+async def test_the_loop_runs_between_fanout_chunks(bed: ActorBed) -> None:
+    """A large fan-out leaves the event loop free between chunks (to answer
+    pings and read sockets), even when messages are queued behind it."""
+    if bed.base != "asyncio":
+        pytest.skip("the stock base runs a tell to completion: there is no loop to yield to")
+    topics = bed.start(TopicHandler)
+    publisher, p_sink = bed.session("pub")
+    sinks = []
+    for i in range(3 * FANOUT_CHUNK + 1):
+        _, sink = bed.session(f"user{i}")
+        await subscribe(bed, topics, sink, "big")
+        sinks.append(sink)
+    seen: list[int] = []
+
+    def loop_turn() -> None:
+        seen.append(sum(len(sink.messages()) for sink in sinks))
+
+    bed.tell(topics, RoutePublish(publisher, "big", "x", 1))
+    # Queued right behind the fan-out: must not keep the loop from running.
+    for n in range(50):
+        bed.tell(topics, RouteSubscribe(publisher, f"other{n}", n))
+    asyncio.get_running_loop().call_soon(loop_turn)
+    await p_sink.wait_for(51)
+    assert seen and seen[0] < len(sinks)  # the loop ran mid-fan-out
+    assert all(len(sink.messages()) == 1 for sink in sinks)
 
 
 async def test_unsubscribe_stops_delivery(bed: ActorBed) -> None:
