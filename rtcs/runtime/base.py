@@ -593,15 +593,14 @@ class AsyncioSystemBase(ActorSystemBase):
         """Run ``coro`` on the loop; then send ``on_done(result_or_exception)`` to ``address``.
 
         The message comes from ``address`` itself and is dropped if the actor
-        has exited meanwhile. The task is referenced until it finishes.
-
-        Raises:
-            RuntimeError: the system is shut down.
+        has exited meanwhile. The task is referenced until it finishes. Once
+        the system is shutting down, ``coro`` is closed without running: actors
+        releasing resources in their exit handlers must not start new work.
         """
         if self._state is not _State.RUNNING:
             if asyncio.iscoroutine(coro):
                 coro.close()
-            raise RuntimeError("the actor system is shut down")
+            return
         ref = self.actorRegistry.get(address.actorAddressString)
         if asyncio.iscoroutine(coro):
             # Run the first step now: a backend call that completes without

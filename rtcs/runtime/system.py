@@ -124,7 +124,8 @@ def run_async(
     When ``coro`` finishes, ``on_done(result)`` (or ``on_done(exception)``) is
     sent to ``actor`` from itself, so the outcome is handled in an ordinary
     actor turn; if the actor has exited by then, or ``on_done`` returns None
-    (fire-and-forget), nothing is sent. Call it from the actor's own handler.
+    (fire-and-forget), nothing is sent. While the system shuts down, ``coro``
+    is closed without running. Call it from the actor's own handler.
 
     Raises:
         RuntimeError: the actor's system is not on the asyncio base.

@@ -5,11 +5,13 @@ the same either way."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
+from thespian.actors import ActorExitRequest, ActorTypeDispatcher
 
-from rtcs.runtime import stop_system
-from rtcs.runtime.system import asyncio_base
+from rtcs.runtime import start_system, stop_system
+from rtcs.runtime.system import asyncio_base, run_async
 from tests.unit.runtime.runtime_actors import AsyncUser, Fetch, Harness
 
 
@@ -81,3 +83,26 @@ async def test_shutdown_cancels_a_waiting_coroutine_cleanly(asys: Harness) -> No
 
 async def _now() -> str:
     return "now"
+
+
+class _ReleasesOnExit(ActorTypeDispatcher):
+    """Starts backend work from its exit handler, as connection actors do."""
+
+    started: list[str] = []
+
+    def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: object) -> None:
+        async def release() -> None:
+            self.started.append("ran")
+
+        run_async(self, release(), lambda _result: None)
+
+
+async def test_work_started_while_shutting_down_is_dropped_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    system = start_system()
+    system.createActor(_ReleasesOnExit)
+    with caplog.at_level(logging.WARNING):
+        stop_system(system)
+    assert _ReleasesOnExit.started == []
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
