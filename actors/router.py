@@ -111,6 +111,14 @@ class RouteHandler(ActorTypeDispatcher):
         self.ctx.metrics.error(code)  # type: ignore[union-attr]
         self.reply(session, codec.encode_error(request_id, code, text), "error")
 
+    def presence_failed(self, result: Any, session: Session, request_id: Any) -> bool:
+        """Answer ``unavailable`` when a presence backend call failed."""
+        if isinstance(result, BaseException):
+            self.ctx.log.warning("presence backend failed", error=type(result).__name__)  # type: ignore[union-attr]
+            self.error(session, request_id, Unavailable("presence unavailable"))
+            return True
+        return False
+
     def now_ms(self) -> int:
         return int(self.ctx.wall() * 1000)  # type: ignore[union-attr]
 
@@ -330,9 +338,9 @@ class DirectHandler(RouteHandler):
 
     def done_remote_user(self, result: Any, state: Any) -> None:
         session, request_id, envelope, then = state
-        if isinstance(result, BaseException):
-            self.error(session, request_id, Unavailable("presence unavailable"))
-        elif result <= 0:
+        if self.presence_failed(result, session, request_id):
+            return
+        if result <= 0:
             self.error(session, request_id, ErrorCode.OFFLINE, "user is offline")
         else:
             self.publish_remote(lambda: envelope, then)
@@ -411,8 +419,8 @@ class RoomHandler(RouteHandler):
 
     def done_joined(self, result: Any, state: Any) -> None:
         session, room, request_id = state
-        if isinstance(result, BaseException):
-            self.error(session, request_id, Unavailable("presence unavailable"))
+        if self.presence_failed(result, session, request_id):
+            self._remove(session, room)  # not joined: the client was told so
             return
         became, members = result
         self.reply(
@@ -423,8 +431,7 @@ class RoomHandler(RouteHandler):
 
     def done_members(self, result: Any, state: Any) -> None:
         session, room, request_id, _ = state
-        if isinstance(result, BaseException):
-            self.error(session, request_id, Unavailable("presence unavailable"))
+        if self.presence_failed(result, session, request_id):
             return
         self.reply(
             session, codec.encode_frame("joined", request_id, room=room, members=result), "joined"
@@ -451,8 +458,7 @@ class RoomHandler(RouteHandler):
 
     def done_left(self, result: Any, state: Any) -> None:
         session, room, request_id = state
-        if isinstance(result, BaseException):
-            self.error(session, request_id, Unavailable("presence unavailable"))
+        if self.presence_failed(result, session, request_id):
             return
         self.reply(session, codec.encode_frame("left", request_id, room=room), "left")
         if result:
@@ -485,15 +491,13 @@ class RoomHandler(RouteHandler):
             self.call(presence.user_connections(msg.user or ""), "presence_user", msg)
 
     def done_presence_room(self, result: Any, msg: RoutePresence) -> None:
-        if isinstance(result, BaseException):
-            self.error(msg.session, msg.request_id, Unavailable("presence unavailable"))
+        if self.presence_failed(result, msg.session, msg.request_id):
             return
         frame = codec.encode_frame("presence_state", msg.request_id, room=msg.room, members=result)
         self.reply(msg.session, frame, "presence_state")
 
     def done_presence_user(self, result: Any, msg: RoutePresence) -> None:
-        if isinstance(result, BaseException):
-            self.error(msg.session, msg.request_id, Unavailable("presence unavailable"))
+        if self.presence_failed(result, msg.session, msg.request_id):
             return
         frame = codec.encode_frame(
             "presence_state", msg.request_id, user=msg.user, online=result > 0, connections=result
@@ -521,7 +525,9 @@ class RoomHandler(RouteHandler):
 
     def done_presence_changed(self, result: Any, state: Any) -> None:
         room, session, event = state
-        if result is True:
+        if isinstance(result, BaseException):
+            self.ctx.log.warning("presence backend failed", error=type(result).__name__)  # type: ignore[union-attr]
+        elif result is True:
             self._announce(room, event, session.user, skip=session)
 
     def receiveMsg_RemoteEnvelope(self, msg: RemoteEnvelope, sender: Any) -> None:
