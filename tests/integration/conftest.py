@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from rtcs import config
 from rtcs.app import App
@@ -77,8 +78,8 @@ class Client:
             async with asyncio.timeout(timeout):
                 async for _ in self.ws:
                     pass
-        except Exception:
-            pass
+        except ConnectionClosed:
+            pass  # closed with an error code: the code is what we want
         await asyncio.wait_for(self.ws.wait_closed(), timeout)
         return self.ws.close_code
 
