@@ -16,7 +16,9 @@ recipient.
 
 from __future__ import annotations
 
+import base64
 import itertools
+import os
 import secrets
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -43,6 +45,23 @@ class Sink(Protocol):
 def new_session_id() -> str:
     """A fresh, unguessable session id (``s-`` prefix, PROTOCOL.md)."""
     return "s-" + secrets.token_urlsafe(16)
+
+
+class SessionIds:
+    """Unguessable session ids (128 random bits each), drawn from the OS
+    random source a batch at a time rather than with one system call per
+    connection."""
+
+    BATCH = 256
+
+    def __init__(self) -> None:
+        self._pool = b""
+
+    def __call__(self) -> str:
+        if not self._pool:
+            self._pool = os.urandom(16 * self.BATCH)
+        chunk, self._pool = self._pool[:16], self._pool[16:]
+        return "s-" + base64.urlsafe_b64encode(chunk).rstrip(b"=").decode("ascii")
 
 
 class ConnectionIds:
@@ -140,6 +159,7 @@ class SessionRegistry:
 
     def __init__(self, buffer_size: int) -> None:
         self.buffer_size = buffer_size
+        self._new_id = SessionIds()
         self._sessions: dict[str, Session] = {}
         self._by_connection: dict[str, Session] = {}
         self._by_user: dict[str, set[Session]] = {}
@@ -158,7 +178,7 @@ class SessionRegistry:
 
     def create(self, user: str, roles: tuple[str, ...], session_id: str | None = None) -> Session:
         """Create and register a new session, to be attached at once."""
-        session = Session(session_id or new_session_id(), user, roles, self.buffer_size)
+        session = Session(session_id or self._new_id(), user, roles, self.buffer_size)
         self._sessions[session.id] = session
         return session
 

@@ -50,6 +50,7 @@ class ConnectionHandle:
         "actor",
         "close_code",
         "connection_id",
+        "created",
         "opened",
         "peer",
         "user",
@@ -77,7 +78,9 @@ class ConnectionHandle:
         self.close_code: int | None = None
         # Resolved by the connection supervisor: True when the actor runs,
         # or a close code when the connection is refused (e.g. 4031).
-        self.opened: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.created = loop.time()
+        self.opened: asyncio.Future[int | None] = loop.create_future()
 
     @property
     def closing(self) -> bool:

@@ -238,11 +238,9 @@ class Gateway:
             return
         tell = self.system.tell
         tell(supervisor, OpenConnection(handle, auth, identity))
-        try:
-            async with asyncio.timeout(OPEN_TIMEOUT):
-                refusal = await handle.opened
-        except TimeoutError:
-            refusal = int(CloseCode.TRY_AGAIN_LATER)
+        # The watchdog resolves ``opened`` with 1013 if the supervisor never
+        # answers (no timer per connection).
+        refusal = await handle.opened
         if refusal is not None:
             handle.close(refusal, _REFUSALS.get(refusal, "refused"))
             await _wait_closed(ws)
@@ -265,12 +263,17 @@ class Gateway:
         """Close connections whose write buffer outgrew the outbox bound.
 
         Catches what ``push`` cannot see: pongs to a ping flood from a client
-        that never reads (DESIGN.md §4).
+        that never reads (DESIGN.md §4). Also refuses (1013) a connection whose
+        actor did not start within ``OPEN_TIMEOUT``.
         """
         limit = self.ctx.settings.limits.outbox_bytes
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(WATCHDOG_INTERVAL)
+            now = loop.time()
             for handle in list(self.handles):
+                if not handle.opened.done() and now - handle.created > OPEN_TIMEOUT:
+                    handle.opened.set_result(int(CloseCode.TRY_AGAIN_LATER))
                 if not handle.closing and handle.write_buffer_size() > limit:
                     self.ctx.metrics.outbox_drop("write_buffer")
                     handle.close(CloseCode.TOO_SLOW, "outbound queue overflow")

@@ -449,16 +449,21 @@ class AsyncioSystemBase(ActorSystemBase):
         ref = self.actorRegistry.get(fromActor.actorAddressString)
         if ref is None or ref.internal:
             return
-        delay = toTimeDeltaOrNone(timePeriod)
+        if isinstance(timePeriod, (int, float)):
+            seconds = float(timePeriod)  # the common case: no timedelta round trip
+        else:
+            seconds = toTimeDeltaOrNone(timePeriod).total_seconds()
         self._timer_seq += 1
         token = self._timer_seq
         ref.timers[token] = self._loop.call_later(
-            max(0.0, delay.total_seconds()), self._fire_wakeup, ref, token, delay, payload
+            max(0.0, seconds), self._fire_wakeup, ref, token, timePeriod, payload
         )
 
-    def _fire_wakeup(self, ref: Any, token: int, delay: Any, payload: Any) -> None:
+    def _fire_wakeup(self, ref: Any, token: int, period: Any, payload: Any) -> None:
         ref.timers.pop(token, None)
         if ref.instance is not None:
+            # Thespian's WakeupMessage carries the delay as a timedelta.
+            delay = toTimeDeltaOrNone(period)
             self.actor_send(ref.address, ref.address, WakeupMessage(delay, payload))
 
     # -------------------------------------------------------------- creation

@@ -194,3 +194,15 @@ async def test_shutdown_closes_clients_1001(node_factory: Any) -> None:
         assert await client.closed() == 1001
     with pytest.raises(OSError):
         await connect(node.url, open_timeout=1)
+
+
+async def test_a_connection_whose_actor_never_starts_gets_1013(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rtcs.gateway.server as gateway_server
+    from actors.connection import ConnectionSupervisor
+
+    monkeypatch.setattr(gateway_server, "OPEN_TIMEOUT", 0.2)
+    monkeypatch.setattr(ConnectionSupervisor, "receiveMsg_OpenConnection", lambda *a: None)
+    client = await node.client("alice", welcome=False)
+    assert await client.closed() == 1013
