@@ -305,7 +305,15 @@ class WebSocketActor(ActorTypeDispatcher):
 
     def receiveMsg_ClientText(self, msg: ClientText, sender: Any) -> None:
         ctx = self.ctx
-        if ctx is None or self.handle.closing:
+        if ctx is None:
+            return
+        self.handle.handled(ctx.settings.limits.inbound_queue // 2)
+        self._on_text(msg)
+
+    def _on_text(self, msg: ClientText) -> None:
+        ctx = self.ctx
+        assert ctx is not None
+        if self.handle.closing:
             return
         if self._held is not None:
             if len(self._held) >= HELD_FRAMES:
@@ -552,7 +560,7 @@ class WebSocketActor(ActorTypeDispatcher):
         self._welcome(identity, session, replay, True, request_id)
         held, self._held = self._held or [], None
         for frame in held:
-            self.receiveMsg_ClientText(frame, sender)
+            self._on_text(frame)
 
     def _welcome(
         self,

@@ -136,6 +136,7 @@ class LimitsSettings:
     max_connections_per_node: int = 50000
     max_json_depth: int = 32
     fanout_chunk: int = 1000
+    inbound_queue: int = 128
 
 
 @dataclass(frozen=True, slots=True)

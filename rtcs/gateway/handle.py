@@ -51,7 +51,9 @@ class ConnectionHandle:
         "close_code",
         "connection_id",
         "created",
+        "inflight",
         "opened",
+        "paused",
         "peer",
         "user",
     )
@@ -80,6 +82,10 @@ class ConnectionHandle:
         # or a close code when the connection is refused (e.g. 4031).
         loop = asyncio.get_running_loop()
         self.created = loop.time()
+        # Inbound backpressure: frames told to the actor and not yet handled,
+        # and the future the reader waits on while too many are (see resume()).
+        self.inflight = 0
+        self.paused: asyncio.Future[None] | None = None
         self.opened: asyncio.Future[int | None] = loop.create_future()
 
     @property
@@ -123,11 +129,26 @@ class ConnectionHandle:
             return False
         return True
 
+    def handled(self, low_water: int) -> None:
+        """One client frame was handled; wake the reader once few are left."""
+        self.inflight -= 1
+        paused = self.paused
+        if paused is not None and self.inflight <= low_water:
+            self.paused = None
+            if not paused.done():
+                paused.set_result(None)
+
+    def _unpause(self) -> None:
+        paused, self.paused = self.paused, None
+        if paused is not None and not paused.done():
+            paused.set_result(None)
+
     def close(self, code: int, reason: str = "") -> None:
         """Start closing with ``code``; abort if the client does not answer."""
         if self._closing:
             return
         self._closing = True
+        self._unpause()
         self.close_code = code
         task = asyncio.get_running_loop().create_task(self._close(code, reason))
         self._tasks.add(task)
@@ -143,5 +164,6 @@ class ConnectionHandle:
     def abort(self) -> None:
         """Drop the TCP connection at once (the client cannot keep up)."""
         self._closing = True
+        self._unpause()
         with contextlib.suppress(Exception):
             self._transport.abort()

@@ -246,10 +246,17 @@ class Gateway:
             await _wait_closed(ws)
             return
         actor = handle.actor
+        high_water = self.ctx.settings.limits.inbound_queue
+        loop = asyncio.get_running_loop()
         try:
             async for message in ws:
                 if isinstance(message, str):
+                    handle.inflight += 1
                     tell(actor, ClientText(message))
+                    if handle.inflight >= high_water and not handle.closing:
+                        # Stop reading this socket until the actor caught up.
+                        handle.paused = loop.create_future()
+                        await handle.paused
                 else:
                     handle.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not supported")
                     break

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -206,3 +207,26 @@ async def test_a_connection_whose_actor_never_starts_gets_1013(
     monkeypatch.setattr(ConnectionSupervisor, "receiveMsg_OpenConnection", lambda *a: None)
     client = await node.client("alice", welcome=False)
     assert await client.closed() == 1013
+
+
+async def test_inbound_frames_are_bounded_per_connection(
+    node_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = await node_factory(
+        **{"limits.inbound_queue": 8, "limits.rate": 1e6, "limits.burst": 1_000_000}
+    )
+    seen: list[int] = []
+    original = WebSocketActor._on_ping
+
+    def recording(self: Any, cmd: Any) -> None:
+        seen.append(self.handle.inflight)
+        original(self, cmd)
+
+    monkeypatch.setattr(WebSocketActor, "_on_ping", recording)
+    client = await node.client("alice")
+    frames = [json.dumps({"type": "ping", "id": i}) for i in range(2000)]
+    await asyncio.gather(*(client.ws.send(f) for f in frames))
+    await client.expect("pong", id=1999, timeout=TIMEOUT * 2)
+    assert len(seen) == 2000
+    assert max(seen) < 8  # never more than the queue bound waiting behind a frame
+    assert max(seen) > 0  # and frames did queue up: the bound was exercised
