@@ -23,7 +23,7 @@ from __future__ import annotations
 import importlib
 import types
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from thespian.actors import Actor
 
@@ -60,6 +60,23 @@ def resolve(name: str, target: str) -> type[Actor]:
     return cls
 
 
+def _check_options(name: str, cls: type[Actor], options: Mapping[str, Any]) -> None:
+    """Let the plugin refuse bad options before start-up, if it wants to.
+
+    A plugin class may define ``validate_options(options) -> None`` (a
+    classmethod or staticmethod) raising ``ValueError("option: reason")``; the
+    first refusal stops start-up with a ConfigError naming
+    ``plugins.<name>``.
+    """
+    validate = getattr(cls, "validate_options", None)
+    if validate is None:
+        return
+    try:
+        validate(types.MappingProxyType(dict(options)))
+    except ValueError as exc:
+        raise ConfigError(f"plugins.{name}", dict(options), str(exc)) from None
+
+
 def load_plugins(settings: Settings, context: NodeContext | None) -> list[ChildSpec]:
     """The child specs of every configured plugin, in configuration order.
 
@@ -75,6 +92,7 @@ def load_plugins(settings: Settings, context: NodeContext | None) -> list[ChildS
         if name in RESERVED or name.startswith("route."):
             raise ConfigError(f"plugins.{name}", target, "this name is reserved by rtcs")
         cls = resolve(name, target)
+        _check_options(name, cls, options)
         init = Configure(context, types.MappingProxyType(options)) if context is not None else None
         specs.append(ChildSpec(name, cls, Restart.PERMANENT, init=init))
     return specs

@@ -98,14 +98,27 @@ class HeartbeatPlugin(ActorTypeDispatcher):
     """Publishes ``{"node", "beat", "connections"}`` on its topic periodically.
 
     Options (``Configure.options``): ``interval`` in seconds (> 0) and
-    ``topic`` (a concrete topic); missing ones take the class defaults below,
-    malformed or unknown ones are logged as errors and ignored. ``beat``
+    ``topic`` (a concrete topic); missing ones take the class defaults below.
+    Malformed or unknown ones stop ``python -m rtcs`` before start-up
+    (:meth:`validate_options`); should one reach ``Configure`` anyway (a
+    plugin built by hand), it is logged as an error and ignored. ``beat``
     counts from 1 in each incarnation of the actor, so a client sees it start
     over after the plugin was restarted.
     """
 
     interval: float = 5.0
     topic: str = TOPIC
+
+    @staticmethod
+    def validate_options(options: Mapping[str, Any]) -> None:
+        """Refuse bad options before the node starts (rtcs.plugins calls this).
+
+        Raises:
+            ValueError: the first refused option, as ``"name: reason"``.
+        """
+        _, refused = parse_options(options)
+        for name, reason in refused.items():
+            raise ValueError(f"{name}: {reason}")
 
     def __init__(self) -> None:
         super().__init__()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -288,3 +289,32 @@ async def test_a_plugin_crashing_past_the_intensity_restarts_only_the_plugins_su
     await alice.request({"type": "ping"}, "pong")
     assert alice.ws.close_code is None and bob.ws.close_code is None
     assert node.app.ctx is not None and len(node.app.ctx.sessions) == 2
+
+
+@pytest.mark.parametrize(
+    "options, named",
+    [
+        ({"interval": "fast"}, "interval"),
+        ({"topic": "system.>"}, "topic"),
+        ({"colour": 1}, "colour"),
+    ],
+)
+def test_the_cli_refuses_bad_plugin_options_before_start(
+    tmp_path: Path, options: dict[str, Any], named: str
+) -> None:
+    lines = [f"{key} = {json.dumps(value)}" for key, value in options.items()]
+    conf = tmp_path / "rtcs.toml"
+    conf.write_text(f'[plugins.heartbeat]\nactor = "{TARGET}"\n' + "\n".join(lines) + "\n")
+    path = os.pathsep.join(p for p in (str(EXAMPLES), ENV.get("PYTHONPATH", "")) if p)
+
+    result = subprocess.run(
+        [sys.executable, "-m", "rtcs", "--config", str(conf), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**ENV, "PYTHONPATH": path},
+    )
+
+    assert result.returncode == 2, result.stderr
+    assert "plugins.heartbeat" in result.stderr and named in result.stderr
+    assert "Traceback" not in result.stderr
