@@ -344,6 +344,7 @@ class WebSocketActor(ActorTypeDispatcher):
         self._last_activity = now
         if state is State.INACTIVE:
             self.machine.fire(Event.ACTIVITY)
+            self._schedule_check()  # the timer only watched the token while inactive
         elif state is State.AUTHENTICATING and kind is not Auth:
             self._fail_auth("authentication required")
             return

@@ -319,3 +319,22 @@ async def test_http_endpoints(node: Node) -> None:
     assert 'rtcs_messages_out_total{type="welcome"} 1.0' in text
     status, _ = await loop.run_in_executor(None, get, "/nope")
     assert status == 404
+
+
+async def test_quiet_connection_goes_inactive_and_back(node_factory) -> None:
+    from rtcs.protocol.states import State
+    from tests.integration.conftest import wait_until
+
+    node = await node_factory(**{"heartbeat.idle_after": 0.2})
+    client = await node.client("alice")
+    (handle,) = node.app.gateway.handles
+    registry = node.app.system._systemBase.actorRegistry
+
+    def state() -> State:
+        return registry[handle.actor.actorAddressString].instance.machine.state
+
+    assert state() is State.ACTIVE
+    await wait_until(lambda: state() is State.INACTIVE)
+    await client.request({"type": "ping"}, "pong")  # an inactive connection is still served
+    assert state() is State.ACTIVE
+    await wait_until(lambda: state() is State.INACTIVE)
