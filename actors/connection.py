@@ -73,20 +73,24 @@ REAP_INTERVAL = 1.0
 HELD_FRAMES = 64
 
 
-def release_session(ctx: NodeContext, connection_id: str) -> Session | None:
-    """Detach the session of a gone connection; it stays resumable for its TTL.
+def release_connection(ctx: NodeContext, actor: Any, connection_id: str, user: str | None) -> None:
+    """A connection is gone (closed, or its actor crashed): tidy up after it.
 
-    Safe to call twice. Returns the detached session, if there was one.
+    Detaches its session if it still holds one (the session stays resumable
+    for its TTL; taken-over sessions have moved on already), tells the room
+    handler so room presence follows, and removes the connection from the
+    user's presence. Safe to call twice.
     """
     session = ctx.sessions.by_connection(connection_id)
-    if session is None:
-        return None
-    ctx.sessions.detach(session, ctx.clock())
-    if ctx.write_behind is not None:
-        # Other nodes may resume it: store it, then every message it buffers.
-        ctx.write_behind.save(snapshot(ctx, session), ctx.settings.session.ttl)
-        session.mirror = ctx.write_behind.note
-    return session
+    if session is not None:
+        ctx.sessions.detach(session, ctx.clock())
+        if ctx.write_behind is not None:
+            # Other nodes may resume it: store it, then every message it buffers.
+            ctx.write_behind.save(snapshot(ctx, session), ctx.settings.session.ttl)
+            session.mirror = ctx.write_behind.note
+        _announce_presence(ctx, actor, session, online=False)
+    if user is not None:
+        run_async(actor, ctx.backends.presence.remove_connection(user, connection_id), _drop)
 
 
 def snapshot(ctx: NodeContext, session: Session) -> SessionSnapshot:
@@ -157,9 +161,7 @@ class ConnectionSupervisor(Supervisor):
             return
         ctx = self.ctx
         ctx.log.error("connection actor crashed", connection_id=name, reason=reason)
-        session = release_session(ctx, name)
-        if session is not None:
-            _announce_presence(ctx, self, session, online=False)
+        release_connection(ctx, self, name, handle.user)
         handle.close(CloseCode.INTERNAL_ERROR, "internal error")
 
     def receiveMsg_Shutdown(self, msg: Shutdown, sender: Any) -> None:
@@ -220,6 +222,7 @@ class WebSocketActor(ActorTypeDispatcher):
         # Frames received while the session is restored from the shared store.
         self._held: list[ClientText] | None = None
         self._last_activity = 0.0
+        self._released = False
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -264,13 +267,9 @@ class WebSocketActor(ActorTypeDispatcher):
             self.machine.fire(Event.CLOSE)
         if self.machine.state is State.DISCONNECTING:
             self.machine.fire(Event.CLOSED)
-        session = self.session
-        if session is None or session.connection_id != self.handle.connection_id:
-            return
-        release_session(ctx, self.handle.connection_id)
-        _announce_presence(ctx, self, session, online=False)
-        presence = ctx.backends.presence
-        run_async(self, presence.remove_connection(session.user, self.handle.connection_id), _drop)
+        if not self._released:
+            self._released = True
+            release_connection(ctx, self, self.handle.connection_id, self.handle.user)
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:
         tick = msg.payload

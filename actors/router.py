@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Literal
 
 from thespian.actors import ActorTypeDispatcher, WakeupMessage
@@ -135,8 +135,7 @@ class RouteHandler(ActorTypeDispatcher):
 
     def fanout(
         self,
-        recipients: Iterable[Session],
-        count: int,
+        recipients: Collection[Session],
         tail: bytes,
         done: Callable[[], None] | None,
     ) -> None:
@@ -146,7 +145,7 @@ class RouteHandler(ActorTypeDispatcher):
         copied when the delivery has to continue over later turns.
         """
         chunk = self.ctx.settings.limits.fanout_chunk  # type: ignore[union-attr]
-        if not self._jobs and count <= chunk:
+        if not self._jobs and len(recipients) <= chunk:
             for session in recipients:
                 session.deliver(tail)
             if done is not None:
@@ -181,6 +180,33 @@ class RouteHandler(ActorTypeDispatcher):
             # messages may run in the same turn.
             self._continuing = True
             self.wakeupAfter(0, FanoutContinue())
+
+    def route(
+        self,
+        kind: str,
+        recipients: Collection[Session],
+        tail: bytes,
+        envelope: Callable[[], Envelope],
+        session: Session,
+        request_id: Any,
+        started: float,
+    ) -> None:
+        """Deliver a client's message locally, then to other nodes, then ack it."""
+        ctx = self.ctx
+        assert ctx is not None
+        ctx.metrics.delivered(kind, len(recipients))
+        then = self.finish(session, request_id)
+
+        def routed() -> None:
+            ctx.metrics.routed(kind, time.perf_counter() - started)
+            self.publish_remote(envelope, then)
+
+        self.fanout(recipients, tail, routed)
+
+    def deliver_remote(self, kind: str, recipients: Collection[Session], tail: bytes) -> None:
+        """Deliver a message that came from another node (no ack, no broker)."""
+        self.ctx.metrics.delivered(kind, len(recipients))  # type: ignore[union-attr]
+        self.fanout(recipients, tail, None)
 
     # -- cross-node ----------------------------------------------------------------------
 
@@ -255,8 +281,7 @@ class TopicHandler(RouteHandler):
         started = time.perf_counter()
         session = msg.session
         recipients = self.index.match(msg.topic)
-        count = len(recipients)
-        if not count and not ctx.backends.broker.distributed:
+        if not recipients and not ctx.backends.broker.distributed:
             # Nobody to deliver to, here or elsewhere: nothing to encode.
             ctx.metrics.routed("topic", time.perf_counter() - started)
             self.ack(session, msg.request_id)
@@ -264,31 +289,21 @@ class TopicHandler(RouteHandler):
         tail = codec.message_tail(
             topic=msg.topic, from_user=session.user, data=msg.data, ts=self.now_ms()
         )
-        ctx.metrics.delivered("topic", count)
-        then = self.finish(session, msg.request_id)
-
-        def routed() -> None:
-            ctx.metrics.routed("topic", time.perf_counter() - started)
-            self.publish_remote(lambda: Envelope(ctx.node_id, "topic", msg.topic, tail), then)
-
-        self.fanout(recipients, count, tail, routed)
+        envelope = lambda: Envelope(ctx.node_id, "topic", msg.topic, tail)  # noqa: E731
+        self.route("topic", recipients, tail, envelope, session, msg.request_id, started)
 
     def receiveMsg_ServerPublish(self, msg: ServerPublish, sender: Any) -> None:
         ctx = self.ctx
         assert ctx is not None
         tail = codec.message_tail(topic=msg.topic, data=msg.data, ts=self.now_ms())
-        recipients = self.index.match(msg.topic)
-        ctx.metrics.delivered("topic", len(recipients))
-        self.fanout(recipients, len(recipients), tail, None)
+        self.deliver_remote("topic", self.index.match(msg.topic), tail)
         if not msg.local_only:
             self.publish_remote(
                 lambda: Envelope(ctx.node_id, "topic", msg.topic, tail), _ignore_failure
             )
 
     def receiveMsg_RemoteEnvelope(self, msg: RemoteEnvelope, sender: Any) -> None:
-        recipients = self.index.match(msg.envelope.target)
-        self.ctx.metrics.delivered("topic", len(recipients))  # type: ignore[union-attr]
-        self.fanout(recipients, len(recipients), msg.envelope.tail, None)
+        self.deliver_remote("topic", self.index.match(msg.envelope.target), msg.envelope.tail)
 
     def receiveMsg_IndexSession(self, msg: IndexSession, sender: Any) -> None:
         for pattern in msg.session.subscriptions:
@@ -310,31 +325,41 @@ class DirectHandler(RouteHandler):
         assert ctx is not None
         started = time.perf_counter()
         sender_session = msg.session
-        tail = codec.message_tail(from_user=sender_session.user, data=msg.data, ts=self.now_ms())
         if msg.to_connection is not None:
-            target = ctx.sessions.by_connection(msg.to_connection)
-            targets = [target] if target is not None else []
             kind, key = "connection", msg.to_connection
         else:
-            targets = list(ctx.sessions.attached_of(msg.to_user or ""))
             kind, key = "user", msg.to_user or ""
+        targets = self._targets(kind, key)
         then = self.finish(sender_session, msg.request_id)
-        if targets:
-            for session in targets:
-                session.deliver(tail)
-            ctx.metrics.delivered("direct", len(targets))
-            ctx.metrics.routed("direct", time.perf_counter() - started)
-            self.publish_remote(lambda: Envelope(ctx.node_id, kind, key, tail), then)  # type: ignore[arg-type]
-            return
-        if not ctx.backends.broker.distributed or kind == "connection":
+        if not targets and (kind == "connection" or not ctx.backends.broker.distributed):
             self.error(sender_session, msg.request_id, ErrorCode.OFFLINE, f"{kind} is offline")
             return
-        # Not here: is the user connected to another node?
-        self.call(
-            ctx.backends.presence.user_connections(key),
-            "remote_user",
-            (sender_session, msg.request_id, Envelope(ctx.node_id, "user", key, tail), then),
-        )
+        tail = codec.message_tail(from_user=sender_session.user, data=msg.data, ts=self.now_ms())
+        envelope = Envelope(ctx.node_id, "user", key, tail)
+        if not targets:
+            # Not here: is the user connected to another node?
+            self.call(
+                ctx.backends.presence.user_connections(key),
+                "remote_user",
+                (sender_session, msg.request_id, envelope, then),
+            )
+            return
+        for session in targets:
+            session.deliver(tail)
+        ctx.metrics.delivered("direct", len(targets))
+        ctx.metrics.routed("direct", time.perf_counter() - started)
+        if kind == "connection":
+            then(None)  # a connection lives on one node: found here, done
+        else:
+            self.publish_remote(lambda: envelope, then)  # the user's other nodes
+
+    def _targets(self, kind: str, key: str) -> list[Session]:
+        """The live sessions a direct message to a user or a connection reaches here."""
+        sessions = self.ctx.sessions  # type: ignore[union-attr]
+        if kind == "connection":
+            target = sessions.by_connection(key)
+            return [target] if target is not None else []
+        return list(sessions.attached_of(key))
 
     def done_remote_user(self, result: Any, state: Any) -> None:
         session, request_id, envelope, then = state
@@ -347,16 +372,7 @@ class DirectHandler(RouteHandler):
 
     def receiveMsg_RemoteEnvelope(self, msg: RemoteEnvelope, sender: Any) -> None:
         env = msg.envelope
-        ctx = self.ctx
-        assert ctx is not None
-        if env.kind == "connection":
-            target = ctx.sessions.by_connection(env.target)
-            targets = [target] if target is not None else []
-        else:
-            targets = list(ctx.sessions.attached_of(env.target))
-        for session in targets:
-            session.deliver(env.tail)
-        ctx.metrics.delivered("direct", len(targets))
+        self.deliver_remote("direct", self._targets(env.kind, env.target), env.tail)
 
 
 class RoomHandler(RouteHandler):
@@ -404,7 +420,7 @@ class RoomHandler(RouteHandler):
             self.call(
                 ctx.backends.presence.members(room),
                 "members",
-                (session, room, msg.request_id, False),
+                (session, room, msg.request_id),
             )
             return
         session.rooms.add(room)
@@ -430,7 +446,7 @@ class RoomHandler(RouteHandler):
             self._announce(room, "join", session.user, skip=session)
 
     def done_members(self, result: Any, state: Any) -> None:
-        session, room, request_id, _ = state
+        session, room, request_id = state
         if self.presence_failed(result, session, request_id):
             return
         self.reply(
@@ -450,6 +466,9 @@ class RoomHandler(RouteHandler):
 
     def _remove(self, session: Session, room: str) -> None:
         session.rooms.discard(room)
+        self._unindex(session, room)
+
+    def _unindex(self, session: Session, room: str) -> None:
         members = self.rooms.get(room)
         if members is not None:
             members.discard(session)
@@ -473,15 +492,8 @@ class RoomHandler(RouteHandler):
             room=msg.room, from_user=session.user, data=msg.data, ts=self.now_ms()
         )
         members = self.rooms.get(msg.room, ())
-        count = len(members)
-        ctx.metrics.delivered("room", count)
-        then = self.finish(session, msg.request_id)
-
-        def routed() -> None:
-            ctx.metrics.routed("room", time.perf_counter() - started)
-            self.publish_remote(lambda: Envelope(ctx.node_id, "room", msg.room, tail), then)
-
-        self.fanout(members, count, tail, routed)
+        envelope = lambda: Envelope(ctx.node_id, "room", msg.room, tail)  # noqa: E731
+        self.route("room", members, tail, envelope, session, msg.request_id, started)
 
     def receiveMsg_RoutePresence(self, msg: RoutePresence, sender: Any) -> None:
         presence = self.ctx.backends.presence  # type: ignore[union-attr]
@@ -510,18 +522,13 @@ class RoomHandler(RouteHandler):
         session = msg.session
         presence = ctx.backends.presence
         for room in list(session.rooms):
-            if msg.online:
-                self.call(
-                    presence.join(room, session.user, session.id, ctx.node_id),
-                    "presence_changed",
-                    (room, session, "join"),
-                )
-            else:
-                self.call(
-                    presence.leave(room, session.user, session.id),
-                    "presence_changed",
-                    (room, session, "leave"),
-                )
+            change = (
+                presence.join(room, session.user, session.id, ctx.node_id)
+                if msg.online
+                else presence.leave(room, session.user, session.id)
+            )
+            event = "join" if msg.online else "leave"
+            self.call(change, "presence_changed", (room, session, event))
 
     def done_presence_changed(self, result: Any, state: Any) -> None:
         room, session, event = state
@@ -534,21 +541,15 @@ class RoomHandler(RouteHandler):
         if msg.envelope.kind == "presence":
             self._push_presence(msg.envelope.target, msg.envelope.tail, None)
             return
-        members = self.rooms.get(msg.envelope.target, ())
-        self.ctx.metrics.delivered("room", len(members))  # type: ignore[union-attr]
-        self.fanout(members, len(members), msg.envelope.tail, None)
+        self.deliver_remote("room", self.rooms.get(msg.envelope.target, ()), msg.envelope.tail)
 
     def receiveMsg_IndexSession(self, msg: IndexSession, sender: Any) -> None:
         for room in msg.session.rooms:
             self.rooms.setdefault(room, set()).add(msg.session)
 
     def receiveMsg_UnindexSession(self, msg: UnindexSession, sender: Any) -> None:
-        for room in list(msg.session.rooms):
-            members = self.rooms.get(room)
-            if members is not None:
-                members.discard(msg.session)
-                if not members:
-                    del self.rooms[room]
+        for room in msg.session.rooms:
+            self._unindex(msg.session, room)
 
 
 class BroadcastHandler(RouteHandler):
@@ -560,37 +561,17 @@ class BroadcastHandler(RouteHandler):
         started = time.perf_counter()
         session = msg.session
         tail = codec.message_tail(room="*", from_user=session.user, data=msg.data, ts=self.now_ms())
-        kind = "global" if msg.filter is None else "filter"
-        recipients = self._select(
-            msg.filter.roles if msg.filter else None, msg.filter.users if msg.filter else ()
-        )
-        ctx.metrics.delivered(kind, len(recipients))
-        then = self.finish(session, msg.request_id)
+        kind: Literal["global", "filter"] = "global" if msg.filter is None else "filter"
+        roles, users = (msg.filter.roles, msg.filter.users) if msg.filter else ((), ())
+        recipients = self._select(kind, roles, users)
+        envelope = lambda: Envelope(ctx.node_id, kind, "", tail, roles=roles, users=users)  # noqa: E731
+        self.route(kind, recipients, tail, envelope, session, msg.request_id, started)
 
-        def envelope() -> Envelope:
-            return Envelope(
-                ctx.node_id,
-                kind,  # type: ignore[arg-type]
-                "",
-                tail,
-                roles=msg.filter.roles if msg.filter else (),
-                users=msg.filter.users if msg.filter else (),
-            )
-
-        def routed() -> None:
-            ctx.metrics.routed(kind, time.perf_counter() - started)
-            self.publish_remote(envelope, then)
-
-        self.fanout(recipients, len(recipients), tail, routed)
-
-    def _select(self, roles: tuple[str, ...] | None, users: tuple[str, ...]) -> list[Session]:
+    def _select(self, kind: str, roles: tuple[str, ...], users: tuple[str, ...]) -> list[Session]:
         sessions = self.ctx.sessions  # type: ignore[union-attr]
-        if roles is None:
-            return list(sessions)
-        return sessions.matching(roles, users)
+        return list(sessions) if kind == "global" else sessions.matching(roles, users)
 
     def receiveMsg_RemoteEnvelope(self, msg: RemoteEnvelope, sender: Any) -> None:
         env = msg.envelope
-        recipients = self._select(None if env.kind == "global" else env.roles, env.users)
-        self.ctx.metrics.delivered(env.kind, len(recipients))  # type: ignore[union-attr]
-        self.fanout(recipients, len(recipients), env.tail, None)
+        recipients = self._select(env.kind, env.roles, env.users)
+        self.deliver_remote(env.kind, recipients, env.tail)

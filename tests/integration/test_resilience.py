@@ -18,6 +18,13 @@ from tests.integration.conftest import TIMEOUT, Client, Node, metric, wait_until
 HANDLERS = (ROUTE_TOPIC, ROUTE_DIRECT, ROUTE_ROOM, ROUTE_BROADCAST)
 
 
+async def wait_until_async(probe: Any, expected: Any) -> None:
+    """Wait until the awaitable ``probe()`` returns ``expected``."""
+    async with asyncio.timeout(TIMEOUT):
+        while await probe() != expected:
+            await asyncio.sleep(0.005)
+
+
 def _addresses(node: Node) -> dict[str, str]:
     directory = node.app.directory
     return {name: directory.require(name).actorAddressString for name in HANDLERS}
@@ -47,6 +54,9 @@ async def test_crashing_connection_actor_closes_only_its_socket_1011(
     await victim.send({"type": "ping", "id": 1})
     assert await victim.closed() == 1011
     await bystander.request({"type": "ping"}, "pong")
+    # The crashed connection no longer counts as the user being online.
+    presence = node.app.backends.presence
+    await wait_until_async(lambda: presence.user_connections("victim"), 0)
     # The crashed connection's session stays resumable.
     session = victim.welcome["session_id"]
     ws = await connect(

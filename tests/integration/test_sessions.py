@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from websockets.asyncio.client import connect
 
 from tests.integration.conftest import Client, Node, wait_until
@@ -128,3 +130,10 @@ async def test_reconnect_takes_over_a_live_session(node: Node) -> None:
     again = Client(ws)
     await again.expect("welcome", resumed=True, session_id=session)
     assert await bob.closed() == 1000
+    # The replaced connection leaves presence: bob is online once, not twice.
+    presence = node.app.backends.presence
+    async with asyncio.timeout(5):
+        while await presence.user_connections("bob") != 1:
+            await asyncio.sleep(0.005)
+    state = await again.request({"type": "presence", "user": "bob"}, "presence_state")
+    assert state["online"] is True and state["connections"] == 1
