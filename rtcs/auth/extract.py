@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from rtcs.errors import AuthError, BadRequest
+from rtcs.protocol.codec import MAX_SEQ
+from rtcs.protocol.frames import MAX_NAME_LENGTH
 
 __all__ = [
     "BEARER_PREFIX",
@@ -42,7 +44,8 @@ __all__ = [
 SUBPROTOCOL = "rtcs.v1"
 BEARER_PREFIX = "rtcs.bearer."
 
-MAX_SESSION_LENGTH = 128
+# The same bound as a session id in an ``auth`` frame.
+MAX_SESSION_LENGTH = MAX_NAME_LENGTH
 _MAX_QUERY_FIELDS = 32
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _ORIGIN_SCHEME = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
@@ -268,7 +271,12 @@ def _resume(query: Mapping[str, list[str]]) -> tuple[str | None, int | None]:
         or " " in session
     ):
         raise BadRequest("bad session")
-    if not last_seq_text.isascii() or not last_seq_text.isdigit() or len(last_seq_text) > 19:
+    if (
+        not last_seq_text.isascii()
+        or not last_seq_text.isdigit()
+        or len(last_seq_text) > 19
+        or int(last_seq_text) > MAX_SEQ
+    ):
         raise BadRequest("bad last_seq")
     return session, int(last_seq_text)
 

@@ -162,10 +162,13 @@ class TokenVerifier:
         header = _json_segment(header_b64)
         if not isinstance(header, dict) or not _PLAIN_HEADER.issuperset(header):
             return None
-        digest = _HMAC_DIGESTS.get(header.get("alg"))  # type: ignore[arg-type]
-        if digest is None or header["alg"] not in self._algorithms:
+        alg = header.get("alg")
+        if type(alg) is not str or alg not in self._algorithms or alg not in _HMAC_DIGESTS:
             return None  # PyJWT gives the precise refusal ("algorithm not allowed")
-        signed = (header_b64 + "." + payload_b64).encode("ascii", "strict")
+        digest = _HMAC_DIGESTS[alg]
+        if not payload_b64.isascii():
+            raise AuthError("malformed token")
+        signed = (header_b64 + "." + payload_b64).encode("ascii")
         expected = hmac.new(self._secret, signed, digest).digest()  # type: ignore[arg-type]
         if not hmac.compare_digest(expected, _b64(signature_b64)):
             raise AuthError("bad signature")

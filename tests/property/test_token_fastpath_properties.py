@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from typing import Any
 
@@ -17,7 +19,7 @@ SETTINGS = config.load(None, {}, {"auth.algorithms": ["HS256", "HS512"], "auth.s
 VERIFIER = TokenVerifier(SETTINGS.auth)
 SECRET = SETTINGS.auth.secret
 NOW = int(time.time())
-ALPHABET = "ABCabcxyz0189-_=+/. \\u00e9"
+ALPHABET = "ABCabcxyz0189-_=+/. \u00e9"
 
 
 def outcome(decide: Any, token: str) -> Any:
@@ -74,6 +76,23 @@ def test_fast_path_agrees_with_pyjwt(token: str) -> None:
 def test_padding_is_refused_although_pyjwt_tolerates_it() -> None:
     token = jwt.encode({"sub": "a", "exp": NOW + 60}, SECRET, algorithm="HS256") + "="
     assert outcome(fast, token) == ("refused",)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.one_of(st.none(), st.integers(), st.lists(st.just("HS256")), st.dictionaries(st.text(), st.text())))
+def test_a_non_string_alg_is_refused_cleanly(alg: Any) -> None:
+    header = base64.urlsafe_b64encode(json.dumps({"alg": alg}).encode()).rstrip(b"=").decode()
+    payload = base64.urlsafe_b64encode(b'{"sub":"a","exp":9999999999}').rstrip(b"=").decode()
+    token = f"{header}.{payload}.c2ln"
+    assert outcome(fast, token) == ("refused",)
+    assert outcome(VERIFIER.verify, token) == ("refused",)
+
+
+def test_a_non_ascii_segment_is_refused_cleanly() -> None:
+    header, _, signature = jwt.encode({"sub": "a", "exp": NOW + 60}, SECRET).split(".")
+    token = f"{header}.\u00e9.{signature}"
+    assert outcome(fast, token) == ("refused",)
+    assert outcome(VERIFIER.verify, token) == ("refused",)
 
 
 def test_alg_none_and_foreign_algorithms_are_refused() -> None:

@@ -246,7 +246,8 @@ def test_session_and_last_seq() -> None:
         "session=s-1&last_seq=99999999999999999999",
         "session=&last_seq=1",
         "session=a%20b&last_seq=1",
-        f"session={'s' * 129}&last_seq=1",
+        f"session={'s' * 257}&last_seq=1",
+        "session=s-1&last_seq=9223372036854775808",  # past 2**63 - 1, as in an auth frame
         "session=s-1&session=s-2&last_seq=1",
         "&".join(f"p{i}=1" for i in range(40)),
     ],
