@@ -34,7 +34,6 @@ import functools
 import inspect
 import logging
 import traceback
-import types
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -63,33 +62,19 @@ from thespian.system.sourceLoader import loadModuleFromHashSource
 from thespian.system.timing import toTimeDeltaOrNone
 from thespian.system.utilis import actualActorClass
 
+from rtcs.errors import ConfigError
 from rtcs.runtime.messages import ChildFailed
 
 
-@types.coroutine
-def _resume(coro: Any, first: Any) -> Any:
-    """Carry on a coroutine whose first step already ran (see ``run_task``).
+def check_counts(**counts: object) -> None:
+    """Each value must be a whole number of at least 1 (not a bool, not a float).
 
-    Passes what the coroutine yields (the future it waits on) to the task
-    driving this wrapper, and sends or throws the answers back in.
+    Raises:
+        ConfigError: naming the first argument that is not.
     """
-    yielded = first
-    while True:
-        try:
-            sent = yield yielded
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as exc:
-            try:
-                yielded = coro.throw(exc)
-            except StopIteration as stop:
-                return stop.value
-        else:
-            try:
-                yielded = coro.send(sent)
-            except StopIteration as stop:
-                return stop.value
+    for name, value in counts.items():
+        if type(value) is not int or value < 1:
+            raise ConfigError(name, value, "must be a whole number of at least 1")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -221,12 +206,10 @@ class AsyncioSystemBase(ActorSystemBase):
         ``tell``); without it those messages are dropped.
 
         Raises:
-            ValueError: ``batch_size`` or ``delivery_attempts`` is below 1.
+            ConfigError: ``batch_size`` or ``delivery_attempts`` is not a whole
+                number of at least 1.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if delivery_attempts < 1:
-            raise ValueError(f"delivery_attempts must be at least 1, got {delivery_attempts}")
+        check_counts(batch_size=batch_size, delivery_attempts=delivery_attempts)
         self._loop = loop
         self._batch_size = batch_size
         self._delivery_attempts = delivery_attempts
@@ -449,21 +432,18 @@ class AsyncioSystemBase(ActorSystemBase):
         ref = self.actorRegistry.get(fromActor.actorAddressString)
         if ref is None or ref.internal:
             return
-        if isinstance(timePeriod, (int, float)):
-            seconds = float(timePeriod)  # the common case: no timedelta round trip
-        else:
-            seconds = toTimeDeltaOrNone(timePeriod).total_seconds()
+        delay = toTimeDeltaOrNone(timePeriod)
+        if delay is None:
+            raise TypeError("wakeupAfter needs a delay (seconds or a timedelta), got None")
         self._timer_seq += 1
         token = self._timer_seq
         ref.timers[token] = self._loop.call_later(
-            max(0.0, seconds), self._fire_wakeup, ref, token, timePeriod, payload
+            max(0.0, delay.total_seconds()), self._fire_wakeup, ref, token, delay, payload
         )
 
-    def _fire_wakeup(self, ref: Any, token: int, period: Any, payload: Any) -> None:
+    def _fire_wakeup(self, ref: Any, token: int, delay: Any, payload: Any) -> None:
         ref.timers.pop(token, None)
         if ref.instance is not None:
-            # Thespian's WakeupMessage carries the delay as a timedelta.
-            delay = toTimeDeltaOrNone(period)
             self.actor_send(ref.address, ref.address, WakeupMessage(delay, payload))
 
     # -------------------------------------------------------------- creation
@@ -607,22 +587,9 @@ class AsyncioSystemBase(ActorSystemBase):
                 coro.close()
             return
         ref = self.actorRegistry.get(address.actorAddressString)
-        if asyncio.iscoroutine(coro):
-            # Run the first step now: a backend call that completes without
-            # waiting (the in-memory backends always do) then needs no task
-            # and no extra loop turn; its outcome still reaches the actor as
-            # a message, in a later turn, exactly as when it waited.
-            try:
-                first = coro.send(None)
-            except StopIteration as stop:
-                self._deliver_outcome(ref, on_done, stop.value)
-                return
-            except Exception as exc:
-                self._deliver_outcome(ref, on_done, exc)
-                return
-            task: asyncio.Future[Any] = self._loop.create_task(_resume(coro, first))
-        else:
-            task = asyncio.ensure_future(coro, loop=self._loop)
+        # Always a real task, from the first step: backend code may rely on
+        # running inside one (asyncio.timeout, context variables).
+        task = asyncio.ensure_future(coro, loop=self._loop)
         self._tasks.add(task)
         task.add_done_callback(functools.partial(self._task_done, ref, on_done))
 

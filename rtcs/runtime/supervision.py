@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from thespian.actors import (
     Actor,
@@ -65,12 +65,29 @@ class Restart(enum.StrEnum):
     TEMPORARY = "temporary"  # never: forgotten when it stops
 
 
+_E = TypeVar("_E", bound=enum.Enum)
+
+
+def _member(enum_type: type[_E], value: object, key: str) -> _E:
+    """``value`` as a member of ``enum_type`` (its value string is accepted).
+
+    Raises:
+        ConfigError: ``value`` names no member.
+    """
+    try:
+        return enum_type(value)
+    except ValueError:
+        known = ", ".join(m.value for m in enum_type)
+        raise ConfigError(key, value, f"expected one of {known}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class SupervisorPolicy:
     """Restart strategy and intensity (at most ``max_restarts`` in ``within`` seconds).
 
     Raises:
-        ConfigError: ``max_restarts`` is negative or ``within`` is not positive.
+        ConfigError: an unknown strategy, ``max_restarts`` not a whole number
+            of at least 0, or ``within`` not a positive number.
     """
 
     strategy: Strategy = Strategy.ONE_FOR_ONE
@@ -78,9 +95,15 @@ class SupervisorPolicy:
     within: float = 5.0
 
     def __post_init__(self) -> None:
-        if self.max_restarts < 0:
+        # Accept the strategy's name too, but compare enum members later.
+        object.__setattr__(self, "strategy", _member(Strategy, self.strategy, "strategy"))
+        if type(self.max_restarts) is not int or self.max_restarts < 0:
             raise ConfigError("max_restarts", self.max_restarts, "must be at least 0")
-        if self.within <= 0:
+        if (
+            isinstance(self.within, bool)
+            or not isinstance(self.within, int | float)
+            or self.within <= 0
+        ):
             raise ConfigError("within", self.within, "must be a positive number of seconds")
 
 
@@ -100,6 +123,9 @@ class ChildSpec:
     # Whether the child's address is published in the directory under ``name``.
     # Dynamic children nobody looks up by name (connection actors) skip it.
     register: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "restart", _member(Restart, self.restart, "restart"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeVar
 from thespian.actors import Actor, ActorAddress, ActorExitRequest, ActorSystem
 
 from rtcs.errors import ConfigError
-from rtcs.runtime.base import AsyncioSystemBase, ExternalCallback, RtcsActorSystem
+from rtcs.runtime.base import AsyncioSystemBase, ExternalCallback, RtcsActorSystem, check_counts
 
 T = TypeVar("T")
 
@@ -62,11 +62,8 @@ def start_system(
         return ActorSystem("simpleSystemBase", logDefs=False, transientUnique=True)
     if base != "asyncio":
         raise ConfigError("base", base, "expected 'asyncio' or 'simple'")
-    if batch_size < 1:
-        raise ConfigError("batch_size", batch_size, "must be at least 1")
     attempts = 1 if delivery_attempts is None else delivery_attempts
-    if attempts < 1:
-        raise ConfigError("delivery_attempts", delivery_attempts, "must be at least 1")
+    check_counts(batch_size=batch_size, delivery_attempts=attempts)  # before needing a loop
     the_loop = loop if loop is not None else asyncio.get_running_loop()
     return RtcsActorSystem(
         functools.partial(

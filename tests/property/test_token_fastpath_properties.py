@@ -79,7 +79,11 @@ def test_padding_is_refused_although_pyjwt_tolerates_it() -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.one_of(st.none(), st.integers(), st.lists(st.just("HS256")), st.dictionaries(st.text(), st.text())))
+@given(
+    st.one_of(
+        st.none(), st.integers(), st.lists(st.just("HS256")), st.dictionaries(st.text(), st.text())
+    )
+)
 def test_a_non_string_alg_is_refused_cleanly(alg: Any) -> None:
     header = base64.urlsafe_b64encode(json.dumps({"alg": alg}).encode()).rstrip(b"=").decode()
     payload = base64.urlsafe_b64encode(b'{"sub":"a","exp":9999999999}').rstrip(b"=").decode()

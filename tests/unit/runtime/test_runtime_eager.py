@@ -1,6 +1,5 @@
-"""``run_async`` runs a coroutine's first step at once (no task when it
-finishes without waiting) and carries on the rest in a task: the outcome is
-the same either way."""
+"""``run_async``: backend coroutines run as real tasks, their outcomes come
+back as messages, and shutdown leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -15,26 +14,28 @@ from rtcs.runtime.system import asyncio_base, run_async
 from tests.unit.runtime.runtime_actors import AsyncUser, Fetch, Harness
 
 
-async def test_a_coroutine_that_never_waits_needs_no_task(asys: Harness) -> None:
-    steps: list[str] = []
+async def test_backend_code_runs_inside_a_task(asys: Harness) -> None:
+    """Backend coroutines may use what needs a task (asyncio.timeout), from
+    their very first step."""
 
-    async def work() -> str:
-        steps.append("ran")
-        return "done"
+    async def work() -> bool:
+        async with asyncio.timeout(1):
+            return asyncio.current_task() is not None
 
     user = asys.create(AsyncUser)
-    assert await asys.ask(user, Fetch(work())) == "done"
-    assert steps == ["ran"]
-    assert asyncio_base(asys.system)._tasks == set()
+    assert await asys.ask(user, Fetch(work())) is True
 
 
 async def test_results_and_errors_cross_every_wait(asys: Harness) -> None:
     loop = asyncio.get_running_loop()
     first: asyncio.Future[int] = loop.create_future()
     second: asyncio.Future[int] = loop.create_future()
+    reached = [loop.create_future(), loop.create_future()]
 
     async def work() -> int:
+        reached[0].set_result(None)
         a = await first
+        reached[1].set_result(None)
         try:
             await second
         except KeyError as exc:
@@ -43,9 +44,9 @@ async def test_results_and_errors_cross_every_wait(asys: Harness) -> None:
 
     user = asys.create(AsyncUser)
     reply = asyncio.ensure_future(asys.ask(user, Fetch(work())))
-    await asyncio.sleep(0)
+    await asyncio.wait_for(reached[0], 1)  # suspended on ``first``
     first.set_result(40)
-    await asyncio.sleep(0)
+    await asyncio.wait_for(reached[1], 1)  # suspended on ``second``
     second.set_exception(KeyError("x"))
     assert await reply == 43  # 40 + len("'x'")
 

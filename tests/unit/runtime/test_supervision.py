@@ -329,3 +329,20 @@ def test_specs_are_validated() -> None:
         SupervisorPolicy(max_restarts=-1)
     with pytest.raises(ConfigError, match="within"):
         SupervisorPolicy(within=0)
+
+
+def test_policies_and_specs_take_names_or_members_and_refuse_the_rest() -> None:
+    from rtcs.errors import ConfigError
+    from rtcs.runtime.supervision import ChildSpec, Restart, Strategy, SupervisorPolicy
+    from tests.unit.runtime.runtime_actors import Echo
+
+    assert SupervisorPolicy("rest_for_one").strategy is Strategy.REST_FOR_ONE  # type: ignore[arg-type]
+    assert ChildSpec("a", Echo, "temporary").restart is Restart.TEMPORARY  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="strategy"):
+        SupervisorPolicy("one_for_all")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="restart"):
+        ChildSpec("a", Echo, "sometimes")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="max_restarts"):
+        SupervisorPolicy(max_restarts=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="within"):
+        SupervisorPolicy(within="5")  # type: ignore[arg-type]
