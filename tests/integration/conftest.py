@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,6 +21,37 @@ from rtcs.app import App
 from rtcs.auth.tokens import mint
 
 TIMEOUT = 5.0
+# The environment for a `python -m rtcs` child: ours, without RTCS_* settings.
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("RTCS_")}
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, pythonpath: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m rtcs ARGS`` to completion (30 s at most)."""
+    extra = dict(env or {})
+    if pythonpath is not None:
+        extra["PYTHONPATH"] = os.pathsep.join(p for p in (pythonpath, ENV.get("PYTHONPATH")) if p)
+    return subprocess.run(
+        [sys.executable, "-m", "rtcs", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**ENV, **extra},
+    )
+
+
+async def http_get(node: Node, path: str) -> tuple[int, bytes]:
+    """GET ``path`` on the node's port (off the event loop): status and body."""
+
+    def get() -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(node.http + path, timeout=TIMEOUT) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    return await asyncio.get_running_loop().run_in_executor(None, get)
 
 
 class Client:
@@ -142,7 +178,6 @@ async def start_node(backends: Any = None, **overrides: Any) -> App:
 @pytest.fixture
 async def node_factory() -> AsyncIterator[Callable[..., Any]]:
     apps: list[App] = []
-    clients: list[Client] = []
 
     async def make(backends: Any = None, **overrides: Any) -> Node:
         app = await start_node(backends, **overrides)
@@ -150,8 +185,6 @@ async def node_factory() -> AsyncIterator[Callable[..., Any]]:
         return Node(app)
 
     yield make
-    for client in clients:
-        await client.ws.close()
     for app in apps:
         await app.stop()
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import urllib.error
-import urllib.request
 from typing import Any
 
 import pytest
@@ -15,7 +12,7 @@ from websockets.exceptions import InvalidStatus
 from rtcs.backends.base import Backends
 from rtcs.backends.memory import MemoryBroker, MemoryPresenceStore, MemorySessionStore
 from rtcs.errors import Unavailable
-from tests.integration.conftest import TIMEOUT, Node
+from tests.integration.conftest import Node, http_get
 
 
 class FlakyPresence(MemoryPresenceStore):
@@ -44,14 +41,6 @@ async def flaky(node_factory: Any) -> tuple[Node, FlakyPresence]:
     return await node_factory(backends), presence
 
 
-def _get(url: str) -> tuple[int, dict[str, Any]]:
-    try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 async def test_requests_needing_a_failed_backend_get_unavailable(flaky: Any) -> None:
     node, presence = flaky
     alice = await node.client("alice")
@@ -76,12 +65,11 @@ async def test_requests_needing_a_failed_backend_get_unavailable(flaky: Any) -> 
 
 async def test_readiness_follows_the_backend(flaky: Any) -> None:
     node, presence = flaky
-    loop = asyncio.get_running_loop()
-    status, body = await loop.run_in_executor(None, _get, node.http + "/readyz")
+    status, body = await http_get(node, "/readyz")
     assert status == 200
     presence.down = True
-    status, body = await loop.run_in_executor(None, _get, node.http + "/readyz")
-    assert status == 503 and body == {
+    status, body = await http_get(node, "/readyz")
+    assert status == 503 and json.loads(body) == {
         "status": "unavailable",
         "reason": "backend presence unavailable",
     }
@@ -89,5 +77,5 @@ async def test_readiness_follows_the_backend(flaky: Any) -> None:
         await connect(node.url, additional_headers={"Authorization": f"Bearer {node.token()}"})
     assert info.value.response.status_code == 503
     presence.down = False
-    status, _ = await loop.run_in_executor(None, _get, node.http + "/readyz")
+    status, _ = await http_get(node, "/readyz")
     assert status == 200

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 
@@ -15,19 +13,8 @@ import pytest
 from websockets.asyncio.client import connect
 
 from rtcs.config import DEV_SECRET
-from tests.integration.conftest import TIMEOUT, Client
-
-ENV = {k: v for k, v in os.environ.items() if not k.startswith("RTCS_")}
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rtcs", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**ENV, **(env or {})},
-    )
+from tests.integration.conftest import ENV, TIMEOUT, Client
+from tests.integration.conftest import run_cli as run
 
 
 def test_token_command_mints_a_verifiable_token() -> None:
@@ -39,7 +26,7 @@ def test_token_command_mints_a_verifiable_token() -> None:
 
 
 def test_bad_setting_names_key_and_value() -> None:
-    result = run("--port", "1", env={"RTCS_LIMITS_RATE": "fast"})
+    result = run("--port", "0", env={"RTCS_LIMITS_RATE": "fast"})
     assert result.returncode == 2
     assert "RTCS_LIMITS_RATE" in result.stderr and "fast" in result.stderr
     assert "Traceback" not in result.stderr
@@ -48,17 +35,17 @@ def test_bad_setting_names_key_and_value() -> None:
 def test_unknown_key_in_file_is_refused(tmp_path) -> None:
     conf = tmp_path / "rtcs.toml"
     conf.write_text("[server]\nprot = 1\n")
-    result = run("--config", str(conf))
+    result = run("--config", str(conf), "--port", "0")
     assert result.returncode == 2 and "server.prot" in result.stderr
 
 
 def test_several_workers_need_a_shared_backend() -> None:
-    result = run("--workers", "2")
+    result = run("--workers", "2", "--port", "0")
     assert result.returncode == 2 and "server.workers" in result.stderr
 
 
 def test_public_host_without_secret_is_refused() -> None:
-    result = run("--host", "0.0.0.0")
+    result = run("--host", "0.0.0.0", "--port", "0")
     assert result.returncode == 2 and "auth.secret" in result.stderr
 
 

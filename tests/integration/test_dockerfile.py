@@ -8,15 +8,19 @@ environment (plus a secret, which a public host requires) and the same probe.
 from __future__ import annotations
 
 import json
-import os
 import re
+import selectors
 import shlex
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.integration.conftest import ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -36,6 +40,20 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _wait_for_line(stream: Any, needle: str, deadline: float) -> None:
+    """Read lines until one contains ``needle``; fail at ``deadline`` or EOF."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        while (left := deadline - time.monotonic()) > 0:
+            if selector.select(left):
+                line = stream.readline()
+                if not line:
+                    pytest.fail("rtcs exited before it started")
+                if needle in line:
+                    return
+    pytest.fail("rtcs did not start in time")
+
+
 def test_runs_as_a_non_root_user() -> None:
     assert _instruction("USER") not in ("root", "0")
 
@@ -47,7 +65,7 @@ def test_entrypoint_and_healthcheck_work(tmp_path: Path) -> None:
         a if a != "/etc/rtcs/rtcs.toml" else str(ROOT / "conf" / "rtcs.toml")
         for a in entrypoint[3:]
     ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RTCS_")}
+    env = dict(ENV)
     for assignment in shlex.split(_instruction("ENV")):
         key, _, value = assignment.partition("=")
         env[key] = value
@@ -62,11 +80,7 @@ def test_entrypoint_and_healthcheck_work(tmp_path: Path) -> None:
     )
     try:
         assert proc.stdout is not None
-        for line in proc.stdout:  # wait for the start-up line
-            if '"rtcs started"' in line:
-                break
-        else:
-            pytest.fail("rtcs did not start")
+        _wait_for_line(proc.stdout, '"rtcs started"', deadline=time.monotonic() + 15)
         probe = shlex.split(_instruction("HEALTHCHECK").split("CMD", 1)[1])
         assert probe[0] == "python"
         probe = [sys.executable, *[p.replace("8765", str(port)) for p in probe[1:]]]

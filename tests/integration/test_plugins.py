@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -25,7 +23,7 @@ from rtcs import config
 from rtcs.app import App
 from rtcs.backends.memory import MemoryHub, memory_backends
 from rtcs.errors import ConfigError
-from tests.integration.conftest import TIMEOUT, Client, Node, metric
+from tests.integration.conftest import TIMEOUT, Client, Node, metric, run_cli
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "plugins"
 TARGET = "echo_plugin:HeartbeatPlugin"
@@ -35,7 +33,6 @@ TOPIC = "system.heartbeat"
 CORE = (CONNECTIONS, ROUTE_TOPIC, ROUTE_DIRECT, ROUTE_ROOM, ROUTE_BROADCAST)
 # Far below the 5 s default interval: a beat within it proves the option applied.
 BEAT_TIMEOUT = 1.0
-ENV = {k: v for k, v in os.environ.items() if not k.startswith("RTCS_")}
 
 
 @pytest.fixture
@@ -48,6 +45,14 @@ def plugin(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 async def heartbeat(client: Client, topic: str = TOPIC, timeout: float = TIMEOUT) -> dict[str, Any]:
     """The next heartbeat message the client receives on ``topic``."""
     return await client.expect("message", timeout, topic=topic)
+
+
+async def first_beat(client: Client) -> dict[str, Any]:
+    """The next heartbeat numbered 1 (from a new incarnation), within TIMEOUT."""
+    async with asyncio.timeout(TIMEOUT):
+        while (frame := await heartbeat(client))["data"]["beat"] != 1:
+            pass
+    return frame
 
 
 async def test_clients_receive_the_plugin_heartbeat(
@@ -179,15 +184,7 @@ def test_the_cli_refuses_a_plugin_that_fails_to_import(tmp_path: Path, section: 
     (tmp_path / "rtcs_broken_plugin.py").write_text('raise RuntimeError("bug at import")\n')
     conf = tmp_path / "rtcs.toml"
     conf.write_text(section)
-    path = os.pathsep.join(p for p in (str(tmp_path), ENV.get("PYTHONPATH", "")) if p)
-
-    result = subprocess.run(
-        [sys.executable, "-m", "rtcs", "--config", str(conf), "--port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**ENV, "PYTHONPATH": path},
-    )
+    result = run_cli("--config", str(conf), "--port", "0", pythonpath=str(tmp_path))
 
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("rtcs: configuration error:"), result.stderr
@@ -223,9 +220,7 @@ async def test_a_crashing_plugin_is_restarted_without_touching_connections(
 
     # The replacement counts its beats from 1 again: it was restarted and
     # configured anew (with its options: it beats fast again).
-    frame = await heartbeat(alice)
-    while frame["data"]["beat"] != 1:
-        frame = await heartbeat(alice)
+    frame = await first_beat(alice)
     assert not armed
     assert frame["seq"] > before["seq"]
     assert directory.require("heartbeat") != old_plugin
@@ -271,9 +266,7 @@ async def test_a_plugin_crashing_past_the_intensity_restarts_only_the_plugins_su
 
     # Crashed incarnations never beat; the first beat numbered 1 comes from
     # the plugin started by the new plugins supervisor.
-    frame = await heartbeat(alice)
-    while frame["data"]["beat"] != 1:
-        frame = await heartbeat(alice)
+    frame = await first_beat(alice)
     assert crashes["left"] == 0
     assert frame["seq"] > before["seq"]
     assert directory.require(PLUGINS) != old_supervisor
@@ -305,15 +298,7 @@ def test_the_cli_refuses_bad_plugin_options_before_start(
     lines = [f"{key} = {json.dumps(value)}" for key, value in options.items()]
     conf = tmp_path / "rtcs.toml"
     conf.write_text(f'[plugins.heartbeat]\nactor = "{TARGET}"\n' + "\n".join(lines) + "\n")
-    path = os.pathsep.join(p for p in (str(EXAMPLES), ENV.get("PYTHONPATH", "")) if p)
-
-    result = subprocess.run(
-        [sys.executable, "-m", "rtcs", "--config", str(conf), "--port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**ENV, "PYTHONPATH": path},
-    )
+    result = run_cli("--config", str(conf), "--port", "0", pythonpath=str(EXAMPLES))
 
     assert result.returncode == 2, result.stderr
     assert "plugins.heartbeat" in result.stderr and named in result.stderr
