@@ -110,7 +110,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--max-seconds",
         type=float,
         default=None,
-        help="hard deadline for the whole run (default: 3600 full, 180 small)",
+        help="deadline for the whole run, checked before each run starts: a run"
+        " that has started finishes (each is bounded by its own timeouts)"
+        " (default: 3600 full, 180 small)",
     )
     args = parser.parse_args(argv)
     for w in args.workloads:
@@ -168,6 +170,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.time()
     loadgen = LoadGen(args.workers, loadgen_cpus)
     loadgen_pids = list(loadgen.pids)
+    loadgen_exit_codes: list[int | None] = []
     try:
         for workload in args.workloads:
             for repeat in range(args.repeats):
@@ -204,12 +207,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             status["rtcs"] = f"not runnable: {exc}"
                             print(f"rtcs: not runnable: {exc}", file=sys.stderr)
                             active.remove(spec)
+                            runs.append(record)  # the failed attempt stays in the JSON
                             continue
                     except (LoadgenError, RuntimeError, TimeoutError) as exc:
                         record["error"] = f"{type(exc).__name__}: {exc}"
                         print(f"  failed: {record['error']}", file=sys.stderr)
                         # A worker may be out of step with its pipe: start afresh.
                         loadgen.stop()
+                        loadgen_exit_codes += loadgen.exit_codes
                         loadgen = LoadGen(args.workers, loadgen_cpus)
                         loadgen_pids += loadgen.pids
                     record["seconds"] = round(time.monotonic() - t0, 2)
@@ -219,6 +224,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"aborted: {exc}", file=sys.stderr)
     finally:
         loadgen.stop()
+        loadgen_exit_codes += loadgen.exit_codes
 
     summary = medians(runs)
     return {
@@ -239,6 +245,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "servers": servers,
         "loadgen_pids": loadgen_pids,
+        "loadgen_exit_codes": loadgen_exit_codes,
         "runs": runs,
         "summary": summary,
         "largest_idle": max(scale.idle_sizes),

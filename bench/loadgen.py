@@ -505,6 +505,7 @@ class LoadGen:
         ctx = multiprocessing.get_context("spawn")
         self.pipes: list[Connection] = []
         self.procs: list[multiprocessing.process.BaseProcess] = []
+        self.exit_codes: list[int | None] = []
         self.cpus = list(cpus) if cpus else None
         for i in range(workers):
             ours, theirs = ctx.Pipe()
@@ -590,6 +591,9 @@ class LoadGen:
                 proc.join(grace)
         for pipe in self.pipes:
             pipe.close()
+        # Recorded while still running, so a report can show every worker was
+        # stopped here (not reaped at interpreter exit).
+        self.exit_codes = [proc.exitcode for proc in self.procs]
 
     def __enter__(self) -> LoadGen:
         return self

@@ -185,7 +185,6 @@ def _child_setup(cpu: int | None) -> Callable[[], None]:
 
 async def _probe(port: int, timeout: float) -> None:
     """Connect, expect ``welcome``, publish once, expect ``ack``."""
-    loop = asyncio.get_running_loop()
     frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
     def on_text(_: BenchConnection, payload: bytes) -> None:
@@ -217,7 +216,6 @@ async def _probe(port: int, timeout: float) -> None:
                 raise ServerError(f"publish was not acknowledged: {reply}")
     finally:
         conn.abort()
-    del loop
 
 
 class ServerProcess:

@@ -7,7 +7,6 @@ does not answer raises :class:`bench.loadgen.LoadgenError`.
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -22,7 +21,7 @@ FANOUT_TOPIC = "bench.fanout"
 REQREP_TOPIC = "bench.reqrep"
 LATENCY_REF_OFFERED = 10_000  # fan-out latency is quoted at 10k deliveries/s offered
 CHAT_STEP = 1_000_000
-WARMUP_STEP = -1  # the step tag chat payloads carry (fan-out steps are small ints)
+WARMUP_STEP = -1  # the step tag of the unmeasured fan-out warm-up (real steps are ≥ 0)
 KEEP_UP = 0.9  # a step keeps up when ≥ 90 % of its offered deliveries arrive at rate
 EXPLODED_P99_MS = 5_000.0
 
@@ -349,8 +348,3 @@ class Runner:
             raise ValueError(f"unknown workload {workload!r}; choose from {', '.join(WORKLOADS)}")
         result: Metrics = getattr(self, workload)(start_server)
         return result
-
-
-def median(values: Sequence[float]) -> float:
-    """Median of a non-empty sequence."""
-    return statistics.median(values)

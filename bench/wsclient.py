@@ -58,7 +58,6 @@ class BenchConnection(asyncio.Protocol):
         self.on_text = on_text
         self.transport: asyncio.Transport | None = None
         self.upgraded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._buf = bytearray()
         self._fragments: list[bytes] = []
         self._open = False
@@ -74,8 +73,6 @@ class BenchConnection(asyncio.Protocol):
         self._open = False
         if not self.upgraded.done():
             self.upgraded.set_exception(exc or ConnectionResetError("closed before upgrade"))
-        if not self.closed.done():
-            self.closed.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf
