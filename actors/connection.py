@@ -11,7 +11,7 @@ Replies to the client are written to the connection's bounded outbox
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from thespian.actors import ActorExitRequest, ActorTypeDispatcher, PoisonMessage, WakeupMessage
 
@@ -440,15 +440,13 @@ class WebSocketActor(ActorTypeDispatcher):
 
     def _on_broadcast(self, cmd: Broadcast) -> None:
         ctx, session = self._active()
-        if cmd.room is not None:
-            if not ctx.policy.can_broadcast(session.roles, "room"):
-                raise _forbidden("broadcast to rooms", None)
-            self._route(ROUTE_ROOM, RouteRoomBroadcast(session, cmd.room, cmd.data, cmd.id))
-            return
-        scope: Literal["global", "filter"] = "global" if cmd.filter is None else "filter"
+        scope = cmd.kind
         if not ctx.policy.can_broadcast(session.roles, scope):
             raise _forbidden(f"send {scope} broadcasts", None)
-        self._route(ROUTE_BROADCAST, RouteWideBroadcast(session, cmd.filter, cmd.data, cmd.id))
+        if cmd.room is not None:
+            self._route(ROUTE_ROOM, RouteRoomBroadcast(session, cmd.room, cmd.data, cmd.id))
+        else:
+            self._route(ROUTE_BROADCAST, RouteWideBroadcast(session, cmd.filter, cmd.data, cmd.id))
 
     def _on_presence(self, cmd: PresenceQuery) -> None:
         ctx, session = self._active()

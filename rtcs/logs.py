@@ -103,7 +103,6 @@ def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = No
 
     structlog.configure(
         processors=[
-            structlog.stdlib.filter_by_level,
             *shared,
             structlog.stdlib.PositionalArgumentsFormatter(),
             structlog.processors.StackInfoRenderer(),

@@ -15,7 +15,7 @@ docs/operations.md lists every metric with its labels and what to alert on.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -90,6 +90,18 @@ ROUTING_BUCKETS = (
 LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 _M = TypeVar("_M", Counter, Histogram)
+
+
+def _known(table: dict[Any, _M], key: Any, what: str) -> _M:
+    """The label child for ``key``; a key rtcs itself never produces is a bug.
+
+    Raises:
+        ValueError: ``key`` is not in ``table`` ("<what>: <key>").
+    """
+    try:
+        return table[key]
+    except KeyError:
+        raise ValueError(f"{what}: {key!r}") from None
 
 
 def _children(metric: _M, values: Iterable[str]) -> dict[str, _M]:
@@ -251,11 +263,7 @@ class Metrics:
             ValueError: ``code`` is not an ``ErrorCode`` value (a bug in rtcs:
                 codes come from the error tree, never from clients).
         """
-        try:
-            child = self._errors[code]
-        except KeyError:
-            raise ValueError(f"not a wire error code: {code!r}") from None
-        child.inc()
+        _known(self._errors, code, "not a wire error code").inc()
 
     # -- routing -----------------------------------------------------------
 
@@ -266,11 +274,7 @@ class Metrics:
         Raises:
             ValueError: ``kind`` is none of those.
         """
-        try:
-            child = self._delivered[kind]
-        except KeyError:
-            raise ValueError(f"unknown delivery kind: {kind!r}") from None
-        child.inc(n)
+        _known(self._delivered, kind, "unknown delivery kind").inc(n)
 
     def routed(self, kind: str, seconds: float) -> None:
         """Observe the time one message of ``kind`` took to route (kinds as ``delivered``).
@@ -278,11 +282,7 @@ class Metrics:
         Raises:
             ValueError: ``kind`` is not a delivery kind.
         """
-        try:
-            child = self._routing[kind]
-        except KeyError:
-            raise ValueError(f"unknown delivery kind: {kind!r}") from None
-        child.observe(seconds)
+        _known(self._routing, kind, "unknown delivery kind").observe(seconds)
 
     # -- runtime -----------------------------------------------------------
 
@@ -294,11 +294,7 @@ class Metrics:
         """
         if supervisor not in SUPERVISORS:
             supervisor = OTHER
-        try:
-            child = self._restarts[(supervisor, strategy)]
-        except KeyError:
-            raise ValueError(f"unknown restart strategy: {strategy!r}") from None
-        child.inc()
+        _known(self._restarts, (supervisor, strategy), "unknown restart strategy").inc()
 
     def outbox_drop(self, reason: str) -> None:
         """Count a dropped outbound frame (overflow, closed, write_buffer).
@@ -306,11 +302,7 @@ class Metrics:
         Raises:
             ValueError: ``reason`` is none of those.
         """
-        try:
-            child = self._drops[reason]
-        except KeyError:
-            raise ValueError(f"unknown outbox drop reason: {reason!r}") from None
-        child.inc()
+        _known(self._drops, reason, "unknown outbox drop reason").inc()
 
     def resume(self, result: str) -> None:
         """Count a resume attempt (resumed or expired).
@@ -318,11 +310,7 @@ class Metrics:
         Raises:
             ValueError: ``result`` is neither.
         """
-        try:
-            child = self._resumes[result]
-        except KeyError:
-            raise ValueError(f"unknown resume result: {result!r}") from None
-        child.inc()
+        _known(self._resumes, result, "unknown resume result").inc()
 
     def loop_lag(self, seconds: float) -> None:
         """Observe how late a periodic event-loop callback ran."""

@@ -42,13 +42,8 @@ class Sink(Protocol):
     def close(self, code: int, reason: str = "") -> None: ...
 
 
-def new_session_id() -> str:
-    """A fresh, unguessable session id (``s-`` prefix, PROTOCOL.md)."""
-    return "s-" + secrets.token_urlsafe(16)
-
-
 class SessionIds:
-    """Unguessable session ids (128 random bits each), drawn from the OS
+    """Unguessable session ids (``s-`` prefix, PROTOCOL.md; 128 random bits each), drawn from the OS
     random source a batch at a time rather than with one system call per
     connection."""
 
@@ -69,7 +64,7 @@ class ConnectionIds:
 
     A random prefix per node and a counter: no system call per connection.
     Connection ids are addresses (``send`` to ``{"connection": id}``), not
-    secrets; session ids are, and come from :func:`new_session_id`.
+    secrets; session ids are, and come from :class:`SessionIds`.
     """
 
     def __init__(self) -> None:
@@ -118,10 +113,6 @@ class Session:
 
     def __repr__(self) -> str:
         return f"<Session {self.id} user={self.user!r} seq={self.seq}>"
-
-    @property
-    def attached(self) -> bool:
-        return self.sink is not None
 
     def deliver(self, tail: bytes) -> None:
         """Deliver one message: next ``seq``, buffer it, write it if attached."""

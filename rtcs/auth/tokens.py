@@ -25,6 +25,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import load_pem_x509_certificate
 
+from rtcs.config import HMAC_ALGORITHMS
 from rtcs.errors import AuthError, ConfigError
 
 if TYPE_CHECKING:
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
 __all__ = ["MAX_SUB_LENGTH", "Identity", "TokenVerifier", "mint"]
 
 MAX_SUB_LENGTH = 256
-
-_HMAC = frozenset({"HS256", "HS384", "HS512"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +103,7 @@ class TokenVerifier:
         self._secret: bytes | None = None
         self._public_key: Any = None
         self._jwks: jwt.PyJWKSet | None = None
-        if _HMAC.intersection(auth.algorithms):
+        if HMAC_ALGORITHMS.intersection(auth.algorithms):
             if not auth.secret:
                 raise ConfigError("auth.secret", "", "required for HS* algorithms")
             self._secret = auth.secret.encode("utf-8")
@@ -355,7 +354,7 @@ def mint(
         claims["iss"] = auth.issuer
     algorithm = auth.algorithms[0]
     key: Any
-    if algorithm in _HMAC:
+    if algorithm in HMAC_ALGORITHMS:
         if not auth.secret:
             raise ConfigError("auth.secret", "", f"required to mint {algorithm} tokens")
         key = auth.secret.encode("utf-8")

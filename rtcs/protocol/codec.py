@@ -366,9 +366,7 @@ def encode_ack(id: RequestId) -> bytes:
 
 def encode_error(id: RequestId, code: ErrorCode, message: str) -> bytes:
     """Encode ``{"type":"error","id","code","message"}``; ``id`` only when not None."""
-    if id is None:
-        return _dumps({"type": "error", "code": code.value, "message": message}).encode()
-    return _dumps({"type": "error", "id": id, "code": code.value, "message": message}).encode()
+    return encode_frame("error", id, code=code.value, message=message)
 
 
 def encode_welcome(
@@ -388,19 +386,19 @@ def encode_welcome(
     ``replayed`` is included only when not None (it is set on resume); ``id``
     only when the ``auth`` frame carried one.
     """
-    frame: dict[str, Any] = {"type": "welcome"}
-    if id is not None:
-        frame["id"] = id
-    frame["connection_id"] = connection_id
-    frame["session_id"] = session_id
-    frame["user"] = user
-    frame["roles"] = list(roles)
-    frame["heartbeat"] = heartbeat
-    frame["resumed"] = resumed
-    frame["server"] = server
-    if replayed is not None:
-        frame["replayed"] = replayed
-    return _dumps(frame).encode()
+    extra = {} if replayed is None else {"replayed": replayed}
+    return encode_frame(
+        "welcome",
+        id,
+        connection_id=connection_id,
+        session_id=session_id,
+        user=user,
+        roles=list(roles),
+        heartbeat=heartbeat,
+        resumed=resumed,
+        server=server,
+        **extra,
+    )
 
 
 def message_tail(

@@ -50,7 +50,7 @@ MAX_ID_LENGTH = 64  # request ids: PROTOCOL.md "Transport"
 MAX_ROOM_LENGTH = 128
 MAX_NAME_LENGTH = 256  # user, connection and session ids, role names
 
-_ROOM_RE = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
+_ROOM_RE = re.compile(rf"[A-Za-z0-9_.:@-]{{1,{MAX_ROOM_LENGTH}}}")
 
 
 def validate_room(room: object, *, request_id: RequestId = None) -> str:

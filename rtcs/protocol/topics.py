@@ -35,7 +35,7 @@ MAX_SEGMENT_LENGTH = 64
 STAR = "*"
 TAIL = ">"
 
-_SEGMENT = r"[A-Za-z0-9_-]{1,64}"
+_SEGMENT = rf"[A-Za-z0-9_-]{{1,{MAX_SEGMENT_LENGTH}}}"
 _TOPIC_RE = re.compile(rf"{_SEGMENT}(?:\.{_SEGMENT}){{0,{MAX_SEGMENTS - 1}}}")
 _PATTERN_SEGMENT = rf"(?:{_SEGMENT}|\*)"
 # ``>`` may only be the last segment; the whole pattern still has at most 8 segments.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from rtcs.backends.base import Envelope, SessionSnapshot
@@ -33,8 +35,10 @@ async def test_without_a_hub_the_broker_is_local_only():
     await broker.start("solo", received.append)
     assert broker.healthy()
     await broker.publish(Envelope("solo", "global", "", b"x"))
-    await broker.close()
+    await asyncio.sleep(0)  # a delivery would be scheduled with call_soon: let it run
+    await asyncio.sleep(0)
     assert received == []
+    await broker.close()
     with pytest.raises(Unavailable):
         await broker.publish(Envelope("solo", "global", "", b"x"))
 
@@ -91,6 +95,12 @@ async def test_nodes_built_from_one_hub_share_stores_and_reach_each_other():
     assert one.sessions is two.sessions
     assert one.presence is two.presence
     assert one.broker.distributed and two.broker.distributed
+    arrived: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
+    await one.broker.start("n1", lambda env: None)
+    await two.broker.start("n2", arrived.set_result)
+    sent = Envelope("n1", "topic", "t", b"x")
+    await one.broker.publish(sent)
+    assert await asyncio.wait_for(arrived, 1) == sent
 
 
 def test_single_node_backends_are_private():

@@ -51,6 +51,7 @@ def test_detached_delivery_buffers_and_mirrors() -> None:
     session.mirror = lambda sid, seq, _tail: mirrored.append((sid, seq))
     session.deliver(tail(1))
     assert session.seq == 1 and mirrored == [("s-1", 1)]
+    assert list(session.buffer) == [(1, tail(1))]
 
 
 @pytest.mark.parametrize(

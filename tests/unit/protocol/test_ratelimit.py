@@ -74,11 +74,18 @@ def test_limiter_counts_rejections_spread_across_the_window() -> None:
     ]
 
 
-def test_limiter_memory_is_bounded() -> None:
-    limiter = RateLimiter(rate=1, burst=1, close_after=10**9, window=5.0, now=0.0)
-    for i in range(10_000):
-        limiter.check(i * 0.01)
-    assert len(limiter._counts) == len(limiter._ids) == RateLimiter._SLOTS
+def test_old_rejections_age_out_of_the_window() -> None:
+    """Rejections count within the window only: old excess never adds up to a close."""
+    limiter = RateLimiter(rate=1, burst=1, close_after=3, window=5.0, now=0.0)
+
+    def burst(at: float) -> list[Verdict]:
+        return [limiter.check(at + i * 0.01) for i in range(4)]
+
+    assert burst(0.0) == [Verdict.ALLOW, Verdict.REJECT, Verdict.REJECT, Verdict.REJECT]
+    # Ten seconds later the first three rejections have left the window.
+    assert burst(10.0) == [Verdict.ALLOW, Verdict.REJECT, Verdict.REJECT, Verdict.REJECT]
+    # Within the window, one more rejection is the fourth: close.
+    assert limiter.check(10.05) is Verdict.CLOSE
 
 
 @pytest.mark.parametrize(("close_after", "window"), [(-1, 1.0), (1, 0.0), (1, float("nan"))])
