@@ -98,7 +98,13 @@ async def ask(system: ActorSystem, address: ActorAddress, message: Any, timeout:
     Raises:
         asyncio.TimeoutError: no reply within ``timeout`` seconds (never ``None``).
         RuntimeError: ``system`` is not on the asyncio base, or is shut down.
+        TypeError: ``address`` is not an ``ActorAddress``.
+        ConfigError: ``timeout`` is not a positive number (an ask never waits forever).
     """
+    if not isinstance(address, ActorAddress):
+        raise TypeError(f"ask needs an ActorAddress, got {type(address).__name__}")
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise ConfigError("timeout", timeout, "must be a positive number of seconds")
     return await asyncio_base(system).ask_async(address, message, timeout)
 
 

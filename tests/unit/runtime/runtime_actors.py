@@ -43,6 +43,15 @@ class Harness:
             return reply
         return await ask(self.system, address, message, timeout)
 
+    async def is_dead(self, address: ActorAddress) -> bool:
+        """Whether the actor is gone from the system, once all that was told
+        before has been handled (no reply-time guess: a slow machine cannot
+        make a live actor look dead)."""
+        await self.ask(self.create(Echo), "barrier")  # everything queued so far ran
+        base = self.system._systemBase
+        ref = base.actorRegistry.get(address.actorAddressString)
+        return ref is None or ref.instance is None
+
 
 class EventLog:
     """A supervisor ``on_event`` hook that tests can await."""

@@ -107,3 +107,16 @@ async def test_work_started_while_shutting_down_is_dropped_quietly(
         stop_system(system)
     assert _ReleasesOnExit.started == []
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_ask_refuses_what_would_hang_or_misroute(asys: Harness) -> None:
+    from rtcs.errors import ConfigError
+    from rtcs.runtime.system import ask
+    from tests.unit.runtime.runtime_actors import Echo
+
+    echo = asys.create(Echo)
+    for timeout in (None, 0, -1, "5"):
+        with pytest.raises(ConfigError, match="timeout"):
+            await ask(asys.system, echo, "x", timeout)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        await ask(asys.system, "not-an-address", "x", 1)  # type: ignore[arg-type]

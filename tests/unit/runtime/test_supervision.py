@@ -74,11 +74,7 @@ class Tree:
         return {n: await self.h.ask(a, Get()) for n, a in self.addresses().items()}
 
     async def is_dead(self, address: ActorAddress) -> bool:
-        try:
-            await self.h.ask(address, Get(), timeout=0.05)
-        except TimeoutError:
-            return True
-        return False
+        return await self.h.is_dead(address)
 
 
 def _count(events: list[SupervisorEvent], kind: str, child: str | None = None) -> int:
