@@ -90,7 +90,7 @@ def release_connection(ctx: NodeContext, actor: Any, connection_id: str, user: s
             session.mirror = ctx.write_behind.note
         _announce_presence(ctx, actor, session, online=False)
     if user is not None:
-        run_async(actor, ctx.backends.presence.remove_connection(user, connection_id), _drop)
+        ctx.background.submit(ctx.backends.presence.remove_connection, user, connection_id)
 
 
 def snapshot(ctx: NodeContext, session: Session) -> SessionSnapshot:
@@ -191,11 +191,6 @@ class ConnectionSupervisor(Supervisor):
             address = ctx.directory.lookup(name)
             if address is not None:
                 self.send(address, UnindexSession(session))
-
-
-def _drop(result: object) -> None:
-    """A fire-and-forget backend call finished: nothing to continue."""
-    return None
 
 
 def _announce_presence(ctx: NodeContext, actor: Any, session: Session, *, online: bool) -> None:
@@ -610,9 +605,8 @@ class WebSocketActor(ActorTypeDispatcher):
         )
         if resumed:
             _announce_presence(ctx, self, session, online=True)
-        presence = ctx.backends.presence
-        added = presence.add_connection(session.user, handle.connection_id, ctx.node_id)
-        run_async(self, added, _drop)
+        add = ctx.backends.presence.add_connection
+        ctx.background.submit(add, session.user, handle.connection_id, ctx.node_id)
 
     def _resume_local(
         self, identity: Identity, session_id: str | None, last_seq: int | None

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from rtcs.auth.permissions import Policy
     from rtcs.auth.tokens import TokenVerifier
     from rtcs.backends.base import Backends
-    from rtcs.backends.writebehind import SessionWriteBehind
+    from rtcs.backends.writebehind import BackgroundCalls, SessionWriteBehind
     from rtcs.config import Settings
     from rtcs.metrics import Metrics
     from rtcs.runtime.directory import Directory
@@ -34,6 +34,12 @@ ROUTER = "router"
 METRICS = "metrics"
 PLUGINS = "plugins"
 STATS = "stats"
+
+
+def _background() -> BackgroundCalls:
+    from rtcs.backends.writebehind import BackgroundCalls
+
+    return BackgroundCalls()
 
 
 @dataclass(eq=False)
@@ -54,5 +60,7 @@ class NodeContext:
     # Set when sessions are shared with other nodes (a distributed backend):
     # detached sessions are then written behind to the shared session store.
     write_behind: SessionWriteBehind | None = None
+    # Fire-and-forget backend updates (presence of connections).
+    background: BackgroundCalls = field(default_factory=lambda: _background())
     shutting_down: bool = False
     extra: dict[str, Any] = field(default_factory=dict)

@@ -198,6 +198,7 @@ class App:
         if self.system is not None:
             stop_system(self.system)
             self.system = None
+        await self.ctx.background.close()
         if self.ctx.write_behind is not None:
             await self.ctx.write_behind.close()
         with contextlib.suppress(Exception):

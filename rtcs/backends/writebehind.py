@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from rtcs.backends.base import SessionSnapshot, SessionStore
 
@@ -80,5 +80,49 @@ class SessionWriteBehind:
 
     async def close(self) -> None:
         """Flush what is pending."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+
+class BackgroundCalls:
+    """Fire-and-forget backend calls, run in order by one task per burst.
+
+    For updates nobody waits on (a connection joins or leaves a user's
+    presence): one task per burst of calls instead of one per call, and the
+    calls still run inside a real task, in the order they were submitted.
+    Failures are logged, never raised.
+
+    Obligations: used on the event-loop thread only; ``close()`` before the
+    loop stops (what is pending runs first).
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[Callable[..., Awaitable[object]], tuple[object, ...]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def submit(self, call: Callable[..., Awaitable[object]], *args: object) -> None:
+        """Queue ``call(*args)``; never blocks."""
+        self._pending.append((call, args))
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                for call, args in batch:
+                    try:
+                        await call(*args)
+                    except Exception as exc:  # a backend hiccup must not stop the rest
+                        _log.warning(
+                            "background backend call %s failed: %s",
+                            getattr(call, "__name__", "?"),
+                            type(exc).__name__,
+                        )
+        finally:
+            self._task = None
+
+    async def close(self) -> None:
+        """Run what is pending."""
         if self._task is not None:
             await asyncio.shield(self._task)
