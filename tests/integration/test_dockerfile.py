@@ -8,15 +8,14 @@ environment (plus a secret, which a public host requires) and the same probe.
 from __future__ import annotations
 
 import json
+import os
 import re
 import selectors
 import shlex
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -34,23 +33,26 @@ def _instruction(name: str) -> str:
     return found[-1].strip()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _started_port(proc: subprocess.Popen[bytes], deadline: float) -> int:
+    """The port from rtcs's "rtcs started" log line; fail at ``deadline`` or exit.
 
-
-def _wait_for_line(stream: Any, needle: str, deadline: float) -> None:
-    """Read lines until one contains ``needle``; fail at ``deadline`` or EOF."""
+    Reads the raw pipe (no buffered readline that could hide a line from select).
+    """
+    assert proc.stdout is not None
+    fd, pending = proc.stdout.fileno(), b""
     with selectors.DefaultSelector() as selector:
-        selector.register(stream, selectors.EVENT_READ)
+        selector.register(fd, selectors.EVENT_READ)
         while (left := deadline - time.monotonic()) > 0:
-            if selector.select(left):
-                line = stream.readline()
-                if not line:
-                    pytest.fail("rtcs exited before it started")
-                if needle in line:
-                    return
+            if not selector.select(left):
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                pytest.fail(f"rtcs exited before it started: {pending[-500:]!r}")
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if b'"rtcs started"' in line:
+                    return int(json.loads(line)["port"])
     pytest.fail("rtcs did not start in time")
 
 
@@ -69,18 +71,16 @@ def test_entrypoint_and_healthcheck_work(tmp_path: Path) -> None:
     for assignment in shlex.split(_instruction("ENV")):
         key, _, value = assignment.partition("=")
         env[key] = value
-    port = _free_port()
-    env.update(RTCS_JWT_SECRET="x" * 32, RTCS_SERVER_PORT=str(port))
+    # Port 0, read back from the log: a port picked beforehand can be taken.
+    env.update(RTCS_JWT_SECRET="x" * 32, RTCS_SERVER_PORT="0")
     proc = subprocess.Popen(
         [sys.executable, "-m", "rtcs", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        text=True,
     )
     try:
-        assert proc.stdout is not None
-        _wait_for_line(proc.stdout, '"rtcs started"', deadline=time.monotonic() + 15)
+        port = _started_port(proc, deadline=time.monotonic() + 15)
         probe = shlex.split(_instruction("HEALTHCHECK").split("CMD", 1)[1])
         assert probe[0] == "python"
         probe = [sys.executable, *[p.replace("8765", str(port)) for p in probe[1:]]]
