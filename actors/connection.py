@@ -15,14 +15,14 @@ from typing import Any
 
 from thespian.actors import ActorExitRequest, ActorTypeDispatcher, PoisonMessage, WakeupMessage
 
-from actors.context import (
+from rtcs.actors.context import (
     ROUTE_BROADCAST,
     ROUTE_DIRECT,
     ROUTE_ROOM,
     ROUTE_TOPIC,
     NodeContext,
 )
-from actors.messages import (
+from rtcs.actors.messages import (
     AsyncDone,
     ClientText,
     IndexSession,
@@ -62,8 +62,8 @@ from rtcs.protocol.frames import (
 )
 from rtcs.protocol.ratelimit import RateLimiter, Verdict
 from rtcs.protocol.states import ConnectionStateMachine, Event, State
+from rtcs.runtime.control import run_async
 from rtcs.runtime.supervision import ChildSpec, Restart, Supervisor
-from rtcs.runtime.system import run_async
 from rtcs.sessions import Session
 
 # How often detached sessions are checked for expiry, at most.

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from rtcs.protocol.frames import BroadcastFilter, RequestId
 
 if TYPE_CHECKING:
-    from actors.context import NodeContext
+    from rtcs.actors.context import NodeContext
     from rtcs.auth.extract import HandshakeAuth
     from rtcs.auth.tokens import Identity
     from rtcs.backends.base import Envelope

@@ -28,8 +28,8 @@ from typing import Any, Literal
 
 from thespian.actors import ActorTypeDispatcher, WakeupMessage
 
-from actors.context import NodeContext
-from actors.messages import (
+from rtcs.actors.context import NodeContext
+from rtcs.actors.messages import (
     AsyncDone,
     Configure,
     FanoutContinue,
@@ -52,8 +52,8 @@ from rtcs.backends.base import Envelope
 from rtcs.errors import ErrorCode, ProtocolError, Unavailable
 from rtcs.protocol import codec
 from rtcs.protocol.topics import TopicIndex
+from rtcs.runtime.control import run_async
 from rtcs.runtime.supervision import Supervisor
-from rtcs.runtime.system import run_async
 from rtcs.sessions import Session
 
 

@@ -3,7 +3,7 @@
 ``App`` builds everything once and passes it down explicitly: settings,
 metrics registry, logger, backends, permissions, token verifier, the actor
 system on the running event loop (with the supervision tree from
-``actors.system``) and the gateway. There are no hidden singletons, so tests
+``actors.tree``) and the gateway. There are no hidden singletons, so tests
 run several nodes in one process.
 """
 
@@ -19,7 +19,8 @@ from typing import Any
 
 from thespian.actors import ActorSystem
 
-from actors.context import (
+from rtcs import __version__, logs
+from rtcs.actors.context import (
     CONNECTIONS,
     ROUTE_BROADCAST,
     ROUTE_DIRECT,
@@ -27,9 +28,8 @@ from actors.context import (
     ROUTE_TOPIC,
     NodeContext,
 )
-from actors.messages import RemoteEnvelope, SessionMoved, Shutdown
-from actors.system import SystemSupervisor, build_tree
-from rtcs import __version__, logs
+from rtcs.actors.messages import RemoteEnvelope, SessionMoved, Shutdown
+from rtcs.actors.tree import SystemSupervisor, build_tree
 from rtcs.auth.permissions import Policy
 from rtcs.auth.tokens import TokenVerifier
 from rtcs.backends.base import Backends, Envelope
@@ -40,9 +40,9 @@ from rtcs.errors import CloseCode
 from rtcs.gateway.server import Gateway
 from rtcs.metrics import Metrics
 from rtcs.plugins import load_plugins
+from rtcs.runtime.control import start_system, stop_system
 from rtcs.runtime.directory import Directory
 from rtcs.runtime.supervision import SupervisorEvent
-from rtcs.runtime.system import start_system, stop_system
 from rtcs.sessions import SessionRegistry
 
 _ROUTE_BY_KIND = {

@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 from thespian.actors import Actor
 
-from actors.messages import Configure
+from rtcs.actors.messages import Configure
 from rtcs.errors import ConfigError
 from rtcs.runtime.supervision import ChildSpec, Restart
 
 if TYPE_CHECKING:
-    from actors.context import NodeContext
+    from rtcs.actors.context import NodeContext
     from rtcs.config import Settings
 
 RESERVED = {"system", "server", "connections", "router", "metrics", "stats", "plugins"}

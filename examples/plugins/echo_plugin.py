@@ -45,8 +45,8 @@ from typing import Any
 
 from thespian.actors import ActorExitRequest, ActorTypeDispatcher, WakeupMessage
 
-from actors.context import ROUTE_TOPIC, NodeContext
-from actors.messages import Configure, ServerPublish, Tick
+from rtcs.actors.context import ROUTE_TOPIC, NodeContext
+from rtcs.actors.messages import Configure, ServerPublish, Tick
 from rtcs.errors import BadTopic
 from rtcs.protocol.topics import validate_topic
 

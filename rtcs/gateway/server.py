@@ -28,8 +28,8 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from actors.context import CONNECTIONS, NodeContext
-from actors.messages import ClientText, OpenConnection, SocketClosed
+from rtcs.actors.context import CONNECTIONS, NodeContext
+from rtcs.actors.messages import ClientText, OpenConnection, SocketClosed
 from rtcs.auth.extract import HandshakeAuth, extract, origin_allowed, own_origin
 from rtcs.auth.tokens import Identity
 from rtcs.errors import AuthError, CloseCode, ProtocolError

@@ -4,9 +4,18 @@ See docs/runtime.md. Everything here runs on the event-loop thread that
 drives the actor system; only ``tell_threadsafe`` may be called from others.
 """
 
-from rtcs.runtime.base import AsyncioSystemBase, RtcsActorSystem, is_top_level, parent_address
+from rtcs.runtime.actor_system import RtcsActorSystem, is_top_level, parent_address
+from rtcs.runtime.control import (
+    ask,
+    asyncio_base,
+    run_async,
+    start_system,
+    stop_system,
+    tell_threadsafe,
+)
 from rtcs.runtime.directory import Directory
 from rtcs.runtime.messages import ChildFailed, Escalated
+from rtcs.runtime.scheduler import AsyncioSystemBase
 from rtcs.runtime.supervision import (
     ChildSpec,
     Restart,
@@ -15,14 +24,6 @@ from rtcs.runtime.supervision import (
     Supervisor,
     SupervisorEvent,
     SupervisorPolicy,
-)
-from rtcs.runtime.system import (
-    ask,
-    asyncio_base,
-    run_async,
-    start_system,
-    stop_system,
-    tell_threadsafe,
 )
 
 __all__ = [

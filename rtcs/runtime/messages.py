@@ -21,7 +21,7 @@ class ChildFailed:
     ``message`` is the message whose handling raised on its final delivery
     attempt and ``details`` the formatted traceback. The child is still alive:
     whether it is stopped or restarted is the parent's decision. Only
-    :class:`rtcs.runtime.base.AsyncioSystemBase` emits this; the stock Thespian
+    :class:`rtcs.runtime.scheduler.AsyncioSystemBase` emits this; the stock Thespian
     bases tell the sender alone (``PoisonMessage``).
     """
 

@@ -40,7 +40,7 @@ from thespian.actors import (
 )
 
 from rtcs.errors import ConfigError
-from rtcs.runtime.base import is_top_level, parent_address
+from rtcs.runtime.actor_system import is_top_level, parent_address
 from rtcs.runtime.directory import Directory
 from rtcs.runtime.messages import ChildFailed, Escalated
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from actors.context import (
+from rtcs import config
+from rtcs.actors.context import (
     CONNECTIONS,
     PLUGINS,
     ROUTE_BROADCAST,
@@ -19,7 +20,6 @@ from actors.context import (
     ROUTE_ROOM,
     ROUTE_TOPIC,
 )
-from rtcs import config
 from rtcs.app import App
 from rtcs.backends.memory import MemoryHub, memory_backends
 from rtcs.errors import ConfigError

@@ -10,9 +10,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from actors.connection import WebSocketActor
-from actors.context import ROUTE_BROADCAST, ROUTE_DIRECT, ROUTE_ROOM, ROUTE_TOPIC
-from actors.router import RoomHandler, TopicHandler
+from rtcs.actors.connection import WebSocketActor
+from rtcs.actors.context import ROUTE_BROADCAST, ROUTE_DIRECT, ROUTE_ROOM, ROUTE_TOPIC
+from rtcs.actors.router import RoomHandler, TopicHandler
 from tests.integration.conftest import TIMEOUT, Client, Node, metric, wait_until
 
 HANDLERS = (ROUTE_TOPIC, ROUTE_DIRECT, ROUTE_ROOM, ROUTE_BROADCAST)
@@ -211,7 +211,7 @@ async def test_a_connection_whose_actor_never_starts_gets_1013(
     node: Node, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import rtcs.gateway.server as gateway_server
-    from actors.connection import ConnectionSupervisor
+    from rtcs.actors.connection import ConnectionSupervisor
 
     monkeypatch.setattr(gateway_server, "OPEN_TIMEOUT", 0.2)
     monkeypatch.setattr(ConnectionSupervisor, "receiveMsg_OpenConnection", lambda *a: None)

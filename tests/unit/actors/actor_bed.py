@@ -15,9 +15,9 @@ from typing import Any
 
 from thespian.actors import Actor, ActorAddress, ActorSystem
 
-from actors.context import NodeContext
-from actors.messages import Configure
 from rtcs import config
+from rtcs.actors.context import NodeContext
+from rtcs.actors.messages import Configure
 from rtcs.auth.permissions import Policy
 from rtcs.auth.tokens import TokenVerifier
 from rtcs.backends.memory import memory_backends

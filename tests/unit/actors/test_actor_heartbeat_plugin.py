@@ -18,9 +18,9 @@ import pytest
 from structlog.testing import capture_logs
 from thespian.actors import ActorAddress, WakeupMessage
 
-from actors.context import ROUTE_TOPIC
-from actors.messages import Configure, RouteSubscribe, Tick
-from actors.router import TopicHandler
+from rtcs.actors.context import ROUTE_TOPIC
+from rtcs.actors.messages import Configure, RouteSubscribe, Tick
+from rtcs.actors.router import TopicHandler
 from tests.unit.actors.actor_bed import NODE_ID, ActorBed
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "plugins"

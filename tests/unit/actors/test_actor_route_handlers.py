@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.messages import (
+from rtcs.actors.messages import (
     RouteDirect,
     RouteJoin,
     RouteLeave,
@@ -18,7 +18,7 @@ from actors.messages import (
     RouteWideBroadcast,
     SessionPresence,
 )
-from actors.router import BroadcastHandler, DirectHandler, RoomHandler
+from rtcs.actors.router import BroadcastHandler, DirectHandler, RoomHandler
 from rtcs.protocol.frames import BroadcastFilter
 from tests.unit.actors.actor_bed import ActorBed
 

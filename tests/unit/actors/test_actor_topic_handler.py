@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from thespian.actors import ActorExitRequest, WakeupMessage
 
-from actors.messages import (
+from rtcs.actors.messages import (
     FanoutContinue,
     RemoteEnvelope,
     RoutePublish,
@@ -15,7 +15,7 @@ from actors.messages import (
     RouteUnsubscribe,
     UnindexSession,
 )
-from actors.router import TopicHandler
+from rtcs.actors.router import TopicHandler
 from rtcs.backends.base import Envelope
 from rtcs.protocol import codec
 from tests.unit.actors.actor_bed import FANOUT_CHUNK, ActorBed, RecordingSink

@@ -1,4 +1,4 @@
-"""The supervision tree of ``actors.system.build_tree`` on the asyncio base.
+"""The supervision tree of ``actors.tree.build_tree`` on the asyncio base.
 
 Only the asyncio base tells a supervisor that a child failed (docs/runtime.md),
 so these tests do not run on the stock simple base.
@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from actors.context import ROUTE_BROADCAST, ROUTE_DIRECT, ROUTE_ROOM, ROUTE_TOPIC, ROUTER
-from actors.messages import RoutePublish, RouteSubscribe
-from actors.system import SystemSupervisor, build_tree
+from rtcs.actors.context import ROUTE_BROADCAST, ROUTE_DIRECT, ROUTE_ROOM, ROUTE_TOPIC, ROUTER
+from rtcs.actors.messages import RoutePublish, RouteSubscribe
+from rtcs.actors.tree import SystemSupervisor, build_tree
 from rtcs.runtime import SupervisorEvent, start_system, stop_system
 from tests.unit.actors.actor_bed import ActorBed, EventLog, make_context
 

@@ -10,7 +10,7 @@ import pytest
 from thespian.actors import ActorExitRequest, ActorTypeDispatcher
 
 from rtcs.runtime import start_system, stop_system
-from rtcs.runtime.system import asyncio_base, run_async
+from rtcs.runtime.control import asyncio_base, run_async
 from tests.unit.runtime.runtime_actors import AsyncUser, Fetch, Harness
 
 
@@ -111,7 +111,7 @@ async def test_work_started_while_shutting_down_is_dropped_quietly(
 
 async def test_ask_refuses_what_would_hang_or_misroute(asys: Harness) -> None:
     from rtcs.errors import ConfigError
-    from rtcs.runtime.system import ask
+    from rtcs.runtime.control import ask
     from tests.unit.runtime.runtime_actors import Echo
 
     echo = asys.create(Echo)

@@ -15,8 +15,8 @@ from typing import Any
 
 from thespian.actors import ActorTypeDispatcher, WakeupMessage
 
-from actors.context import STATS, NodeContext
-from actors.messages import Configure, StatsSample, Tick
+from rtcs.actors.context import STATS, NodeContext
+from rtcs.actors.messages import Configure, StatsSample, Tick
 from rtcs.runtime.supervision import Supervisor
 
 # How often gauges are sampled and the loop lag measured.

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from actors.connection import ConnectionSupervisor
-from actors.context import (
+from rtcs.actors.connection import ConnectionSupervisor
+from rtcs.actors.context import (
     CONNECTIONS,
     METRICS,
     PLUGINS,
@@ -30,9 +30,15 @@ from actors.context import (
     STATS,
     NodeContext,
 )
-from actors.messages import Configure
-from actors.metrics import MetricsCollector, StatsAggregator
-from actors.router import BroadcastHandler, DirectHandler, MessageRouter, RoomHandler, TopicHandler
+from rtcs.actors.messages import Configure
+from rtcs.actors.router import (
+    BroadcastHandler,
+    DirectHandler,
+    MessageRouter,
+    RoomHandler,
+    TopicHandler,
+)
+from rtcs.actors.stats import MetricsCollector, StatsAggregator
 from rtcs.runtime.supervision import (
     ChildSpec,
     Restart,

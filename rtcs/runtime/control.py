@@ -1,7 +1,7 @@
 """Starting, asking and stopping an actor system: the runtime API rtcs uses.
 
 ``start_system(base="asyncio")`` is the production scheduler
-(:class:`~rtcs.runtime.base.AsyncioSystemBase` on the running loop);
+(:class:`~rtcs.runtime.scheduler.AsyncioSystemBase` on the running loop);
 ``base="simple"`` is Thespian's stock in-process base, for synchronous unit
 tests of actor logic. Both are created without a process-wide singleton and
 without touching the logging configuration.
@@ -17,7 +17,8 @@ from typing import Any, Literal, TypeVar
 from thespian.actors import Actor, ActorAddress, ActorExitRequest, ActorSystem
 
 from rtcs.errors import ConfigError
-from rtcs.runtime.base import AsyncioSystemBase, ExternalCallback, RtcsActorSystem, check_counts
+from rtcs.runtime.actor_system import RtcsActorSystem
+from rtcs.runtime.scheduler import AsyncioSystemBase, ExternalCallback, check_counts
 
 T = TypeVar("T")
 

@@ -42,7 +42,6 @@ from thespian.actors import (
     Actor,
     ActorAddress,
     ActorExitRequest,
-    ActorSystem,
     ActorSystemMessage,
     ChildActorExited,
     DeadEnvelope,
@@ -183,7 +182,7 @@ class AsyncioSystemBase(ActorSystemBase):
     Obligations: construct, use and shut it down on the thread running
     ``loop``; only :meth:`tell_threadsafe` may be called from other threads.
     Build it through :class:`RtcsActorSystem` (or
-    :func:`rtcs.runtime.system.start_system`), never through
+    :func:`rtcs.runtime.control.start_system`), never through
     ``ActorSystem("...")``.
     """
 
@@ -296,17 +295,17 @@ class AsyncioSystemBase(ActorSystemBase):
         """Blocking ask is impossible on the loop thread.
 
         Raises:
-            RuntimeError: always; use ``await rtcs.runtime.system.ask(...)``.
+            RuntimeError: always; use ``await rtcs.runtime.control.ask(...)``.
         """
-        raise RuntimeError("use `await rtcs.runtime.system.ask(...)` with the asyncio base")
+        raise RuntimeError("use `await rtcs.runtime.control.ask(...)` with the asyncio base")
 
     def listen(self, timeout: Any) -> Any:
         """Blocking listen is impossible on the loop thread.
 
         Raises:
-            RuntimeError: always; use ``await rtcs.runtime.system.ask(...)``.
+            RuntimeError: always; use ``await rtcs.runtime.control.ask(...)``.
         """
-        raise RuntimeError("use `await rtcs.runtime.system.ask(...)` with the asyncio base")
+        raise RuntimeError("use `await rtcs.runtime.control.ask(...)` with the asyncio base")
 
     async def ask_async(self, address: ActorAddress, msg: Any, timeout: float) -> Any:
         """Send ``msg`` to ``address`` from a fresh requester and await the first reply.
@@ -668,54 +667,3 @@ class AsyncioSystemBase(ActorSystemBase):
             if not future.done():
                 future.set_exception(RuntimeError("the actor system shut down"))
         super().shutdown()
-
-
-class RtcsActorSystem(ActorSystem):
-    """An ``ActorSystem`` whose base is built by ``make_base(self)``.
-
-    Always behaves as ``transientUnique=True`` (no process-wide singleton) and
-    never lets Thespian configure logging.
-    """
-
-    def __init__(
-        self,
-        make_base: Callable[[Any], Any],
-        capabilities: dict[str, Any] | None = None,
-    ) -> None:
-        self._make_base = make_base
-        super().__init__(
-            systemBase=None, capabilities=capabilities, logDefs=False, transientUnique=True
-        )
-
-    def _startupActorSys(
-        self,
-        currentSystemBase: Any,
-        systemBase: Any,
-        capabilities: dict[str, Any] | None,
-        logDefs: Any,
-    ) -> Any:
-        # What ActorSystem._startupActorSys sets, with our base in place of
-        # the one it would build: the base needs systemAddress and capabilities.
-        self.systemAddress = ActorAddress("/ActorSys")
-        self.capabilities = dict(capabilities or {})
-        self._systemBase = self._make_base(self)
-        return self._systemBase
-
-    @property
-    def base(self) -> Any:
-        """The system base (``None`` after shutdown)."""
-        return self._systemBase
-
-
-def parent_address(actor: Actor) -> ActorAddress:
-    """The address of ``actor``'s parent (the system address for top-level actors).
-
-    Works on both the stock simple base and :class:`AsyncioSystemBase`.
-    """
-    return actor._myRef.parent
-
-
-def is_top_level(actor: Actor) -> bool:
-    """Whether ``actor`` was created by the actor system rather than by an actor."""
-    ref = actor._myRef
-    return bool(ref.parent == ref._system.systemAddress)
