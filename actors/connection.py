@@ -1,19 +1,26 @@
-"""Connection actors: one ``WebSocketActor`` per socket, under the
-``ConnectionSupervisor`` (one-for-one; connection actors are temporary).
+"""The connection actor: one ``WebSocketActor`` per socket, under the
+``ConnectionSupervisor`` (``rtcs.actors.connection_supervisor``).
 
-The connection actor is a thin shell over pure cores: it decodes frames
-(``protocol.codec``), applies the rate limiter (``protocol.ratelimit``) and the
-permissions (``auth.permissions``), drives the connection state machine
-(``protocol.states``), and forwards typed requests to the route handlers.
-Replies to the client are written to the connection's bounded outbox
-(``gateway.handle.ConnectionHandle``) as already-encoded bytes.
+It is a thin shell over pure cores: it decodes frames (``protocol.codec``),
+applies the rate limiter (``protocol.ratelimit``) and the permissions
+(``auth.permissions``), drives the connection state machine
+(``protocol.states``), carries out the resume decision (``sessions.plan_resume``)
+and forwards typed requests to the route handlers. Replies to the client are
+written to the connection's bounded outbox (a ``ClientHandle``) as
+already-encoded bytes.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, assert_never
 
-from thespian.actors import ActorExitRequest, ActorTypeDispatcher, PoisonMessage, WakeupMessage
+from thespian.actors import (
+    ActorAddress,
+    ActorExitRequest,
+    ActorTypeDispatcher,
+    PoisonMessage,
+    WakeupMessage,
+)
 
 from rtcs.actors.context import (
     ROUTE_BROADCAST,
@@ -21,12 +28,13 @@ from rtcs.actors.context import (
     ROUTE_ROOM,
     ROUTE_TOPIC,
     NodeContext,
+    NotConfigured,
 )
 from rtcs.actors.messages import (
-    AsyncDone,
+    AuthDeadline,
+    CheckDue,
     ClientText,
     IndexSession,
-    OpenConnection,
     RouteDirect,
     RouteJoin,
     RouteLeave,
@@ -36,195 +44,82 @@ from rtcs.actors.messages import (
     RouteSubscribe,
     RouteUnsubscribe,
     RouteWideBroadcast,
-    SessionMoved,
-    SessionPresence,
-    Shutdown,
     SocketClosed,
     StartConnection,
-    Tick,
-    UnindexSession,
 )
-from rtcs.auth.tokens import Identity
+from rtcs.actors.session_events import announce_presence, release_connection
 from rtcs.backends.base import SessionSnapshot
-from rtcs.errors import AuthError, CloseCode, ErrorCode, ProtocolError
+from rtcs.errors import (
+    AuthError,
+    CloseCode,
+    Forbidden,
+    InternalError,
+    LimitExceeded,
+    ProtocolError,
+    RateLimited,
+    Unavailable,
+)
 from rtcs.protocol import codec
 from rtcs.protocol.frames import (
     Auth,
     Broadcast,
+    Command,
     Join,
     Leave,
     Ping,
     PresenceQuery,
     Publish,
+    RequestId,
     Send,
+    ServerFrame,
     Subscribe,
     Unsubscribe,
 )
 from rtcs.protocol.ratelimit import RateLimiter, Verdict
 from rtcs.protocol.states import ConnectionStateMachine, Event, State
-from rtcs.runtime.control import run_async
-from rtcs.runtime.supervision import ChildSpec, Restart, Supervisor
-from rtcs.sessions import Session
+from rtcs.runtime.control import Calls
+from rtcs.sessions import ResumePlan, ResumeVerdict, Session, plan_claimed, plan_resume
 
-# How often detached sessions are checked for expiry, at most.
-REAP_INTERVAL = 1.0
-# Frames a client may send while its session is being restored from the
-# shared store; more closes the connection with 1013.
-HELD_FRAMES = 64
+if TYPE_CHECKING:
+    from rtcs.actors.ports import ClientHandle
+    from rtcs.auth.tokens import Identity
 
 
-def release_connection(ctx: NodeContext, actor: Any, connection_id: str, user: str | None) -> None:
-    """A connection is gone (closed, or its actor crashed): tidy up after it.
-
-    Detaches its session if it still holds one (the session stays resumable
-    for its TTL; taken-over sessions have moved on already), tells the room
-    handler so room presence follows, and removes the connection from the
-    user's presence. Safe to call twice.
-    """
-    session = ctx.sessions.by_connection(connection_id)
-    if session is not None:
-        ctx.sessions.detach(session, ctx.clock())
-        if ctx.write_behind is not None:
-            # Other nodes may resume it: store it, then every message it buffers.
-            ctx.write_behind.save(snapshot(ctx, session), ctx.settings.session.ttl)
-            session.mirror = ctx.write_behind.note
-        _announce_presence(ctx, actor, session, online=False)
-    if user is not None:
-        ctx.background.submit(ctx.backends.presence.remove_connection, user, connection_id)
-
-
-def snapshot(ctx: NodeContext, session: Session) -> SessionSnapshot:
-    """The shareable state of a detached session."""
-    return SessionSnapshot(
-        session_id=session.id,
-        user=session.user,
-        subscriptions=tuple(session.subscriptions),
-        rooms=tuple(session.rooms),
-        seq=session.seq,
-        buffer=tuple(session.buffer),
-        node=ctx.node_id,
-    )
-
-
-class ConnectionSupervisor(Supervisor):
-    """Starts one temporary ``WebSocketActor`` per accepted socket.
-
-    Enforces the per-node connection limit (4031), closes a crashed
-    connection's socket with 1011 (its session stays resumable), and expires
-    detached sessions whose TTL ran out.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._handles: dict[str, Any] = {}
-        self._reaping = False
-
-    @property
-    def ctx(self) -> NodeContext:
-        return self.context
-
-    def on_started(self) -> None:
-        if not self._reaping:
-            self._reaping = True
-            self.wakeupAfter(min(REAP_INTERVAL, self.ctx.settings.session.ttl), Tick("reap"))
-
-    def receiveMsg_OpenConnection(self, msg: OpenConnection, sender: Any) -> None:
-        ctx = self.ctx
-        handle = msg.handle
-        if ctx.shutting_down:
-            handle.opened.set_result(int(CloseCode.GOING_AWAY))
-            return
-        if len(self._handles) >= ctx.settings.limits.max_connections_per_node:
-            handle.opened.set_result(int(CloseCode.CONNECTION_LIMIT))
-            return
-        name = handle.connection_id
-        self._handles[name] = handle
-        address = self.start_child(
-            ChildSpec(
-                name,
-                WebSocketActor,
-                Restart.TEMPORARY,
-                init=StartConnection(ctx, msg),
-                register=False,
-            )
-        )
-        handle.actor = address
-        if not handle.opened.done():
-            handle.opened.set_result(None)
-
-    def on_child_exited(self, name: str) -> None:
-        self._handles.pop(name, None)
-
-    def on_child_crashed(self, name: str, reason: str) -> None:
-        handle = self._handles.pop(name, None)
-        if handle is None:
-            return
-        ctx = self.ctx
-        ctx.log.error("connection actor crashed", connection_id=name, reason=reason)
-        release_connection(ctx, self, name, handle.user)
-        handle.close(CloseCode.INTERNAL_ERROR, "internal error")
-
-    def receiveMsg_Shutdown(self, msg: Shutdown, sender: Any) -> None:
-        self.ctx.shutting_down = True
-        for handle in list(self._handles.values()):
-            handle.close(msg.code, msg.reason)
-
-    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:
-        if not isinstance(msg.payload, Tick) or msg.payload.kind != "reap":
-            return
-        ctx = self.ctx
-        ttl = ctx.settings.session.ttl
-        # A shared session store expires its copies by itself (its TTL).
-        for session in ctx.sessions.expired(ctx.clock(), ttl):
-            self._forget(session)
-        self.wakeupAfter(min(REAP_INTERVAL, ttl), Tick("reap"))
-
-    def receiveMsg_SessionMoved(self, msg: SessionMoved, sender: Any) -> None:
-        session = self.ctx.sessions.get(msg.session_id)
-        if session is not None and session.sink is None:
-            self._forget(session)
-
-    def _forget(self, session: Session) -> None:
-        ctx = self.ctx
-        ctx.sessions.remove(session)
-        for name in (ROUTE_TOPIC, ROUTE_ROOM):
-            address = ctx.directory.lookup(name)
-            if address is not None:
-                self.send(address, UnindexSession(session))
-
-
-def _announce_presence(ctx: NodeContext, actor: Any, session: Session, *, online: bool) -> None:
-    """Tell the room handler that a session went online/offline (room presence)."""
-    if not session.rooms:
-        return
-    address = ctx.directory.lookup(ROUTE_ROOM)
-    if address is not None:
-        actor.send(address, SessionPresence(session, online))
-
-
-class WebSocketActor(ActorTypeDispatcher):
+class WebSocketActor(Calls, ActorTypeDispatcher):
     """One connection: its state machine, rate limiter, session and timers."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.ctx: NodeContext | None = None
-        self.handle: Any = None
+        self._ctx: NodeContext | None = None
+        self._handle: ClientHandle | None = None
         self.session: Session | None = None
         self.identity: Identity | None = None
         self.machine = ConnectionStateMachine()
-        self.limiter: RateLimiter | None = None
+        self.limiter = RateLimiter(1.0, 1, 1, 1.0, 0.0)  # replaced by StartConnection
         self._check_generation = 0
         # Frames received while the session is restored from the shared store.
         self._held: list[ClientText] | None = None
         self._last_activity = 0.0
         self._released = False
 
+    @property
+    def ctx(self) -> NodeContext:
+        if self._ctx is None:
+            raise NotConfigured("connection actor without StartConnection")
+        return self._ctx
+
+    @property
+    def handle(self) -> ClientHandle:
+        if self._handle is None:
+            raise NotConfigured("connection actor without StartConnection")
+        return self._handle
+
     # -- lifecycle -----------------------------------------------------------
 
-    def receiveMsg_StartConnection(self, msg: StartConnection, sender: Any) -> None:
-        ctx = self.ctx = msg.context
-        opened: OpenConnection = msg.open
-        self.handle = opened.handle
+    def receiveMsg_StartConnection(self, msg: StartConnection, sender: ActorAddress) -> None:
+        ctx = self._ctx = msg.context
+        opened = msg.open
+        self._handle = opened.handle
         limits = ctx.settings.limits
         now = ctx.clock()
         self._last_activity = now
@@ -235,28 +130,25 @@ class WebSocketActor(ActorTypeDispatcher):
         if opened.identity is not None:
             self._establish(opened.identity, opened.auth.session, opened.auth.last_seq, None)
         else:
-            self.wakeupAfter(ctx.settings.auth.auth_timeout, Tick("auth"))
+            self.wakeupAfter(ctx.settings.auth.auth_timeout, AuthDeadline())
 
-    def receiveMsg_SocketClosed(self, msg: SocketClosed, sender: Any) -> None:
+    def receiveMsg_SocketClosed(self, msg: SocketClosed, sender: ActorAddress) -> None:
         self._release()
         self.send(self.myAddress, ActorExitRequest())
 
-    def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
+    def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: ActorAddress) -> None:
         # Stopped by the supervisor (node shutdown or a supervisor restart).
-        if self.handle is not None and not self.handle.closing:
-            code = (
-                CloseCode.GOING_AWAY
-                if self.ctx and self.ctx.shutting_down
-                else CloseCode.INTERNAL_ERROR
-            )
-            self.handle.close(
-                code, "server shutting down" if code == CloseCode.GOING_AWAY else "restart"
-            )
+        handle, ctx = self._handle, self._ctx
+        if handle is not None and not handle.closing:
+            if ctx is not None and ctx.shutting_down:
+                handle.close(CloseCode.GOING_AWAY, "server shutting down")
+            else:
+                handle.close(CloseCode.INTERNAL_ERROR, "restart")
         self._release()
 
     def _release(self) -> None:
-        ctx = self.ctx
-        if ctx is None or self.handle is None:
+        ctx, handle = self._ctx, self._handle
+        if ctx is None or handle is None:
             return
         if self.machine.state in (State.ACTIVE, State.INACTIVE, State.AUTHENTICATING):
             self.machine.fire(Event.CLOSE)
@@ -264,22 +156,22 @@ class WebSocketActor(ActorTypeDispatcher):
             self.machine.fire(Event.CLOSED)
         if not self._released:
             self._released = True
-            release_connection(ctx, self, self.handle.connection_id, self.handle.user)
+            release_connection(ctx, self, handle.connection_id, handle.user)
 
-    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:
-        tick = msg.payload
-        if not isinstance(tick, Tick) or self.ctx is None:
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: ActorAddress) -> None:
+        payload = msg.payload
+        if self._ctx is None:
             return
-        if tick.kind == "auth":
+        if isinstance(payload, AuthDeadline):
             if self.machine.state is State.AUTHENTICATING:
                 self._fail_auth("authentication timeout")
-        elif tick.kind == "check" and tick.generation == self._check_generation:
+        elif isinstance(payload, CheckDue) and payload.generation == self._check_generation:
             self._check()
 
     def _check(self) -> None:
         """The connection's one timer: token expiry, then inactivity."""
         ctx, identity = self.ctx, self.identity
-        if ctx is None or identity is None or self.handle.closing:
+        if identity is None or self.handle.closing:
             return
         if ctx.wall() >= identity.expires_at:
             self.handle.close(CloseCode.AUTH_FAILED, "token expired")
@@ -289,29 +181,27 @@ class WebSocketActor(ActorTypeDispatcher):
             self.machine.fire(Event.IDLE)
         self._schedule_check()
 
-    def receiveMsg_PoisonMessage(self, msg: PoisonMessage, sender: Any) -> None:
+    def receiveMsg_PoisonMessage(self, msg: PoisonMessage, sender: ActorAddress) -> None:
         # A route handler failed on one of our requests: the client gets an
         # ``internal`` error for that request and the connection stays open.
         request_id = getattr(msg.poisonMessage, "request_id", None)
-        self._error(request_id, ErrorCode.INTERNAL, "internal error")
+        self._error(request_id, InternalError("internal error"))
 
     # -- frames ----------------------------------------------------------------
 
-    def receiveMsg_ClientText(self, msg: ClientText, sender: Any) -> None:
-        ctx = self.ctx
-        if ctx is None:
+    def receiveMsg_ClientText(self, msg: ClientText, sender: ActorAddress) -> None:
+        if self._ctx is None:
             return
-        self.handle.handled(ctx.settings.limits.inbound_queue // 2)
+        self.handle.handled(self._ctx.settings.limits.inbound_queue // 2)
         self._on_text(msg)
 
     def _on_text(self, msg: ClientText) -> None:
-        ctx = self.ctx
-        assert ctx is not None
-        if self.handle.closing:
+        ctx, handle = self.ctx, self.handle
+        if handle.closing:
             return
         if self._held is not None:
-            if len(self._held) >= HELD_FRAMES:
-                self.handle.close(CloseCode.TRY_AGAIN_LATER, "session restore is taking too long")
+            if len(self._held) >= ctx.settings.limits.held_frames:
+                handle.close(CloseCode.TRY_AGAIN_LATER, "session restore is taking too long")
             self._held.append(msg)
             return
         state = self.machine.state
@@ -321,35 +211,58 @@ class WebSocketActor(ActorTypeDispatcher):
         try:
             command = codec.decode(msg.text, max_depth=ctx.settings.limits.max_json_depth)
         except ProtocolError as exc:
-            metrics.frame_in("invalid")
-            self._error(exc.request_id, exc.code, exc.message)
+            metrics.frame_in(None)
+            self._error(exc.request_id, exc)
             return
-        kind = type(command)
-        metrics.frame_in(_FRAME_TYPES.get(kind, "invalid"))
+        metrics.frame_in(command.TYPE)
         now = ctx.clock()
-        verdict = self.limiter.check(now)  # type: ignore[union-attr]
+        verdict = self.limiter.check(now)
         if verdict is not Verdict.ALLOW:
             metrics.rate_limited.inc()
             if verdict is Verdict.CLOSE:
-                self.handle.close(CloseCode.RATE_LIMITED, "rate limit exceeded")
+                handle.close(CloseCode.RATE_LIMITED, "rate limit exceeded")
             else:
-                self._error(command.id, ErrorCode.RATE_LIMITED, "rate limit exceeded")
+                self._error(command.id, RateLimited("rate limit exceeded"))
             return
         self._last_activity = now
         if state is State.INACTIVE:
             self.machine.fire(Event.ACTIVITY)
             self._schedule_check()  # the timer only watched the token while inactive
-        elif state is State.AUTHENTICATING and kind is not Auth:
+        elif state is State.AUTHENTICATING and not isinstance(command, Auth):
             self._fail_auth("authentication required")
             return
         try:
-            getattr(self, _HANDLERS[kind])(command)
+            self._dispatch(command)
         except ProtocolError as exc:
-            self._error(command.id, exc.code, exc.message)
+            self._error(command.id, exc)
+
+    def _dispatch(self, command: Command) -> None:
+        match command:
+            case Auth():
+                self._on_auth(command)
+            case Subscribe():
+                self._on_subscribe(command)
+            case Unsubscribe():
+                self._on_unsubscribe(command)
+            case Publish():
+                self._on_publish(command)
+            case Send():
+                self._on_send(command)
+            case Join():
+                self._on_join(command)
+            case Leave():
+                self._on_leave(command)
+            case Broadcast():
+                self._on_broadcast(command)
+            case PresenceQuery():
+                self._on_presence(command)
+            case Ping():
+                self._on_ping(command)
+            case _:
+                assert_never(command)
 
     def _on_auth(self, cmd: Auth) -> None:
         ctx = self.ctx
-        assert ctx is not None
         try:
             identity = ctx.verifier.verify(cmd.token, now=ctx.wall())
         except AuthError as exc:
@@ -358,62 +271,48 @@ class WebSocketActor(ActorTypeDispatcher):
             else:
                 # A refresh with a bad token: the current token stays in force
                 # until it expires.
-                self._error(cmd.id, ErrorCode.FORBIDDEN, f"token refresh refused: {exc.reason}")
+                raise Forbidden(f"token refresh refused: {exc.reason}") from None
             return
         if self.machine.state is State.AUTHENTICATING:
             self._establish(identity, cmd.session, cmd.last_seq, cmd.id)
             return
-        session = self.session
-        assert session is not None
+        session = self._session()
         if identity.user != session.user:
-            self._error(cmd.id, ErrorCode.FORBIDDEN, "token refresh must keep the same subject")
-            return
+            raise Forbidden("token refresh must keep the same subject")
         self.identity = identity
         session.roles = identity.roles
         self.machine.fire(Event.AUTH_OK)
         self._schedule_check()
-        self._push(
-            codec.encode_welcome(
-                connection_id=self.handle.connection_id,
-                session_id=session.id,
-                user=session.user,
-                roles=list(session.roles),
-                heartbeat=int(ctx.settings.heartbeat.interval),
-                resumed=True,
-                replayed=0,
-                server=ctx.node_id,
-                id=cmd.id,
-            ),
-            "welcome",
-        )
+        self._push(self._welcome_frame(session, True, 0, cmd.id), ServerFrame.WELCOME)
 
     def _on_subscribe(self, cmd: Subscribe) -> None:
-        ctx, session = self._active()
+        ctx, session = self.ctx, self._session()
         if not ctx.policy.can_subscribe(session.roles, cmd.topic):
             raise _forbidden("subscribe", cmd.topic)
         if cmd.topic in session.subscriptions:
-            self._push(codec.encode_frame("subscribed", cmd.id, topic=cmd.topic), "subscribed")
+            frame = codec.encode_frame(ServerFrame.SUBSCRIBED, cmd.id, topic=cmd.topic)
+            self._push(frame, ServerFrame.SUBSCRIBED)
             return
         if len(session.subscriptions) >= ctx.settings.limits.max_subscriptions:
-            self._error(cmd.id, ErrorCode.LIMIT, "too many subscriptions")
-            return
+            raise LimitExceeded("too many subscriptions")
         self._route(ROUTE_TOPIC, RouteSubscribe(session, cmd.topic, cmd.id))
 
     def _on_unsubscribe(self, cmd: Unsubscribe) -> None:
-        _, session = self._active()
+        session = self._session()
         if cmd.topic not in session.subscriptions:
-            self._push(codec.encode_frame("unsubscribed", cmd.id, topic=cmd.topic), "unsubscribed")
+            frame = codec.encode_frame(ServerFrame.UNSUBSCRIBED, cmd.id, topic=cmd.topic)
+            self._push(frame, ServerFrame.UNSUBSCRIBED)
             return
         self._route(ROUTE_TOPIC, RouteUnsubscribe(session, cmd.topic, cmd.id))
 
     def _on_publish(self, cmd: Publish) -> None:
-        ctx, session = self._active()
+        ctx, session = self.ctx, self._session()
         if not ctx.policy.can_publish(session.roles, cmd.topic):
             raise _forbidden("publish to", cmd.topic)
         self._route(ROUTE_TOPIC, RoutePublish(session, cmd.topic, cmd.data, cmd.id))
 
     def _on_send(self, cmd: Send) -> None:
-        ctx, session = self._active()
+        ctx, session = self.ctx, self._session()
         if not ctx.policy.can_direct(session.roles):
             raise _forbidden("send direct messages", None)
         self._route(
@@ -421,20 +320,18 @@ class WebSocketActor(ActorTypeDispatcher):
         )
 
     def _on_join(self, cmd: Join) -> None:
-        ctx, session = self._active()
+        ctx, session = self.ctx, self._session()
         if not ctx.policy.can_join(session.roles):
             raise _forbidden("join rooms", None)
         if cmd.room not in session.rooms and len(session.rooms) >= ctx.settings.limits.max_rooms:
-            self._error(cmd.id, ErrorCode.LIMIT, "too many rooms")
-            return
+            raise LimitExceeded("too many rooms")
         self._route(ROUTE_ROOM, RouteJoin(session, cmd.room, cmd.id))
 
     def _on_leave(self, cmd: Leave) -> None:
-        _, session = self._active()
-        self._route(ROUTE_ROOM, RouteLeave(session, cmd.room, cmd.id))
+        self._route(ROUTE_ROOM, RouteLeave(self._session(), cmd.room, cmd.id))
 
     def _on_broadcast(self, cmd: Broadcast) -> None:
-        ctx, session = self._active()
+        ctx, session = self.ctx, self._session()
         scope = cmd.kind
         if not ctx.policy.can_broadcast(session.roles, scope):
             raise _forbidden(f"send {scope} broadcasts", None)
@@ -444,35 +341,36 @@ class WebSocketActor(ActorTypeDispatcher):
             self._route(ROUTE_BROADCAST, RouteWideBroadcast(session, cmd.filter, cmd.data, cmd.id))
 
     def _on_presence(self, cmd: PresenceQuery) -> None:
-        ctx, session = self._active()
+        ctx, session = self.ctx, self._session()
         if not ctx.policy.can_presence(session.roles):
             raise _forbidden("query presence", None)
         self._route(ROUTE_ROOM, RoutePresence(session, cmd.room, cmd.user, cmd.id))
 
     def _on_ping(self, cmd: Ping) -> None:
-        self._push(codec.encode_frame("pong", cmd.id), "pong")
+        self._push(codec.encode_frame(ServerFrame.PONG, cmd.id), ServerFrame.PONG)
 
     # -- helpers -----------------------------------------------------------------
 
-    def _active(self) -> tuple[NodeContext, Session]:
-        assert self.ctx is not None and self.session is not None
-        return self.ctx, self.session
+    def _session(self) -> Session:
+        session = self.session
+        if session is None:  # the state machine only lets commands through once established
+            raise NotConfigured("command before the session was established")
+        return session
 
     def _route(self, name: str, request: Any) -> None:
-        address = self.ctx.directory.lookup(name)  # type: ignore[union-attr]
+        address = self.ctx.directory.lookup(name)
         if address is None:
             # The routing subsystem is restarting: tell the client to retry.
-            self._error(request.request_id, ErrorCode.UNAVAILABLE, "routing is restarting, retry")
-            return
+            raise Unavailable("routing is restarting, retry")
         self.send(address, request)
 
-    def _push(self, frame: bytes, kind: str) -> None:
+    def _push(self, frame: bytes, kind: ServerFrame) -> None:
         if self.handle.push(frame):
-            self.ctx.metrics.frame_out(kind)  # type: ignore[union-attr]
+            self.ctx.metrics.frame_out(kind)
 
-    def _error(self, request_id: Any, code: ErrorCode, message: str) -> None:
-        self.ctx.metrics.error(code)  # type: ignore[union-attr]
-        self._push(codec.encode_error(request_id, code, message), "error")
+    def _error(self, request_id: RequestId, exc: ProtocolError) -> None:
+        self.ctx.metrics.error(exc.code)
+        self._push(codec.encode_error(request_id, exc.code, exc.message), ServerFrame.ERROR)
 
     def _fail_auth(self, reason: str) -> None:
         if self.machine.can(Event.AUTH_FAILED):
@@ -487,86 +385,96 @@ class WebSocketActor(ActorTypeDispatcher):
         voids the previous timer (after a token refresh).
         """
         ctx, identity = self.ctx, self.identity
-        assert ctx is not None and identity is not None
+        if identity is None:
+            return
         delay = identity.expires_at - ctx.wall()
         if self.machine.state is State.ACTIVE:
             idle_in = self._last_activity + ctx.settings.heartbeat.idle_after - ctx.clock()
             delay = min(delay, idle_in)
         self._check_generation += 1
-        self.wakeupAfter(max(delay, 0.0), Tick("check", self._check_generation))
+        self.wakeupAfter(max(delay, 0.0), CheckDue(self._check_generation))
+
+    # -- establishing the session (docs/protocol.md "Sessions, resume and replay") ---------
 
     def _establish(
-        self, identity: Identity, session_id: str | None, last_seq: int | None, request_id: Any
+        self,
+        identity: Identity,
+        session_id: str | None,
+        last_seq: int | None,
+        request_id: RequestId,
     ) -> None:
         """Authenticated: resume or create the session, welcome, replay."""
         ctx = self.ctx
-        assert ctx is not None
         limits = ctx.settings.limits
         if len(ctx.sessions.attached_of(identity.user)) >= limits.max_connections_per_user:
             self.machine.fire(Event.AUTH_FAILED)
             self.handle.close(CloseCode.CONNECTION_LIMIT, "too many connections for this user")
             return
-        wants_resume = session_id is not None and last_seq is not None
         shared = ctx.write_behind is not None
-        if wants_resume and shared and ctx.sessions.get(session_id or "") is None:
+        plan = plan_resume(ctx.sessions, identity.user, session_id, last_seq, shared=shared)
+        if plan.verdict is ResumeVerdict.CLAIM and session_id is not None and last_seq is not None:
             # Not here, but other nodes share sessions: claim it from the store.
             # Frames that arrive meanwhile are held and handled after welcome.
             self._held = []
-            store = ctx.backends.sessions
-            run_async(
-                self,
-                store.claim(session_id or "", identity.user),
-                lambda result: AsyncDone("claimed", result, (identity, last_seq, request_id)),
-            )
-            return
-        session, replay = self._resume_local(identity, session_id, last_seq)
-        self._welcome(identity, session, replay, wants_resume, request_id)
+            claimed_seq = last_seq
 
-    def receiveMsg_AsyncDone(self, msg: AsyncDone, sender: Any) -> None:
-        if msg.tag != "claimed" or self.ctx is None or self.handle.closing:
+            def claimed(snap: SessionSnapshot | None) -> None:
+                self._claimed(identity, snap, claimed_seq, request_id)
+
+            def failed(exc: BaseException) -> None:
+                self._claimed(identity, None, claimed_seq, request_id)
+
+            self.call(ctx.backends.sessions.claim(session_id, identity.user), claimed, failed)
             return
-        identity, last_seq, request_id = msg.state
+        self._welcome(identity, plan, request_id)
+
+    def _claimed(
+        self,
+        identity: Identity,
+        snap: SessionSnapshot | None,
+        last_seq: int,
+        request_id: RequestId,
+    ) -> None:
+        if self.handle.closing:
+            return
         ctx = self.ctx
         session: Session | None = None
-        replay: list[tuple[int, bytes]] = []
-        snap = msg.result if isinstance(msg.result, SessionSnapshot) else None
         if snap is not None:
-            session = ctx.sessions.restore(
-                snap.session_id,
-                snap.user,
-                identity.roles,
-                seq=snap.seq,
-                buffer=snap.buffer,
-                subscriptions=snap.subscriptions,
-                rooms=snap.rooms,
-                now=ctx.clock(),
-            )
+            session = ctx.sessions.restore_snapshot(snap, identity.roles, ctx.clock())
             for name in (ROUTE_TOPIC, ROUTE_ROOM):
                 address = ctx.directory.lookup(name)
                 if address is not None:
                     self.send(address, IndexSession(session))
-            found = session.replay_after(last_seq)
-            if found is None:
-                session = None  # restored for nobody: the reaper expires it
-            else:
-                replay = found
-        self._welcome(identity, session, replay, True, request_id)
+        # A restored session that cannot be resumed is left for the reaper.
+        self._welcome(identity, plan_claimed(session, last_seq), request_id)
         held, self._held = self._held or [], None
         for frame in held:
             self._on_text(frame)
 
-    def _welcome(
-        self,
-        identity: Identity,
-        session: Session | None,
-        replay: list[tuple[int, bytes]],
-        wanted_resume: bool,
-        request_id: Any,
-    ) -> None:
+    def _welcome_frame(
+        self, session: Session, resumed: bool, replayed: int | None, request_id: RequestId
+    ) -> bytes:
         ctx = self.ctx
-        assert ctx is not None
-        handle = self.handle
-        resumed = session is not None
+        return codec.encode_welcome(
+            connection_id=self.handle.connection_id,
+            session_id=session.id,
+            user=session.user,
+            roles=list(session.roles),
+            heartbeat=int(ctx.settings.heartbeat.interval),
+            resumed=resumed,
+            replayed=replayed,
+            server=ctx.node_id,
+            id=request_id,
+        )
+
+    def _welcome(self, identity: Identity, plan: ResumePlan, request_id: RequestId) -> None:
+        ctx, handle = self.ctx, self.handle
+        session = plan.session
+        if plan.previous is not None and session is not None:
+            # The client reconnected before its old socket was noticed gone:
+            # the new connection takes the session over.
+            ctx.sessions.detach(session, ctx.clock())
+            plan.previous.close(CloseCode.NORMAL, "session resumed by another connection")
         if session is None:
             session = ctx.sessions.create(identity.user, identity.roles)
         elif ctx.write_behind is not None:
@@ -578,89 +486,29 @@ class WebSocketActor(ActorTypeDispatcher):
         self.identity = identity
         self.machine.fire(Event.AUTH_OK)
         self._schedule_check()
-        welcome = codec.encode_welcome(
-            connection_id=handle.connection_id,
-            session_id=session.id,
-            user=session.user,
-            roles=list(session.roles),
-            heartbeat=int(ctx.settings.heartbeat.interval),
-            resumed=resumed,
-            replayed=len(replay) if resumed else None,
-            server=ctx.node_id,
-            id=request_id,
+        replay = plan.replay
+        replayed = len(replay) if plan.resumed else None
+        self._push(
+            self._welcome_frame(session, plan.resumed, replayed, request_id), ServerFrame.WELCOME
         )
-        self._push(welcome, "welcome")
         for seq, tail in replay:
             handle.push(codec.with_seq(seq, tail))
         if replay:
-            ctx.metrics.frame_out("message", len(replay))
-        if wanted_resume:
-            ctx.metrics.resume("resumed" if resumed else "expired")
+            ctx.metrics.frame_out(ServerFrame.MESSAGE, len(replay))
+        if plan.requested:
+            ctx.metrics.resume("resumed" if plan.resumed else "expired")
         ctx.log.debug(
             "connection authenticated",
             connection_id=handle.connection_id,
             user=session.user,
             session_id=session.id,
-            resumed=resumed,
+            resumed=plan.resumed,
         )
-        if resumed:
-            _announce_presence(ctx, self, session, online=True)
+        if plan.resumed:
+            announce_presence(ctx, self, session, online=True)
         add = ctx.backends.presence.add_connection
         ctx.background.submit(add, session.user, handle.connection_id, ctx.node_id)
 
-    def _resume_local(
-        self, identity: Identity, session_id: str | None, last_seq: int | None
-    ) -> tuple[Session | None, list[tuple[int, bytes]]]:
-        """The local session to resume and the messages to replay, or (None, [])."""
-        if session_id is None or last_seq is None:
-            return None, []
-        ctx = self.ctx
-        assert ctx is not None
-        session = ctx.sessions.get(session_id)
-        if session is None or session.user != identity.user:
-            return None, []
-        replay = session.replay_after(last_seq)
-        if replay is None:
-            return None, []
-        if session.sink is not None:
-            # The client reconnected before its old socket was noticed gone:
-            # the new connection takes the session over.
-            old = session.sink
-            ctx.sessions.detach(session, ctx.clock())
-            old.close(CloseCode.NORMAL, "session resumed by another connection")
-        return session, replay
 
-
-def _forbidden(action: str, topic: str | None) -> ProtocolError:
-    from rtcs.errors import Forbidden
-
+def _forbidden(action: str, topic: str | None) -> Forbidden:
     return Forbidden(f"not allowed to {action} {topic}" if topic else f"not allowed to {action}")
-
-
-# Which method handles which command (looked up by name, so a subclass or a
-# patched method takes effect).
-_HANDLERS: dict[type, str] = {
-    Subscribe: "_on_subscribe",
-    Unsubscribe: "_on_unsubscribe",
-    Publish: "_on_publish",
-    Send: "_on_send",
-    Join: "_on_join",
-    Leave: "_on_leave",
-    Broadcast: "_on_broadcast",
-    PresenceQuery: "_on_presence",
-    Ping: "_on_ping",
-    Auth: "_on_auth",
-}
-
-_FRAME_TYPES: dict[type, str] = {
-    Auth: "auth",
-    Subscribe: "subscribe",
-    Unsubscribe: "unsubscribe",
-    Publish: "publish",
-    Send: "send",
-    Join: "join",
-    Leave: "leave",
-    Broadcast: "broadcast",
-    PresenceQuery: "presence",
-    Ping: "ping",
-}

@@ -2,15 +2,22 @@
 
 Actors receive it in their ``Configure`` (or supervisors' ``Supervise``)
 message and keep no other global state; a restarted actor gets the same
-context and rebuilds its own state from it.
+context and rebuilds its own state from it. :class:`NodeActor` and
+:class:`NodeSupervisor` give it to their subclasses (and to plugins) typed,
+as ``self.ctx``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from thespian.actors import ActorAddress, ActorTypeDispatcher
+
+from rtcs.actors.messages import Configure
+from rtcs.runtime.supervision import Supervisor
 
 if TYPE_CHECKING:
     from rtcs.auth.permissions import Policy
@@ -23,17 +30,25 @@ if TYPE_CHECKING:
     from rtcs.sessions import SessionRegistry
 
 
+# Supervisor names: also the keys of ``[supervision.<name>]`` (rtcs.config.SUPERVISORS).
+SYSTEM = "system"
+SERVER = "server"
+CONNECTIONS = "connections"
+ROUTER = "router"
+METRICS = "metrics"
+PLUGINS = "plugins"
 # Directory names of the routing actors; connection actors look them up on
 # every request, since addresses change when an actor restarts.
 ROUTE_TOPIC = "route.topic"
 ROUTE_DIRECT = "route.direct"
 ROUTE_ROOM = "route.room"
 ROUTE_BROADCAST = "route.broadcast"
-CONNECTIONS = "connections"
-ROUTER = "router"
-METRICS = "metrics"
-PLUGINS = "plugins"
 STATS = "stats"
+
+SUPERVISOR_NAMES = (SYSTEM, SERVER, CONNECTIONS, ROUTER, METRICS, PLUGINS)
+ROUTE_HANDLERS = (ROUTE_TOPIC, ROUTE_DIRECT, ROUTE_ROOM, ROUTE_BROADCAST)
+#: Names rtcs's own actors use: a plugin may not take one.
+RESERVED_NAMES = frozenset((*SUPERVISOR_NAMES, *ROUTE_HANDLERS, STATS))
 
 
 def _background() -> BackgroundCalls:
@@ -64,3 +79,63 @@ class NodeContext:
     background: BackgroundCalls = field(default_factory=lambda: _background())
     shutting_down: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class NotConfigured(RuntimeError):
+    """An actor was used before it received its node context (a bug, not a client fault)."""
+
+
+class NodeActor(ActorTypeDispatcher):
+    """Base of rtcs's actors that are not supervisors, and of plugins.
+
+    Its first message is :class:`~rtcs.actors.messages.Configure` (sent by
+    its supervisor after every (re)start): the context becomes ``self.ctx``,
+    the options ``self.options``, then :meth:`configured` runs. A subclass
+    overriding ``receiveMsg_Configure`` must call this one.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ctx: NodeContext | None = None
+        self.options: Mapping[str, Any] = {}
+
+    @property
+    def ctx(self) -> NodeContext:
+        """The node context.
+
+        Raises:
+            NotConfigured: before ``Configure`` arrived.
+        """
+        ctx = self._ctx
+        if ctx is None:
+            raise NotConfigured(f"{type(self).__name__} has no node context yet")
+        return ctx
+
+    @property
+    def configured_yet(self) -> bool:
+        """True once the node context arrived."""
+        return self._ctx is not None
+
+    def receiveMsg_Configure(self, msg: Configure, sender: ActorAddress) -> None:
+        self._ctx = msg.context
+        self.options = msg.options
+        self.configured()
+
+    def configured(self) -> None:
+        """Hook: ``self.ctx`` and ``self.options`` are set (after every (re)start)."""
+
+
+class NodeSupervisor(Supervisor):
+    """A supervisor whose ``Supervise.context`` is the node context, typed as ``self.ctx``."""
+
+    @property
+    def ctx(self) -> NodeContext:
+        """The node context.
+
+        Raises:
+            NotConfigured: before ``Supervise`` arrived (or it carried no node context).
+        """
+        context = self.context
+        if not isinstance(context, NodeContext):
+            raise NotConfigured(f"{type(self).__name__} has no node context")
+        return context

@@ -5,6 +5,10 @@ Every message is a frozen, slotted dataclass; Thespian's
 so names are unique across rtcs. Messages are passed by reference inside one
 process (the asyncio-driven base never pickles), which is why some carry live
 objects such as a ``Session`` or the gateway's connection handle.
+
+Results of backend calls are not messages of their own: an actor continues
+with a typed callback (``rtcs.runtime.control.Calls.call``). Timer payloads
+are one class per timer, so a handler tells them apart by type.
 """
 
 from __future__ import annotations
@@ -17,10 +21,10 @@ from rtcs.protocol.frames import BroadcastFilter, RequestId
 
 if TYPE_CHECKING:
     from rtcs.actors.context import NodeContext
+    from rtcs.actors.ports import ClientHandle
     from rtcs.auth.extract import HandshakeAuth
     from rtcs.auth.tokens import Identity
     from rtcs.backends.base import Envelope
-    from rtcs.gateway.handle import ConnectionHandle
     from rtcs.sessions import Session
 
 
@@ -50,7 +54,7 @@ class OpenConnection:
     the connection actor waits for a first-frame ``auth``.
     """
 
-    handle: ConnectionHandle
+    handle: ClientHandle
     auth: HandshakeAuth
     identity: Identity | None
 
@@ -208,27 +212,33 @@ class RemoteEnvelope:
     envelope: Envelope
 
 
-# -- async completions (results of backend calls, see runtime.run_async) ----
+# -- timers (``wakeupAfter`` payloads) -------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class AsyncDone:
-    """A backend call finished; ``then`` continues the work in an actor turn."""
-
-    tag: str
-    result: Any
-    state: Any = None
-
-
-# -- timers -------------------------------------------------------------------
+class AuthDeadline:
+    """A connection without a token must have sent ``auth`` by now (else 4001)."""
 
 
 @dataclass(frozen=True, slots=True)
-class Tick:
-    """Payload of a periodic ``wakeupAfter``; ``generation`` voids stale timers."""
+class CheckDue:
+    """A connection's one timer: token expiry, then inactivity.
 
-    kind: str
-    generation: int = 0
+    ``generation`` voids a timer that a later one replaced (Thespian timers
+    cannot be cancelled).
+    """
+
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReapDue:
+    """The connection supervisor expires detached sessions whose TTL ran out."""
+
+
+@dataclass(frozen=True, slots=True)
+class SampleDue:
+    """The metrics collector samples gauges and measures the loop lag."""
 
 
 @dataclass(frozen=True, slots=True)

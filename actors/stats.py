@@ -13,16 +13,13 @@ import time
 from collections import deque
 from typing import Any
 
-from thespian.actors import ActorTypeDispatcher, WakeupMessage
+from thespian.actors import ActorAddress, WakeupMessage
 
-from rtcs.actors.context import STATS, NodeContext
-from rtcs.actors.messages import Configure, StatsSample, Tick
-from rtcs.runtime.supervision import Supervisor
+from rtcs.actors.context import STATS, NodeActor, NodeSupervisor
+from rtcs.actors.messages import SampleDue, StatsSample
 
-# How often gauges are sampled and the loop lag measured.
-SAMPLE_INTERVAL = 1.0
-# How often the aggregator logs its rolling rates.
-REPORT_INTERVAL = 60.0
+# Samples kept by the aggregator, in report intervals.
+_KEPT_REPORTS = 5
 
 
 def _counter_total(counter: Any) -> float:
@@ -35,8 +32,8 @@ def _counter_total(counter: Any) -> float:
     return total
 
 
-class MetricsCollector(Supervisor):
-    """Samples node gauges every second and feeds the stats aggregator."""
+class MetricsCollector(NodeSupervisor):
+    """Samples node gauges every ``metrics.sample_interval`` and feeds the stats aggregator."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -49,13 +46,14 @@ class MetricsCollector(Supervisor):
             self._schedule()
 
     def _schedule(self) -> None:
-        self._expected = time.monotonic() + SAMPLE_INTERVAL
-        self.wakeupAfter(SAMPLE_INTERVAL, Tick("sample"))
+        interval = self.ctx.settings.metrics.sample_interval
+        self._expected = time.monotonic() + interval
+        self.wakeupAfter(interval, SampleDue())
 
-    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:
-        if not isinstance(msg.payload, Tick) or msg.payload.kind != "sample":
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: ActorAddress) -> None:
+        if not isinstance(msg.payload, SampleDue):
             return
-        ctx: NodeContext = self.context
+        ctx = self.ctx
         metrics = ctx.metrics
         metrics.loop_lag_seconds.observe(max(time.monotonic() - self._expected, 0.0))
         attached = ctx.sessions.attached_count()
@@ -78,21 +76,24 @@ class MetricsCollector(Supervisor):
         self._schedule()
 
 
-class StatsAggregator(ActorTypeDispatcher):
-    """Keeps the last minutes of samples and logs rolling rates."""
+class StatsAggregator(NodeActor):
+    """Keeps the last few report intervals of samples and logs rolling rates."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.ctx: NodeContext | None = None
-        self.samples: deque[StatsSample] = deque(maxlen=int(REPORT_INTERVAL / SAMPLE_INTERVAL) * 5)
+        self.samples: deque[StatsSample] = deque()
         self._last_report = time.monotonic()
 
-    def receiveMsg_Configure(self, msg: Configure, sender: Any) -> None:
-        self.ctx = msg.context
+    def configured(self) -> None:
+        metrics = self.ctx.settings.metrics
+        kept = int(metrics.report_interval / metrics.sample_interval) * _KEPT_REPORTS
+        self.samples = deque(self.samples, maxlen=max(kept, 2))
 
-    def receiveMsg_StatsSample(self, msg: StatsSample, sender: Any) -> None:
+    def receiveMsg_StatsSample(self, msg: StatsSample, sender: ActorAddress) -> None:
+        if not self.configured_yet:
+            return
         self.samples.append(msg)
-        if msg.at - self._last_report >= REPORT_INTERVAL and self.ctx is not None:
+        if msg.at - self._last_report >= self.ctx.settings.metrics.report_interval:
             self._last_report = msg.at
             self.ctx.log.info("stats", **self.rates())
 

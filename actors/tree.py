@@ -5,7 +5,7 @@
     SystemSupervisor                      (one-for-one by default)
       ServerActor                         (rest-for-one by default)
         ConnectionSupervisor              (one-for-one) -> WebSocketActor x N (temporary)
-        MessageRouter                     (all-for-one) -> Topic/Direct/Room/Broadcast handlers
+        RoutingSupervisor ("router")      (all-for-one) -> Topic/Direct/Room/Broadcast handlers
         MetricsCollector                  (all-for-one) -> StatsAggregator
         PluginSupervisor                  (one-for-one) -> your plugin actors
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from rtcs.actors.connection import ConnectionSupervisor
+from rtcs.actors.connection_supervisor import ConnectionSupervisor
 from rtcs.actors.context import (
     CONNECTIONS,
     METRICS,
@@ -27,15 +27,17 @@ from rtcs.actors.context import (
     ROUTE_ROOM,
     ROUTE_TOPIC,
     ROUTER,
+    SERVER,
     STATS,
+    SYSTEM,
     NodeContext,
 )
 from rtcs.actors.messages import Configure
-from rtcs.actors.router import (
+from rtcs.actors.routing import (
     BroadcastHandler,
     DirectHandler,
-    MessageRouter,
     RoomHandler,
+    RoutingSupervisor,
     TopicHandler,
 )
 from rtcs.actors.stats import MetricsCollector, StatsAggregator
@@ -98,7 +100,7 @@ def build_tree(
         METRICS, (ChildSpec(STATS, StatsAggregator, Restart.PERMANENT, init=configure),)
     )
     server = supervise(
-        "server",
+        SERVER,
         (
             ChildSpec(
                 CONNECTIONS,
@@ -106,7 +108,7 @@ def build_tree(
                 Restart.PERMANENT,
                 init=supervise(CONNECTIONS, ()),
             ),
-            ChildSpec(ROUTER, MessageRouter, Restart.PERMANENT, init=router),
+            ChildSpec(ROUTER, RoutingSupervisor, Restart.PERMANENT, init=router),
             ChildSpec(METRICS, MetricsCollector, Restart.PERMANENT, init=metrics),
             ChildSpec(
                 PLUGINS,
@@ -116,4 +118,4 @@ def build_tree(
             ),
         ),
     )
-    return supervise("system", (ChildSpec("server", ServerActor, Restart.PERMANENT, init=server),))
+    return supervise(SYSTEM, (ChildSpec(SERVER, ServerActor, Restart.PERMANENT, init=server),))

@@ -3,7 +3,7 @@
 ``App`` builds everything once and passes it down explicitly: settings,
 metrics registry, logger, backends, permissions, token verifier, the actor
 system on the running event loop (with the supervision tree from
-``actors.tree``) and the gateway. There are no hidden singletons, so tests
+``rtcs.actors.tree``) and the gateway. There are no hidden singletons, so tests
 run several nodes in one process.
 """
 
@@ -17,13 +17,12 @@ import signal
 import socket
 from typing import Any
 
-from thespian.actors import ActorSystem
-
 from rtcs import __version__, logs
 from rtcs.actors.context import (
     CONNECTIONS,
     ROUTE_BROADCAST,
     ROUTE_DIRECT,
+    ROUTE_HANDLERS,
     ROUTE_ROOM,
     ROUTE_TOPIC,
     NodeContext,
@@ -32,7 +31,7 @@ from rtcs.actors.messages import RemoteEnvelope, SessionMoved, Shutdown
 from rtcs.actors.tree import SystemSupervisor, build_tree
 from rtcs.auth.permissions import Policy
 from rtcs.auth.tokens import TokenVerifier
-from rtcs.backends.base import Backends, Envelope
+from rtcs.backends.base import Backends, Envelope, EnvelopeKind
 from rtcs.backends.memory import memory_backends
 from rtcs.backends.writebehind import SessionWriteBehind
 from rtcs.config import Settings
@@ -40,12 +39,13 @@ from rtcs.errors import CloseCode
 from rtcs.gateway.server import Gateway
 from rtcs.metrics import Metrics
 from rtcs.plugins import load_plugins
+from rtcs.runtime.actor_system import ActorSystem
 from rtcs.runtime.control import start_system, stop_system
 from rtcs.runtime.directory import Directory
 from rtcs.runtime.supervision import SupervisorEvent
 from rtcs.sessions import SessionRegistry
 
-_ROUTE_BY_KIND = {
+_ROUTE_BY_KIND: dict[EnvelopeKind, str] = {
     "topic": ROUTE_TOPIC,
     "user": ROUTE_DIRECT,
     "connection": ROUTE_DIRECT,
@@ -55,7 +55,7 @@ _ROUTE_BY_KIND = {
     "filter": ROUTE_BROADCAST,
 }
 # Every actor that must be running for the node to be ready.
-_REQUIRED = (CONNECTIONS, ROUTE_TOPIC, ROUTE_DIRECT, ROUTE_ROOM, ROUTE_BROADCAST)
+_REQUIRED = (CONNECTIONS, *ROUTE_HANDLERS)
 
 
 class App:
@@ -114,10 +114,10 @@ class App:
         self._root = self.system.createActor(SystemSupervisor)
         self.system.tell(self._root, build_tree(ctx, self._on_supervisor_event, plugins))
         await self._wait_for_tree()
-        self.gateway = Gateway(ctx, self.system, self.readiness)
+        self.gateway = Gateway(ctx, self.system.tell, self.readiness)
         port = await self.gateway.start()
         # Long-lived start-up objects never need collecting: keep the
-        # collector off them (DESIGN.md §3: halves fan-out cost at scale).
+        # collector off them (docs/performance.md: halves fan-out cost at scale).
         gc.collect()
         gc.freeze()
         self._ready = True

@@ -1,8 +1,10 @@
 """The rtcs error tree, wire error codes and WebSocket close codes.
 
-Every error a client can cause carries the wire code (PROTOCOL.md "error
-codes") or the close code (PROTOCOL.md "Limits and close codes") that the
-gateway sends for it. Nothing here does I/O.
+Every error a client can cause carries the wire code (docs/protocol.md, "Error
+codes") or the close code (docs/protocol.md, "Limits and close codes") that the
+gateway sends for it. Actors answer a request with an error by raising or
+passing one of the ``ProtocolError`` classes below; nothing else builds
+error frames. Nothing here does I/O.
 
 Tree::
 
@@ -14,7 +16,6 @@ Tree::
     │   ├── Forbidden          forbidden
     │   ├── Offline            offline
     │   ├── RateLimited        rate_limited
-    │   ├── TooLarge           too_large
     │   ├── LimitExceeded      limit
     │   ├── Unavailable        unavailable
     │   └── InternalError      internal
@@ -35,14 +36,14 @@ class ErrorCode(enum.StrEnum):
     FORBIDDEN = "forbidden"
     OFFLINE = "offline"
     RATE_LIMITED = "rate_limited"
-    TOO_LARGE = "too_large"
+    TOO_LARGE = "too_large"  # reserved: a frame over limits.max_message_size closes with 1009
     LIMIT = "limit"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
 
 
 class CloseCode(enum.IntEnum):
-    """WebSocket close codes used by rtcs (PROTOCOL.md, "Limits and close codes")."""
+    """WebSocket close codes used by rtcs (docs/protocol.md, "Limits and close codes")."""
 
     NORMAL = 1000
     GOING_AWAY = 1001  # server shutting down: reconnect and resume
@@ -105,10 +106,6 @@ class Offline(ProtocolError):
 
 class RateLimited(ProtocolError):
     code = ErrorCode.RATE_LIMITED
-
-
-class TooLarge(ProtocolError):
-    code = ErrorCode.TOO_LARGE
 
 
 class LimitExceeded(ProtocolError):

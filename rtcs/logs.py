@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Mapping
-from typing import Any, TextIO, cast
+from typing import Any, TextIO
 
 import structlog
 from structlog.typing import EventDict, Processor
@@ -142,4 +142,4 @@ def get_logger(name: str, **bind: Any) -> structlog.stdlib.BoundLogger:
     Bind identifiers (``connection_id``, ``user``, ``node``), never tokens or
     message bodies.
     """
-    return cast(structlog.stdlib.BoundLogger, structlog.stdlib.get_logger(name, **bind))
+    return structlog.stdlib.get_logger(name, **bind)

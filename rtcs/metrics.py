@@ -14,8 +14,9 @@ docs/operations.md lists every metric with its labels and what to alert on.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -27,40 +28,19 @@ from prometheus_client import (
     generate_latest,
 )
 
-from rtcs import __version__
+from rtcs import __version__, config
 from rtcs.errors import CloseCode, ErrorCode
+from rtcs.protocol.frames import CLIENT_FRAME_TYPES, ServerFrame
+from rtcs.runtime.policy import Strategy
 
-CLIENT_FRAME_TYPES = (
-    "auth",
-    "subscribe",
-    "unsubscribe",
-    "publish",
-    "send",
-    "join",
-    "leave",
-    "broadcast",
-    "presence",
-    "ping",
-)
-SERVER_FRAME_TYPES = (
-    "welcome",
-    "message",
-    "presence",
-    "error",
-    "subscribed",
-    "unsubscribed",
-    "joined",
-    "left",
-    "ack",
-    "pong",
-    "presence_state",
-)
-DELIVERY_KINDS = ("topic", "room", "direct", "global", "filter")
+SERVER_FRAME_TYPES: tuple[str, ...] = tuple(ServerFrame)
+DeliveryKind = Literal["topic", "room", "direct", "global", "filter"]
+DELIVERY_KINDS: tuple[DeliveryKind, ...] = typing.get_args(DeliveryKind)
 # Broker envelope kinds that count as direct deliveries.
 _DIRECT_ALIASES = ("user", "connection")
 HANDSHAKE_STATUSES = (400, 401, 403, 429, 503)
-SUPERVISORS = ("system", "server", "connections", "router", "metrics", "plugins")
-RESTART_STRATEGIES = ("one_for_one", "all_for_one", "rest_for_one")
+SUPERVISORS = config.SUPERVISORS
+RESTART_STRATEGIES = tuple(s.value for s in Strategy)
 OUTBOX_DROP_REASONS = ("overflow", "closed", "write_buffer")
 RESUME_RESULTS = ("resumed", "expired")
 

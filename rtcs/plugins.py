@@ -12,10 +12,14 @@ A plugin is an actor class named in the configuration::
 Each one is started under the ``plugins`` supervisor (one-for-one by default,
 ``[supervision.plugins]``) as a permanent child with the plugin's name,
 registered in the node's directory under that name, and sent
-``actors.messages.Configure(context, options)`` as its first message, again
-after every restart. The ``NodeContext`` gives it the settings, metrics,
-backends, the directory (to find the route handlers by name) and the session
-registry. See docs/plugins.md.
+``Configure(context, options)`` as its first message, again after every
+restart. The ``NodeContext`` gives it the settings, metrics, backends, the
+directory (to find the route handlers by name) and the session registry.
+
+This module is the one place plugin authors import from: :class:`PluginActor`
+(a Thespian actor with ``self.ctx`` and ``self.options`` typed, and a
+``configured()`` hook), the messages a plugin may send or receive, and the
+directory names of the route handlers. See docs/plugins.md.
 """
 
 from __future__ import annotations
@@ -25,17 +29,45 @@ import types
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from thespian.actors import Actor
-
-from rtcs.actors.messages import Configure
+from rtcs.actors.context import (
+    RESERVED_NAMES,
+    ROUTE_BROADCAST,
+    ROUTE_DIRECT,
+    ROUTE_ROOM,
+    ROUTE_TOPIC,
+    NodeContext,
+)
+from rtcs.actors.context import NodeActor as PluginActor
+from rtcs.actors.messages import Configure, RemoteEnvelope, ServerPublish
 from rtcs.errors import ConfigError
+from rtcs.runtime.actor_system import Actor, ActorAddress, ActorExitRequest, WakeupMessage
+from rtcs.runtime.control import Calls
 from rtcs.runtime.supervision import ChildSpec, Restart
 
 if TYPE_CHECKING:
-    from rtcs.actors.context import NodeContext
     from rtcs.config import Settings
 
-RESERVED = {"system", "server", "connections", "router", "metrics", "stats", "plugins"}
+__all__ = [
+    "ROUTE_BROADCAST",
+    "ROUTE_DIRECT",
+    "ROUTE_ROOM",
+    "ROUTE_TOPIC",
+    "Actor",
+    "ActorAddress",
+    "ActorExitRequest",
+    "Calls",
+    "Configure",
+    "NodeContext",
+    "PluginActor",
+    "RemoteEnvelope",
+    "ServerPublish",
+    "WakeupMessage",
+    "load_plugins",
+    "resolve",
+]
+
+#: Names rtcs's own actors use; a plugin may not take one.
+RESERVED = RESERVED_NAMES
 
 
 def resolve(name: str, target: str) -> type[Actor]:

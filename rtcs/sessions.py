@@ -1,6 +1,6 @@
 """Node-local session state: the hot path of every delivery.
 
-A *session* outlives its connection (PROTOCOL.md "Sessions, resume and
+A *session* outlives its connection (docs/protocol.md "Sessions, resume and
 replay"): it owns the per-session ``seq`` counter, a bounded replay buffer of
 the last delivered messages, and the subscriptions and rooms that are restored
 on resume. While a connection is attached, the session holds its ``Sink`` (the
@@ -17,14 +17,19 @@ recipient.
 from __future__ import annotations
 
 import base64
+import enum
 import itertools
 import os
 import secrets
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from rtcs.protocol.codec import with_seq
+
+if TYPE_CHECKING:
+    from rtcs.backends.base import SessionSnapshot
 
 
 class Sink(Protocol):
@@ -43,7 +48,7 @@ class Sink(Protocol):
 
 
 class SessionIds:
-    """Unguessable session ids (``s-`` prefix, PROTOCOL.md; 128 random bits each), drawn from the OS
+    """Unguessable session ids (``s-`` prefix, docs/protocol.md; 128 random bits each), drawn from the OS
     random source a batch at a time rather than with one system call per
     connection."""
 
@@ -60,7 +65,7 @@ class SessionIds:
 
 
 class ConnectionIds:
-    """Connection ids (``c-`` prefix, PROTOCOL.md), unique across nodes.
+    """Connection ids (``c-`` prefix, docs/protocol.md), unique across nodes.
 
     A random prefix per node and a counter: no system call per connection.
     Connection ids are addresses (``send`` to ``{"connection": id}``), not
@@ -222,6 +227,21 @@ class SessionRegistry:
         session.rooms.update(rooms)
         return session
 
+    def restore_snapshot(
+        self, snapshot: SessionSnapshot, roles: tuple[str, ...], now: float
+    ) -> Session:
+        """Register a session claimed from the shared store (detached until attached)."""
+        return self.restore(
+            snapshot.session_id,
+            snapshot.user,
+            roles,
+            seq=snapshot.seq,
+            buffer=snapshot.buffer,
+            subscriptions=snapshot.subscriptions,
+            rooms=snapshot.rooms,
+            now=now,
+        )
+
     def remove(self, session: Session) -> None:
         """Forget a session entirely (expired, or replaced)."""
         if session.sink is not None:
@@ -262,3 +282,90 @@ class SessionRegistry:
 
 
 _EMPTY: set[Session] = set()
+
+
+# -- resume (docs/protocol.md "Sessions, resume and replay") ---------------------------
+
+
+class ResumeVerdict(enum.Enum):
+    """What a connection presenting ``session`` + ``last_seq`` gets."""
+
+    NOT_REQUESTED = "not_requested"  # no resume asked for: a new session
+    UNKNOWN = "unknown"  # no such session (never existed, expired, or moved away)
+    OTHER_OWNER = "other_owner"  # the session belongs to another user
+    TOO_OLD = "too_old"  # the buffer no longer holds last_seq + 1, or last_seq is ahead
+    RESUME = "resume"  # exact replay, then live messages
+    TAKE_OVER = "take_over"  # resume; the connection still attached is closed first
+    CLAIM = "claim"  # not held here, but sessions are shared: claim it from the store
+
+
+@dataclass(frozen=True, slots=True)
+class ResumePlan:
+    """A resume decision: the verdict, and for a resume the session and its replay.
+
+    ``previous`` is the sink still attached to the session on a take-over
+    (the client reconnected before its old socket was noticed gone).
+    """
+
+    verdict: ResumeVerdict
+    session: Session | None = None
+    replay: tuple[tuple[int, bytes], ...] = ()
+    previous: Sink | None = None
+
+    @property
+    def resumed(self) -> bool:
+        """True when the session is resumed (with or without a take-over)."""
+        return self.verdict is ResumeVerdict.RESUME or self.verdict is ResumeVerdict.TAKE_OVER
+
+    @property
+    def requested(self) -> bool:
+        """True when the client asked to resume (whatever the outcome)."""
+        return self.verdict is not ResumeVerdict.NOT_REQUESTED
+
+
+_NOT_REQUESTED = ResumePlan(ResumeVerdict.NOT_REQUESTED)
+
+
+def plan_resume(
+    registry: SessionRegistry,
+    user: str,
+    session_id: str | None,
+    last_seq: int | None,
+    *,
+    shared: bool,
+) -> ResumePlan:
+    """Decide what a connection of ``user`` resuming ``session_id`` after ``last_seq`` gets.
+
+    ``shared`` is True when other nodes share sessions through a store: a
+    session not held here may then be claimed from it (``CLAIM``). Nothing is
+    changed: the caller carries out the plan (detaching ``previous`` on a
+    take-over, attaching the session, replaying).
+    """
+    if session_id is None or last_seq is None:
+        return _NOT_REQUESTED
+    session = registry.get(session_id)
+    if session is None:
+        return ResumePlan(ResumeVerdict.CLAIM if shared else ResumeVerdict.UNKNOWN)
+    if session.user != user:
+        return ResumePlan(ResumeVerdict.OTHER_OWNER)
+    return _replayable(session, last_seq)
+
+
+def plan_claimed(session: Session | None, last_seq: int) -> ResumePlan:
+    """Decide a resume once the shared store answered a claim.
+
+    ``session`` is the claimed session, already restored into the registry,
+    or None when the store had no unexpired session of this user.
+    """
+    if session is None:
+        return ResumePlan(ResumeVerdict.UNKNOWN)
+    return _replayable(session, last_seq)
+
+
+def _replayable(session: Session, last_seq: int) -> ResumePlan:
+    replay = session.replay_after(last_seq)
+    if replay is None:
+        return ResumePlan(ResumeVerdict.TOO_OLD)
+    if session.sink is not None:
+        return ResumePlan(ResumeVerdict.TAKE_OVER, session, tuple(replay), session.sink)
+    return ResumePlan(ResumeVerdict.RESUME, session, tuple(replay))

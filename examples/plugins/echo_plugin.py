@@ -41,13 +41,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from thespian.actors import ActorExitRequest, ActorTypeDispatcher, WakeupMessage
-
-from rtcs.actors.context import ROUTE_TOPIC, NodeContext
-from rtcs.actors.messages import Configure, ServerPublish, Tick
 from rtcs.errors import BadTopic
+from rtcs.plugins import ROUTE_TOPIC, ActorAddress, PluginActor, ServerPublish, WakeupMessage
 from rtcs.protocol.topics import validate_topic
 
 TOPIC = "system.heartbeat"
@@ -94,7 +92,12 @@ def parse_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str,
     return valid, refused
 
 
-class HeartbeatPlugin(ActorTypeDispatcher):
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """The plugin's timer payload: time for the next heartbeat."""
+
+
+class HeartbeatPlugin(PluginActor):
     """Publishes ``{"node", "beat", "connections"}`` on its topic periodically.
 
     Options (``Configure.options``): ``interval`` in seconds (> 0) and
@@ -122,20 +125,18 @@ class HeartbeatPlugin(ActorTypeDispatcher):
 
     def __init__(self) -> None:
         super().__init__()
-        self.ctx: NodeContext | None = None
         self.beats = 0
+        self._ticking = False
 
-    def receiveMsg_Configure(self, msg: Configure, sender: Any) -> None:
-        """Take the context and options; start the timer on the first ``Configure`` only.
+    def configured(self) -> None:
+        """Take the options; start the timer on the first ``Configure`` only.
 
         Never raises on bad options (see the module docstring): each refused
         option is logged with its name and reason, and its default is kept.
         """
-        first = self.ctx is None
-        self.ctx = msg.context
-        valid, refused = parse_options(msg.options)
+        valid, refused = parse_options(self.options)
         for option, reason in refused.items():
-            msg.context.log.error(
+            self.ctx.log.error(
                 "plugin option ignored",
                 plugin=type(self).__name__,
                 option=option,
@@ -143,16 +144,17 @@ class HeartbeatPlugin(ActorTypeDispatcher):
             )
         self.interval = valid.get("interval", type(self).interval)
         self.topic = valid.get("topic", type(self).topic)
-        if first:
-            self.wakeupAfter(self.interval, Tick("heartbeat"))
+        if not self._ticking:
+            self._ticking = True
+            self.wakeupAfter(self.interval, Beat())
 
-    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:
-        if not isinstance(msg.payload, Tick) or msg.payload.kind != "heartbeat":
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: ActorAddress) -> None:
+        if not isinstance(msg.payload, Beat):
             return
         self.beat()
         # Re-armed after the beat: if the beat raises, the supervisor replaces
         # this actor, and the new one starts its own timer on Configure.
-        self.wakeupAfter(self.interval, Tick("heartbeat"))
+        self.wakeupAfter(self.interval, Beat())
 
     def beat(self) -> None:
         """Send one heartbeat to the topic route handler, for this node's clients only.
@@ -162,7 +164,7 @@ class HeartbeatPlugin(ActorTypeDispatcher):
         nothing late.
         """
         ctx = self.ctx
-        if ctx is None or ctx.shutting_down:
+        if ctx.shutting_down:
             return
         handler = ctx.directory.lookup(ROUTE_TOPIC)
         if handler is None:
@@ -174,8 +176,3 @@ class HeartbeatPlugin(ActorTypeDispatcher):
             "connections": ctx.sessions.attached_count(),
         }
         self.send(handler, ServerPublish(self.topic, data, local_only=True))
-
-    def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
-        # Nothing to release: the runtime cancels this actor's timers when it
-        # exits. A plugin holding other resources closes them here.
-        self.ctx = None

@@ -1,4 +1,4 @@
-"""Where a connection's token comes from (PROTOCOL.md, "Authentication").
+"""Where a connection's token comes from (docs/protocol.md, "Authentication").
 
 Pure: takes the request path and headers of a WebSocket handshake and returns
 what the gateway needs to authenticate it. Sources, in order:
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from rtcs.errors import AuthError, BadRequest
 from rtcs.protocol.codec import MAX_SEQ
-from rtcs.protocol.frames import MAX_NAME_LENGTH
+from rtcs.protocol.frames import BEARER_PREFIX, MAX_NAME_LENGTH, SUBPROTOCOL
 
 __all__ = [
     "BEARER_PREFIX",
@@ -41,8 +41,6 @@ __all__ = [
     "own_origin",
 ]
 
-SUBPROTOCOL = "rtcs.v1"
-BEARER_PREFIX = "rtcs.bearer."
 
 # The same bound as a session id in an ``auth`` frame.
 MAX_SESSION_LENGTH = MAX_NAME_LENGTH
@@ -290,7 +288,7 @@ def extract(
     cookie_name: str,
     allow_query_token: bool,
 ) -> HandshakeAuth:
-    """Find the token of a handshake, in PROTOCOL.md order.
+    """Find the token of a handshake, in docs/protocol.md order.
 
     ``path`` is the request target with its query string; ``scheme`` is ``ws``
     or ``wss`` (for the server's own origin, from the ``Host`` header). The

@@ -31,9 +31,10 @@ import re
 import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from rtcs.errors import BadTopic, ConfigError
+from rtcs.protocol.frames import BROADCAST_KINDS, BroadcastKind
 from rtcs.protocol.topics import covers, matches, overlaps, validate_pattern
 
 __all__ = [
@@ -46,8 +47,8 @@ __all__ = [
 ]
 
 EVERYONE: Final = "*"
-BroadcastScope = Literal["room", "global", "filter"]
-BROADCAST_SCOPES: Final[frozenset[str]] = frozenset({"room", "global", "filter"})
+BroadcastScope = BroadcastKind
+BROADCAST_SCOPES: Final[frozenset[str]] = frozenset(BROADCAST_KINDS)
 
 DEFAULT_RBAC: dict[str, Any] = {
     "roles": {

@@ -1,11 +1,11 @@
-"""JWT verification and minting (PROTOCOL.md, "Authentication").
+"""JWT verification and minting (docs/protocol.md, "Authentication").
 
 The verifier pins the algorithms from the configuration, caps the token length
 before decoding anything, requires ``exp`` and ``sub``, checks ``aud``/``iss``
 when configured and checks the time claims against an explicit ``now`` (so
 tests and the connection actor share one clock). Every failure is an
 :class:`~rtcs.errors.AuthError` whose reason is short and never contains the
-token (DESIGN.md §4 lists the PyJWT traps this guards against).
+token (docs/architecture.md, "Library behaviour", lists the PyJWT traps this guards against).
 """
 
 from __future__ import annotations

@@ -17,10 +17,33 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeAlias
 
 from rtcs.backends.base import SessionSnapshot, SessionStore
 
 _log = logging.getLogger("rtcs.backends")
+
+
+@dataclass(frozen=True, slots=True)
+class _Save:
+    snapshot: SessionSnapshot
+    ttl: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Append:
+    session_id: str
+    seq: int
+    tail: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Delete:
+    session_id: str
+
+
+_Op: TypeAlias = _Save | _Append | _Delete
 
 
 class SessionWriteBehind:
@@ -34,23 +57,22 @@ class SessionWriteBehind:
         self._store = store
         self._cap = cap
         self._on_lost = on_lost
-        # ("save", snapshot, ttl) | ("append", session_id, seq, tail) | ("delete", session_id)
-        self._pending: list[tuple] = []
+        self._pending: list[_Op] = []
         self._task: asyncio.Task[None] | None = None
 
     def save(self, snapshot: SessionSnapshot, ttl: float) -> None:
         """Queue storing a session that just detached (before its messages)."""
-        self._queue(("save", snapshot, ttl))
+        self._queue(_Save(snapshot, ttl))
 
     def note(self, session_id: str, seq: int, tail: bytes) -> None:
         """Queue one delivered message of a detached session; never blocks."""
-        self._queue(("append", session_id, seq, tail))
+        self._queue(_Append(session_id, seq, tail))
 
     def delete(self, session_id: str) -> None:
         """Queue removing a stored session (it was resumed on this node)."""
-        self._queue(("delete", session_id))
+        self._queue(_Delete(session_id))
 
-    def _queue(self, op: tuple) -> None:
+    def _queue(self, op: _Op) -> None:
         self._pending.append(op)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._flush())
@@ -62,21 +84,28 @@ class SessionWriteBehind:
                 lost: set[str] = set()
                 for op in batch:
                     try:
-                        if op[0] == "save":
-                            await self._store.save(op[1], op[2])
-                            lost.discard(op[1].session_id)
-                        elif op[0] == "delete":
-                            await self._store.delete(op[1])
-                        elif op[1] not in lost and not await self._store.append(
-                            op[1], op[2], op[3], self._cap
-                        ):
-                            lost.add(op[1])
+                        await self._apply(op, lost)
                     except Exception as exc:  # the store is down: the message stays local only
-                        _log.warning("session store %s failed: %s", op[0], type(exc).__name__)
+                        what = type(op).__name__.strip("_").lower()
+                        _log.warning("session store %s failed: %s", what, type(exc).__name__)
                 for session_id in lost:
                     self._on_lost(session_id)
         finally:
             self._task = None
+
+    async def _apply(self, op: _Op, lost: set[str]) -> None:
+        """Carry out one operation; note sessions the store no longer has in ``lost``."""
+        match op:
+            case _Save(snapshot, ttl):
+                await self._store.save(snapshot, ttl)
+                lost.discard(snapshot.session_id)
+            case _Delete(session_id):
+                await self._store.delete(session_id)
+            case _Append(session_id, seq, tail):
+                if session_id not in lost and not await self._store.append(
+                    session_id, seq, tail, self._cap
+                ):
+                    lost.add(session_id)
 
     async def close(self) -> None:
         """Flush what is pending."""

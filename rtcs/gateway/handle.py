@@ -1,11 +1,12 @@
 """The gateway side of one connection: a bounded, non-blocking outbox.
 
-Actors never touch the socket. They hold a ``ConnectionHandle`` (the
-``rtcs.sessions.Sink`` of the connection) and call ``push(frame)`` with bytes
+Actors never touch the socket. They hold a ``ConnectionHandle`` (it
+implements ``rtcs.actors.ports.ClientHandle``, and is the session's
+``rtcs.sessions.Sink``) and call ``push(frame)`` with bytes
 that are already encoded. ``push`` frames the bytes and hands them to the
 transport synchronously, as ``websockets.broadcast()`` does, so there is no
 ``await ws.send()`` that could block forever on a client that never reads
-(DESIGN.md §4). The transport's write buffer *is* the outbox: when it would
+(docs/architecture.md, "Library behaviour"). The transport's write buffer *is* the outbox: when it would
 grow past ``limits.outbox_bytes`` the connection is closed with 4008 and
 aborted if the close handshake cannot complete, and its memory is freed.
 """
@@ -25,9 +26,6 @@ if TYPE_CHECKING:
 
     from rtcs.metrics import Metrics
 
-# How long a server-initiated close may wait for the client's close frame
-# before the TCP connection is aborted.
-CLOSE_GRACE = 2.0
 # FIN + text opcode, then the 7-bit length: the header of every short frame.
 _SMALL_HEADERS = [bytes((0x81, n)) for n in range(126)]
 
@@ -40,6 +38,8 @@ class ConnectionHandle:
     """
 
     __slots__ = (
+        "_admission",
+        "_close_timeout",
         "_closing",
         "_limit",
         "_metrics",
@@ -52,7 +52,6 @@ class ConnectionHandle:
         "connection_id",
         "created",
         "inflight",
-        "opened",
         "paused",
         "peer",
         "user",
@@ -64,9 +63,11 @@ class ConnectionHandle:
         connection_id: str,
         peer: str,
         outbox_bytes: int,
+        close_timeout: float,
         metrics: Metrics,
     ) -> None:
         self._ws = ws
+        self._close_timeout = close_timeout
         self._protocol = ws.protocol
         self._transport = ws.transport
         self._limit = outbox_bytes
@@ -76,21 +77,43 @@ class ConnectionHandle:
         self.connection_id = connection_id
         self.peer = peer
         self.user: str | None = None
-        self.actor: Any = None  # the connection actor's address, once started
+        self.actor: object = None  # the connection actor's address, once admitted
         self.close_code: int | None = None
-        # Resolved by the connection supervisor: True when the actor runs,
-        # or a close code when the connection is refused (e.g. 4031).
         loop = asyncio.get_running_loop()
         self.created = loop.time()
         # Inbound backpressure: frames told to the actor and not yet handled,
         # and the future the reader waits on while too many are (see resume()).
         self.inflight = 0
         self.paused: asyncio.Future[None] | None = None
-        self.opened: asyncio.Future[int | None] = loop.create_future()
+        # Resolved by the connection supervisor (admit / refuse) or by the
+        # gateway's open timeout: None when admitted, else the close code.
+        self._admission: asyncio.Future[int | None] = loop.create_future()
 
     @property
     def closing(self) -> bool:
         return self._closing
+
+    # -- admission ----------------------------------------------------------------
+
+    def admit(self, actor: object) -> None:
+        """The connection actor at ``actor`` runs: client frames go to it."""
+        self.actor = actor
+        if not self._admission.done():
+            self._admission.set_result(None)
+
+    def refuse(self, code: int) -> None:
+        """Do not admit the connection; it is closed with ``code``."""
+        if not self._admission.done():
+            self._admission.set_result(int(code))
+
+    @property
+    def decided(self) -> bool:
+        """True once the connection was admitted or refused."""
+        return self._admission.done()
+
+    async def admission(self) -> int | None:
+        """Wait for the decision: None when admitted, else the refusal's close code."""
+        return await self._admission
 
     def write_buffer_size(self) -> int:
         return self._transport.get_write_buffer_size()
@@ -156,7 +179,7 @@ class ConnectionHandle:
 
     async def _close(self, code: int, reason: str) -> None:
         try:
-            async with asyncio.timeout(CLOSE_GRACE):
+            async with asyncio.timeout(self._close_timeout):
                 await self._ws.close(code, reason)
         except (TimeoutError, Exception):
             self.abort()

@@ -6,7 +6,7 @@ port, turns each text frame into a ``ClientText`` actor message and each
 socket close into ``SocketClosed``. Everything the actors write goes through
 the connection's bounded ``ConnectionHandle``.
 
-HTTP refusals before the upgrade (PROTOCOL.md): 400 bad resume parameters,
+HTTP refusals before the upgrade (docs/protocol.md): 400 bad resume parameters,
 401 bad token, 403 origin not allowed, 404 unknown path, 429 too many
 connections from one address, 503 not ready.
 """
@@ -18,11 +18,11 @@ import contextlib
 import json
 import logging
 import ssl
+import weakref
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
-from thespian.actors import ActorSystem
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -34,31 +34,36 @@ from rtcs.auth.extract import HandshakeAuth, extract, origin_allowed, own_origin
 from rtcs.auth.tokens import Identity
 from rtcs.errors import AuthError, CloseCode, ProtocolError
 from rtcs.gateway.handle import ConnectionHandle
+from rtcs.protocol.frames import SUBPROTOCOL
 from rtcs.sessions import ConnectionIds
 
-SUBPROTOCOL = "rtcs.v1"
-# How long a new connection may wait for its actor to start.
-OPEN_TIMEOUT = 5.0
-# How often the write-buffer watchdog runs.
-WATCHDOG_INTERVAL = 0.5
+#: How the gateway hands a message to an actor: ``tell(address, message)``,
+#: on the loop thread (the actor system's ``tell``).
+Tell = Callable[[Any, object], None]
 
 
 class Gateway:
     """The websockets server of one node.
 
     Obligations: create, ``start()``, and ``stop()`` on the event loop that
-    runs the actor system; ``system.tell`` is only called from that loop.
+    runs the actor system; ``tell`` is only called from that loop.
     """
 
     def __init__(
         self,
         ctx: NodeContext,
-        system: ActorSystem,
+        tell: Tell,
         readiness: Callable[[], str | None],
     ) -> None:
         self.ctx = ctx
-        self.system = system
+        self.tell = tell
         self.readiness = readiness  # None when ready, else the reason
+        # The handshake's auth result, from process_request to the handler,
+        # kept beside the connection rather than on it (a failed upgrade
+        # never reaches the handler: its entry goes with the connection).
+        self._auth: weakref.WeakKeyDictionary[
+            ServerConnection, tuple[HandshakeAuth, Identity | None]
+        ] = weakref.WeakKeyDictionary()
         self.handles: set[ConnectionHandle] = set()
         self.port: int = 0
         self._per_address: dict[str, int] = {}
@@ -81,10 +86,10 @@ class Gateway:
             select_subprotocol=_select_subprotocol,
             compression=None,
             max_size=settings.limits.max_message_size,
-            max_queue=64,
+            max_queue=settings.limits.ws_max_queue,
             ping_interval=settings.heartbeat.interval,
             ping_timeout=settings.heartbeat.timeout,
-            close_timeout=2.0,
+            close_timeout=settings.server.close_timeout,
             server_header="rtcs",
             ssl=self._ssl_context(),
             reuse_port=settings.server.workers > 1,
@@ -187,21 +192,23 @@ class Gateway:
             metrics.handshake_rejected(400)
             return _text(HTTPStatus.BAD_REQUEST, f"{exc.message}\n")
         # Handed to the connection handler, which runs right after the upgrade.
-        connection.rtcs_auth = (auth, identity)  # type: ignore[attr-defined]
+        self._auth[connection] = (auth, identity)
         return None
 
     # -- WebSocket side ---------------------------------------------------------------
 
     async def _handler(self, ws: ServerConnection) -> None:
         ctx = self.ctx
-        auth: HandshakeAuth
-        identity: Identity | None
-        auth, identity = ws.rtcs_auth  # type: ignore[attr-defined]
-        del ws.rtcs_auth  # type: ignore[attr-defined]
+        auth, identity = self._auth.pop(ws)
         address = _address(ws)
         self._per_address[address] = self._per_address.get(address, 0) + 1
         handle = ConnectionHandle(
-            ws, self._connection_ids(), address, ctx.settings.limits.outbox_bytes, ctx.metrics
+            ws,
+            self._connection_ids(),
+            address,
+            ctx.settings.limits.outbox_bytes,
+            ctx.settings.server.close_timeout,
+            ctx.metrics,
         )
         self.handles.add(handle)
         ctx.metrics.opened()
@@ -236,11 +243,11 @@ class Gateway:
             handle.close(CloseCode.TRY_AGAIN_LATER, "not ready")
             await _wait_closed(ws)
             return
-        tell = self.system.tell
+        tell = self.tell
         tell(supervisor, OpenConnection(handle, auth, identity))
-        # The watchdog resolves ``opened`` with 1013 if the supervisor never
-        # answers (no timer per connection).
-        refusal = await handle.opened
+        # The watchdog refuses the connection with 1013 if the supervisor
+        # never answers (no timer per connection).
+        refusal = await handle.admission()
         if refusal is not None:
             handle.close(refusal, _REFUSALS.get(refusal, "refused"))
             await _wait_closed(ws)
@@ -270,17 +277,20 @@ class Gateway:
         """Close connections whose write buffer outgrew the outbox bound.
 
         Catches what ``push`` cannot see: pongs to a ping flood from a client
-        that never reads (DESIGN.md §4). Also refuses (1013) a connection whose
-        actor did not start within ``OPEN_TIMEOUT``.
+        that never reads (docs/architecture.md, "Backpressure"). Also refuses
+        (1013) a connection whose actor did not start within
+        ``server.open_timeout``.
         """
-        limit = self.ctx.settings.limits.outbox_bytes
+        settings = self.ctx.settings
+        limit = settings.limits.outbox_bytes
+        open_timeout = settings.server.open_timeout
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(WATCHDOG_INTERVAL)
+            await asyncio.sleep(settings.server.watchdog_interval)
             now = loop.time()
             for handle in list(self.handles):
-                if not handle.opened.done() and now - handle.created > OPEN_TIMEOUT:
-                    handle.opened.set_result(int(CloseCode.TRY_AGAIN_LATER))
+                if not handle.decided and now - handle.created > open_timeout:
+                    handle.refuse(CloseCode.TRY_AGAIN_LATER)
                 if not handle.closing and handle.write_buffer_size() > limit:
                     self.ctx.metrics.outbox_drop("write_buffer")
                     handle.close(CloseCode.TOO_SLOW, "outbound queue overflow")

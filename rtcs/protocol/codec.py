@@ -1,6 +1,6 @@
 """Wire codec: client frames to typed commands, server frames to compact JSON bytes.
 
-``decode`` is the boundary of PROTOCOL.md "Client frames and their replies":
+``decode`` is the boundary of docs/protocol.md "Client frames and their replies":
 any input either becomes a ``Command`` or raises a ``ProtocolError`` subclass
 (``BadRequest`` or ``BadTopic``), never anything else. Unknown extra fields
 are ignored so that newer clients keep working.
@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 from rtcs.errors import BadRequest, BadTopic, ErrorCode, ProtocolError
 from rtcs.protocol.frames import (
+    CLIENT_FRAME_TYPES,
+    GLOBAL_SCOPE,
     MAX_ID_LENGTH,
     Auth,
     Broadcast,
@@ -35,6 +37,7 @@ from rtcs.protocol.frames import (
     Publish,
     RequestId,
     Send,
+    ServerFrame,
     Subscribe,
     Unsubscribe,
     validate_name,
@@ -255,9 +258,9 @@ def _decode_broadcast(obj: dict[str, Any], rid: RequestId) -> Broadcast:
     if room is not None:
         return Broadcast(rid, validate_room(room, request_id=rid), None, None, data)
     if scope is not None:
-        if scope != "global" or type(scope) is not str:
+        if scope != GLOBAL_SCOPE or type(scope) is not str:
             raise BadRequest("'scope' must be \"global\"", request_id=rid)
-        return Broadcast(rid, None, "global", None, data)
+        return Broadcast(rid, None, GLOBAL_SCOPE, None, data)
     if type(raw_filter) is not dict:
         raise BadRequest("'filter' must be an object", request_id=rid)
     roles = _names(raw_filter.get("roles"), "filter.roles", rid)
@@ -282,17 +285,18 @@ def _decode_ping(obj: dict[str, Any], rid: RequestId) -> Ping:
 
 
 _DECODERS: dict[str, Callable[[dict[str, Any], RequestId], Command]] = {
-    "auth": _decode_auth,
-    "subscribe": _decode_subscribe,
-    "unsubscribe": _decode_unsubscribe,
-    "publish": _decode_publish,
-    "send": _decode_send,
-    "join": _decode_join,
-    "leave": _decode_leave,
-    "broadcast": _decode_broadcast,
-    "presence": _decode_presence,
-    "ping": _decode_ping,
+    Auth.TYPE: _decode_auth,
+    Subscribe.TYPE: _decode_subscribe,
+    Unsubscribe.TYPE: _decode_unsubscribe,
+    Publish.TYPE: _decode_publish,
+    Send.TYPE: _decode_send,
+    Join.TYPE: _decode_join,
+    Leave.TYPE: _decode_leave,
+    Broadcast.TYPE: _decode_broadcast,
+    PresenceQuery.TYPE: _decode_presence,
+    Ping.TYPE: _decode_ping,
 }
+assert tuple(_DECODERS) == CLIENT_FRAME_TYPES, "a client frame without a decoder"
 
 
 def decode(raw: str | bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Command:
@@ -366,7 +370,7 @@ def encode_ack(id: RequestId) -> bytes:
 
 def encode_error(id: RequestId, code: ErrorCode, message: str) -> bytes:
     """Encode ``{"type":"error","id","code","message"}``; ``id`` only when not None."""
-    return encode_frame("error", id, code=code.value, message=message)
+    return encode_frame(ServerFrame.ERROR, id, code=code.value, message=message)
 
 
 def encode_welcome(
@@ -381,14 +385,14 @@ def encode_welcome(
     replayed: int | None = None,
     id: RequestId = None,
 ) -> bytes:
-    """Encode the ``welcome`` frame (PROTOCOL.md "Authentication" and "Sessions").
+    """Encode the ``welcome`` frame (docs/protocol.md "Authentication" and "Sessions").
 
     ``replayed`` is included only when not None (it is set on resume); ``id``
     only when the ``auth`` frame carried one.
     """
     extra = {} if replayed is None else {"replayed": replayed}
     return encode_frame(
-        "welcome",
+        ServerFrame.WELCOME,
         id,
         connection_id=connection_id,
         session_id=session_id,
@@ -443,4 +447,5 @@ def with_seq(seq: int, tail: bytes) -> bytes:
 
 def encode_presence_event(room: str, event: Literal["join", "leave"], user: str) -> bytes:
     """Encode ``{"type":"presence","room","event","user"}`` for room members."""
-    return _dumps({"type": "presence", "room": room, "event": event, "user": user}).encode()
+    frame = {"type": ServerFrame.PRESENCE.value, "room": room, "event": event, "user": user}
+    return _dumps(frame).encode()

@@ -1,11 +1,11 @@
-"""Typed client commands: one frozen dataclass per client frame of PROTOCOL.md.
+"""Typed client commands: one frozen dataclass per client frame of docs/protocol.md.
 
 The codec (``rtcs.protocol.codec.decode``) is the only place that turns wire
 frames into these, after validating every field; inside rtcs the types are
 trusted. Constructors still check the "exactly one of" invariants, so a
 command built by hand cannot carry an ambiguous target.
 
-Extensions to PROTOCOL.md defined here:
+Extensions to docs/protocol.md defined here:
 
 - room names are 1 to 128 characters of ``[A-Za-z0-9_.:@-]``;
 - user ids, connection ids, session ids and role names sent by clients are
@@ -16,16 +16,24 @@ Pure: no I/O, no clock.
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import Any, ClassVar, Final, Literal, TypeAlias
 
 from rtcs.errors import BadRequest
 
 __all__ = [
+    "BEARER_PREFIX",
+    "BROADCAST_KINDS",
+    "CLIENT_FRAME_TYPES",
+    "COMMANDS",
+    "GLOBAL_ROOM",
+    "GLOBAL_SCOPE",
     "MAX_ID_LENGTH",
     "MAX_NAME_LENGTH",
     "MAX_ROOM_LENGTH",
+    "SUBPROTOCOL",
     "Auth",
     "Broadcast",
     "BroadcastFilter",
@@ -38,6 +46,7 @@ __all__ = [
     "Publish",
     "RequestId",
     "Send",
+    "ServerFrame",
     "Subscribe",
     "Unsubscribe",
     "validate_name",
@@ -46,7 +55,15 @@ __all__ = [
 
 RequestId: TypeAlias = str | int | None
 
-MAX_ID_LENGTH = 64  # request ids: PROTOCOL.md "Transport"
+#: The WebSocket subprotocol of this protocol version (docs/protocol.md "Authentication").
+SUBPROTOCOL = "rtcs.v1"
+#: Prefix of the subprotocol that carries a browser's token.
+BEARER_PREFIX = "rtcs.bearer."
+#: The ``scope`` value of a broadcast to everyone; a global broadcast's ``room`` is ``"*"``.
+GLOBAL_SCOPE: Final = "global"
+GLOBAL_ROOM: Final = "*"
+
+MAX_ID_LENGTH = 64  # request ids: docs/protocol.md "Transport"
 MAX_ROOM_LENGTH = 128
 MAX_NAME_LENGTH = 256  # user, connection and session ids, role names
 
@@ -84,6 +101,8 @@ def validate_name(value: object, what: str, *, request_id: RequestId = None) -> 
 class Auth:
     """``auth``: first-frame authentication, token refresh, or resume."""
 
+    TYPE: ClassVar[str] = "auth"
+
     id: RequestId
     token: str
     session: str | None = None
@@ -94,6 +113,8 @@ class Auth:
 class Subscribe:
     """``subscribe``: ``topic`` is a validated topic or pattern."""
 
+    TYPE: ClassVar[str] = "subscribe"
+
     id: RequestId
     topic: str
 
@@ -102,6 +123,8 @@ class Subscribe:
 class Unsubscribe:
     """``unsubscribe``: ``topic`` is a validated topic or pattern."""
 
+    TYPE: ClassVar[str] = "unsubscribe"
+
     id: RequestId
     topic: str
 
@@ -109,6 +132,8 @@ class Unsubscribe:
 @dataclass(frozen=True, slots=True)
 class Publish:
     """``publish``: ``topic`` is a validated concrete topic, never a pattern."""
+
+    TYPE: ClassVar[str] = "publish"
 
     id: RequestId
     topic: str
@@ -122,6 +147,8 @@ class Send:
     Raises:
         BadRequest: neither or both of ``to_user`` / ``to_connection`` are set.
     """
+
+    TYPE: ClassVar[str] = "send"
 
     id: RequestId
     to_user: str | None
@@ -137,6 +164,8 @@ class Send:
 class Join:
     """``join``: ``room`` is a validated room name."""
 
+    TYPE: ClassVar[str] = "join"
+
     id: RequestId
     room: str
 
@@ -144,6 +173,8 @@ class Join:
 @dataclass(frozen=True, slots=True)
 class Leave:
     """``leave``: ``room`` is a validated room name."""
+
+    TYPE: ClassVar[str] = "leave"
 
     id: RequestId
     room: str
@@ -166,6 +197,8 @@ class BroadcastFilter:
 
 
 BroadcastKind: TypeAlias = Literal["room", "global", "filter"]
+#: The broadcast scopes, as the permissions name them (``rbac`` ``broadcast`` lists).
+BROADCAST_KINDS: tuple[BroadcastKind, ...] = ("room", "global", "filter")
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +208,8 @@ class Broadcast:
     Raises:
         BadRequest: not exactly one of ``room`` / ``scope`` / ``filter`` is set.
     """
+
+    TYPE: ClassVar[str] = "broadcast"
 
     id: RequestId
     room: str | None
@@ -207,6 +242,8 @@ class PresenceQuery:
         BadRequest: not exactly one of ``room`` / ``user`` is set.
     """
 
+    TYPE: ClassVar[str] = "presence"
+
     id: RequestId
     room: str | None
     user: str | None
@@ -219,6 +256,8 @@ class PresenceQuery:
 @dataclass(frozen=True, slots=True)
 class Ping:
     """``ping``: answered with ``pong``."""
+
+    TYPE: ClassVar[str] = "ping"
 
     id: RequestId
 
@@ -235,3 +274,36 @@ Command: TypeAlias = (
     | PresenceQuery
     | Ping
 )
+
+
+#: Every client command class, in the order docs/protocol.md lists the frames.
+COMMANDS: tuple[type[Command], ...] = (
+    Auth,
+    Subscribe,
+    Unsubscribe,
+    Publish,
+    Send,
+    Join,
+    Leave,
+    Broadcast,
+    PresenceQuery,
+    Ping,
+)
+#: The client frame ``type`` values (metrics labels, the codec's table).
+CLIENT_FRAME_TYPES: tuple[str, ...] = tuple(c.TYPE for c in COMMANDS)
+
+
+class ServerFrame(enum.StrEnum):
+    """The ``type`` of every frame the server sends (docs/protocol.md "Server frames")."""
+
+    WELCOME = "welcome"
+    MESSAGE = "message"
+    PRESENCE = "presence"
+    ERROR = "error"
+    SUBSCRIBED = "subscribed"
+    UNSUBSCRIBED = "unsubscribed"
+    JOINED = "joined"
+    LEFT = "left"
+    ACK = "ack"
+    PONG = "pong"
+    PRESENCE_STATE = "presence_state"

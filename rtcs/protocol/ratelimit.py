@@ -1,4 +1,4 @@
-"""Per-connection rate limiting (PROTOCOL.md "Limits and close codes").
+"""Per-connection rate limiting (docs/protocol.md "Limits and close codes").
 
 Excess frames are answered with ``rate_limited``; a client that keeps
 exceeding the limit is closed with 4029. The caller passes ``now`` (a

@@ -1,6 +1,6 @@
 """The connection state machine, written as a table.
 
-Rules (PROTOCOL.md "Authentication", "Sessions, resume and replay", "Limits"):
+Rules (docs/protocol.md "Authentication", "Sessions, resume and replay", "Limits"):
 
 - CONNECTING: the HTTP upgrade is in progress. UPGRADED -> AUTHENTICATING;
   CLOSE (upgrade refused) -> DISCONNECTED, there is no socket to close.

@@ -4,6 +4,8 @@ See docs/runtime.md. Everything here runs on the event-loop thread that
 drives the actor system; only ``tell_threadsafe`` may be called from others.
 """
 
+from thespian.actors import Actor
+
 from rtcs.runtime.actor_system import RtcsActorSystem, is_top_level, parent_address
 from rtcs.runtime.control import (
     ask,
@@ -27,6 +29,7 @@ from rtcs.runtime.supervision import (
 )
 
 __all__ = [
+    "Actor",
     "AsyncioSystemBase",
     "ChildFailed",
     "ChildSpec",

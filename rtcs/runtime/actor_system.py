@@ -8,7 +8,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from thespian.actors import Actor, ActorAddress, ActorSystem
+from thespian.actors import Actor, ActorAddress, ActorExitRequest, ActorSystem, WakeupMessage
+
+# Thespian's names that code outside the runtime and the actors uses (plugins,
+# the composition root) come from here, so thespian is imported in one layer.
+__all__ = [
+    "Actor",
+    "ActorAddress",
+    "ActorExitRequest",
+    "ActorSystem",
+    "RtcsActorSystem",
+    "WakeupMessage",
+    "is_top_level",
+    "parent_address",
+]
 
 
 class RtcsActorSystem(ActorSystem):

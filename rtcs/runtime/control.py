@@ -18,6 +18,7 @@ from thespian.actors import Actor, ActorAddress, ActorExitRequest, ActorSystem
 
 from rtcs.errors import ConfigError
 from rtcs.runtime.actor_system import RtcsActorSystem
+from rtcs.runtime.messages import Continue
 from rtcs.runtime.scheduler import AsyncioSystemBase, ExternalCallback, check_counts
 
 T = TypeVar("T")
@@ -140,6 +141,40 @@ def run_async(
             coro.close()  # never started: avoid the "never awaited" warning
         raise RuntimeError("run_async needs an actor system on the asyncio base")
     base.run_task(actor.myAddress, coro, on_done)
+
+
+class Calls:
+    """Mixin for actors that await coroutines (backend calls) without blocking.
+
+    ``self.call(coro, then, failed)`` runs ``coro`` as a task; when it
+    finishes, ``then(result)`` or ``failed(exception)`` runs in one of this
+    actor's own turns (a :class:`~rtcs.runtime.messages.Continue` message),
+    never concurrently with its other handlers. Both callbacks are typed
+    against the coroutine's result. If the actor exits before the coroutine
+    finishes, neither runs. Needs the asyncio base (see :func:`run_async`).
+    """
+
+    def call(
+        self,
+        coro: Awaitable[T],
+        then: Callable[[T], None],
+        failed: Callable[[BaseException], None],
+    ) -> None:
+        """Run ``coro``; continue with ``then(result)`` or ``failed(exception)``.
+
+        Raises:
+            RuntimeError: the actor's system is not on the asyncio base.
+        """
+
+        def resume(outcome: T | BaseException) -> Continue:
+            if isinstance(outcome, BaseException):
+                return Continue(functools.partial(failed, outcome))
+            return Continue(functools.partial(then, outcome))
+
+        run_async(self, coro, resume)
+
+    def receiveMsg_Continue(self, msg: Continue, sender: ActorAddress) -> None:
+        msg.step()
 
 
 def stop_system(system: ActorSystem) -> None:

@@ -8,6 +8,7 @@ frozen so that no receiver can change what another receiver sees.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,3 +47,16 @@ class Escalated:
 
     name: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Continue:
+    """An actor's own continuation, run in an ordinary actor turn.
+
+    :meth:`rtcs.runtime.control.Calls.call` sends one when a coroutine the
+    actor started has finished: ``step`` is the typed callback with the
+    outcome already bound, so what runs next is checked by the type checker
+    rather than looked up by name.
+    """
+
+    step: Callable[[], None]

@@ -4,7 +4,7 @@
 ``simpleSystemBase.ActorSystemBase`` and keeps its semantics (``receiveMessage``,
 ``createActor``, ``send``, ``wakeupAfter``, ``ActorExitRequest``,
 ``ChildActorExited``, ``PoisonMessage``, global names) while changing only how
-work is scheduled (DESIGN.md section 2):
+work is scheduled (docs/runtime.md):
 
 - sends go to a ``deque`` drained by ``loop.call_soon`` in batches of at most
   ``batch_size``; between batches the loop runs its other callbacks, and

@@ -23,13 +23,12 @@ is still alive in Thespian, so the supervisor stops it before replacing it.
 
 from __future__ import annotations
 
-import enum
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from thespian.actors import (
     Actor,
@@ -39,72 +38,25 @@ from thespian.actors import (
     ChildActorExited,
 )
 
-from rtcs.errors import ConfigError
 from rtcs.runtime.actor_system import is_top_level, parent_address
 from rtcs.runtime.directory import Directory
 from rtcs.runtime.messages import ChildFailed, Escalated
+from rtcs.runtime.policy import Restart, Strategy, SupervisorPolicy, _member
+
+__all__ = [
+    "ChildSpec",
+    "EventKind",
+    "Restart",
+    "Strategy",
+    "Supervise",
+    "Supervisor",
+    "SupervisorEvent",
+    "SupervisorPolicy",
+]
 
 _log = logging.getLogger("rtcs.runtime")
 
 EventKind = Literal["started", "restarted", "stopped", "escalated"]
-
-
-class Strategy(enum.StrEnum):
-    """Which children a supervisor restarts when one crashes."""
-
-    ONE_FOR_ONE = "one_for_one"
-    ALL_FOR_ONE = "all_for_one"
-    REST_FOR_ONE = "rest_for_one"
-
-
-class Restart(enum.StrEnum):
-    """When a child is restarted."""
-
-    PERMANENT = "permanent"  # always
-    TRANSIENT = "transient"  # only after a failure, not after a normal exit
-    TEMPORARY = "temporary"  # never: forgotten when it stops
-
-
-_E = TypeVar("_E", bound=enum.Enum)
-
-
-def _member(enum_type: type[_E], value: object, key: str) -> _E:
-    """``value`` as a member of ``enum_type`` (its value string is accepted).
-
-    Raises:
-        ConfigError: ``value`` names no member.
-    """
-    try:
-        return enum_type(value)
-    except ValueError:
-        known = ", ".join(m.value for m in enum_type)
-        raise ConfigError(key, value, f"expected one of {known}") from None
-
-
-@dataclass(frozen=True, slots=True)
-class SupervisorPolicy:
-    """Restart strategy and intensity (at most ``max_restarts`` in ``within`` seconds).
-
-    Raises:
-        ConfigError: an unknown strategy, ``max_restarts`` not a whole number
-            of at least 0, or ``within`` not a positive number.
-    """
-
-    strategy: Strategy = Strategy.ONE_FOR_ONE
-    max_restarts: int = 3
-    within: float = 5.0
-
-    def __post_init__(self) -> None:
-        # Accept the strategy's name too, but compare enum members later.
-        object.__setattr__(self, "strategy", _member(Strategy, self.strategy, "strategy"))
-        if type(self.max_restarts) is not int or self.max_restarts < 0:
-            raise ConfigError("max_restarts", self.max_restarts, "must be at least 0")
-        if (
-            isinstance(self.within, bool)
-            or not isinstance(self.within, int | float)
-            or self.within <= 0
-        ):
-            raise ConfigError("within", self.within, "must be a positive number of seconds")
 
 
 @dataclass(frozen=True, slots=True)

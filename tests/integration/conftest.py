@@ -19,6 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from rtcs import config
 from rtcs.app import App
 from rtcs.auth.tokens import mint
+from tests.support.waiting import wait_until as wait_until  # re-exported for the tests here
 
 TIMEOUT = 5.0
 # The environment for a `python -m rtcs` child: ours, without RTCS_* settings.
@@ -134,6 +135,8 @@ class Client:
 class Node:
     def __init__(self, app: App) -> None:
         self.app = app
+        # Every client connected through ``client()``: ``drop_clients`` closes them.
+        self.clients: list[Client] = []
 
     @property
     def url(self) -> str:
@@ -163,9 +166,23 @@ class Node:
             headers = {"Authorization": f"Bearer {self.token(sub, roles)}"}
         ws = await connect(self.url + query, additional_headers=headers, open_timeout=TIMEOUT, **kw)
         client = Client(ws)
+        self.clients.append(client)
         if welcome:
             client.welcome = await client.expect("welcome")
         return client
+
+    async def drop_clients(self) -> None:
+        """Close the sockets of every client of ``client()``, gone or not.
+
+        A client that stopped reading (``transport.pause_reading()``) never
+        sees the server's close, so its socket stays open until collected,
+        with a ResourceWarning. Aborting an already closed transport does
+        nothing.
+        """
+        for client in self.clients:
+            client.ws.transport.abort()
+        for client in self.clients:
+            await asyncio.wait_for(client.ws.wait_closed(), TIMEOUT)
 
 
 async def start_node(backends: Any = None, **overrides: Any) -> App:
@@ -177,32 +194,25 @@ async def start_node(backends: Any = None, **overrides: Any) -> App:
 
 @pytest.fixture
 async def node_factory() -> AsyncIterator[Callable[..., Any]]:
-    apps: list[App] = []
+    nodes: list[Node] = []
 
     async def make(backends: Any = None, **overrides: Any) -> Node:
-        app = await start_node(backends, **overrides)
-        apps.append(app)
-        return Node(app)
+        node = Node(await start_node(backends, **overrides))
+        nodes.append(node)
+        return node
 
     yield make
-    for app in apps:
-        await app.stop()
+    try:
+        for node in nodes:
+            await node.app.stop()
+    finally:
+        for node in nodes:
+            await node.drop_clients()
 
 
 @pytest.fixture
 async def node(node_factory: Callable[..., Any]) -> Node:
     return await node_factory()
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    """Wait for a condition on the node's state, checking once per loop turn batch.
-
-    For conditions with no event to wait on (a socket close noticed by the
-    server); fails after ``timeout``.
-    """
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.005)
 
 
 def metric(node: Node, name: str, **labels: str) -> float:

@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import jwt
 import pytest
@@ -32,7 +33,7 @@ def test_bad_setting_names_key_and_value() -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_unknown_key_in_file_is_refused(tmp_path) -> None:
+def test_unknown_key_in_file_is_refused(tmp_path: Path) -> None:
     conf = tmp_path / "rtcs.toml"
     conf.write_text("[server]\nprot = 1\n")
     result = run("--config", str(conf), "--port", "0")
@@ -80,7 +81,9 @@ async def server() -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
         await proc.wait()
 
 
-async def test_sigterm_closes_clients_1001_and_exits_0(server) -> None:
+async def test_sigterm_closes_clients_1001_and_exits_0(
+    server: tuple[asyncio.subprocess.Process, int],
+) -> None:
     proc, port = server
     result = run("token", "alice")
     ws = await connect(

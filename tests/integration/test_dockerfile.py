@@ -28,7 +28,7 @@ DOCKERFILE = (ROOT / "Dockerfile").read_text()
 def _instruction(name: str) -> str:
     """The last stage's instruction ``name``, continuation lines joined."""
     text = DOCKERFILE.replace("\\\n", " ")
-    found = re.findall(rf"^{name}\s+(.*)$", text, flags=re.MULTILINE)
+    found: list[str] = re.findall(rf"^{name}\s+(.*)$", text, flags=re.MULTILINE)
     assert found, f"no {name} in the Dockerfile"
     return found[-1].strip()
 
@@ -87,4 +87,7 @@ def test_entrypoint_and_healthcheck_work(tmp_path: Path) -> None:
         assert subprocess.run(probe, timeout=10).returncode == 0
     finally:
         proc.terminate()
-        assert proc.wait(timeout=15) == 0
+        code = proc.wait(timeout=15)
+        assert proc.stdout is not None
+        proc.stdout.close()
+    assert code == 0

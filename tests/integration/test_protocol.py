@@ -1,14 +1,19 @@
-"""PROTOCOL.md, row by row, against a real node with real websockets clients."""
+"""docs/protocol.md, row by row, against a real node with real websockets clients."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Subprotocol
 
 from tests.integration.conftest import TIMEOUT, Client, Node, http_get
+
+NodeFactory = Callable[..., Awaitable[Node]]
 
 
 async def test_welcome_shape(node: Node) -> None:
@@ -84,7 +89,7 @@ async def test_binary_frame_closes_1003(node: Node) -> None:
     assert await client.closed() == 1003
 
 
-async def test_too_large_frame_closes_1009(node_factory) -> None:
+async def test_too_large_frame_closes_1009(node_factory: NodeFactory) -> None:
     node = await node_factory(**{"limits.max_message_size": 1024})
     client = await node.client("alice")
     await client.send({"type": "publish", "topic": "a", "data": "x" * 2000})
@@ -161,7 +166,7 @@ async def test_global_and_filtered_broadcast_need_admin(node: Node) -> None:
     await bob.silent()
 
 
-async def test_subscription_limit(node_factory) -> None:
+async def test_subscription_limit(node_factory: NodeFactory) -> None:
     node = await node_factory(**{"limits.max_subscriptions": 2})
     client = await node.client("alice")
     await client.subscribe("a")
@@ -171,7 +176,7 @@ async def test_subscription_limit(node_factory) -> None:
     await client.subscribe("a")  # already subscribed: not a new one
 
 
-async def test_rate_limit_then_4029(node_factory) -> None:
+async def test_rate_limit_then_4029(node_factory: NodeFactory) -> None:
     node = await node_factory(
         **{"limits.rate": 1.0, "limits.burst": 2, "limits.rate_limit_close_after": 3}
     )
@@ -209,7 +214,7 @@ async def test_first_frame_must_be_auth(node: Node) -> None:
     assert await client.closed() == 4001
 
 
-async def test_auth_timeout_4001(node_factory) -> None:
+async def test_auth_timeout_4001(node_factory: NodeFactory) -> None:
     node = await node_factory(**{"auth.auth_timeout": 0.2})
     client = Client(await connect(node.url, open_timeout=TIMEOUT))
     assert await client.closed() == 4001
@@ -223,7 +228,9 @@ async def test_bad_header_token_is_401(node: Node) -> None:
 
 async def test_subprotocol_token(node: Node) -> None:
     token = node.token("alice")
-    ws = await connect(node.url, subprotocols=["rtcs.v1", f"rtcs.bearer.{token}"])
+    ws = await connect(
+        node.url, subprotocols=[Subprotocol("rtcs.v1"), Subprotocol(f"rtcs.bearer.{token}")]
+    )
     assert ws.subprotocol == "rtcs.v1"
     client = Client(ws)
     await client.expect("welcome", user="alice")
@@ -246,7 +253,7 @@ async def test_cookie_token_needs_allowed_origin(node: Node) -> None:
     assert await client.closed() == 4001
 
 
-async def test_origin_allowlist_403(node_factory) -> None:
+async def test_origin_allowlist_403(node_factory: NodeFactory) -> None:
     node = await node_factory(**{"server.allowed_origins": ["https://app.example"]})
     token = node.token("alice")
     with pytest.raises(InvalidStatus) as info:
@@ -310,17 +317,20 @@ async def test_http_endpoints(node: Node) -> None:
     assert status == 404
 
 
-async def test_quiet_connection_goes_inactive_and_back(node_factory) -> None:
+async def test_quiet_connection_goes_inactive_and_back(node_factory: NodeFactory) -> None:
     from rtcs.protocol.states import State
     from tests.integration.conftest import wait_until
 
     node = await node_factory(**{"heartbeat.idle_after": 0.2})
     client = await node.client("alice")
+    assert node.app.gateway is not None and node.app.system is not None
     (handle,) = node.app.gateway.handles
     registry = node.app.system._systemBase.actorRegistry
 
     def state() -> State:
-        return registry[handle.actor.actorAddressString].instance.machine.state
+        address: Any = handle.actor  # a thespian ActorAddress, typed object by the gateway
+        current: State = registry[address.actorAddressString].instance.machine.state
+        return current
 
     assert state() is State.ACTIVE
     await wait_until(lambda: state() is State.INACTIVE)

@@ -12,17 +12,11 @@ from websockets.exceptions import InvalidStatus
 
 from rtcs.actors.connection import WebSocketActor
 from rtcs.actors.context import ROUTE_BROADCAST, ROUTE_DIRECT, ROUTE_ROOM, ROUTE_TOPIC
-from rtcs.actors.router import RoomHandler, TopicHandler
-from tests.integration.conftest import TIMEOUT, Client, Node, metric, wait_until
+from rtcs.actors.routing import RoomHandler, TopicHandler
+from tests.integration.conftest import TIMEOUT, Client, Node, metric
+from tests.support import wait_until, wait_until_returns
 
 HANDLERS = (ROUTE_TOPIC, ROUTE_DIRECT, ROUTE_ROOM, ROUTE_BROADCAST)
-
-
-async def wait_until_async(probe: Any, expected: Any) -> None:
-    """Wait until the awaitable ``probe()`` returns ``expected``."""
-    async with asyncio.timeout(TIMEOUT):
-        while await probe() != expected:
-            await asyncio.sleep(0.005)
 
 
 def _addresses(node: Node) -> dict[str, str]:
@@ -56,7 +50,7 @@ async def test_crashing_connection_actor_closes_only_its_socket_1011(
     await bystander.request({"type": "ping"}, "pong")
     # The crashed connection no longer counts as the user being online.
     presence = node.app.backends.presence
-    await wait_until_async(lambda: presence.user_connections("victim"), 0)
+    await wait_until_returns(lambda: presence.user_connections("victim"), 0)
     # The crashed connection's session stays resumable.
     session = victim.welcome["session_id"]
     ws = await connect(
@@ -208,12 +202,11 @@ async def test_shutdown_closes_clients_1001(node_factory: Any) -> None:
 
 
 async def test_a_connection_whose_actor_never_starts_gets_1013(
-    node: Node, monkeypatch: pytest.MonkeyPatch
+    node_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import rtcs.gateway.server as gateway_server
-    from rtcs.actors.connection import ConnectionSupervisor
+    from rtcs.actors.connection_supervisor import ConnectionSupervisor
 
-    monkeypatch.setattr(gateway_server, "OPEN_TIMEOUT", 0.2)
+    node = await node_factory(**{"server.open_timeout": 0.2})
     monkeypatch.setattr(ConnectionSupervisor, "receiveMsg_OpenConnection", lambda *a: None)
     client = await node.client("alice", welcome=False)
     assert await client.closed() == 1013

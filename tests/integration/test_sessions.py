@@ -1,12 +1,11 @@
-"""Sessions, resume and replay (PROTOCOL.md), against a real node."""
+"""Sessions, resume and replay (docs/protocol.md), against a real node."""
 
 from __future__ import annotations
 
-import asyncio
-
 from websockets.asyncio.client import connect
 
-from tests.integration.conftest import Client, Node, wait_until
+from tests.integration.conftest import Client, Node
+from tests.support import wait_until, wait_until_returns
 
 
 async def _drop(client: Client) -> None:
@@ -20,7 +19,7 @@ async def _wait_detached(node: Node, session_id: str) -> None:
         session = node.app.ctx.sessions.get(session_id)
         return session is not None and session.sink is None
 
-    await wait_until(detached)
+    await wait_until(detached, message=f"session {session_id} detached from its socket")
 
 
 async def test_resume_replays_exactly_the_missed_messages(node: Node) -> None:
@@ -132,8 +131,6 @@ async def test_reconnect_takes_over_a_live_session(node: Node) -> None:
     assert await bob.closed() == 1000
     # The replaced connection leaves presence: bob is online once, not twice.
     presence = node.app.backends.presence
-    async with asyncio.timeout(5):
-        while await presence.user_connections("bob") != 1:
-            await asyncio.sleep(0.005)
+    await wait_until_returns(lambda: presence.user_connections("bob"), 1)
     state = await again.request({"type": "presence", "user": "bob"}, "presence_state")
     assert state["online"] is True and state["connections"] == 1

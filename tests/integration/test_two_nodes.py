@@ -7,17 +7,19 @@ broker carries the rest, sessions detached on one node resume on another.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import cast
 
 import pytest
 from websockets.asyncio.client import connect
 
 from rtcs.backends.memory import MemoryHub, memory_backends
+from rtcs.sessions import Session
 from tests.integration.conftest import Client, Node, wait_until
 
 
 @pytest.fixture
-async def pair(node_factory: Any) -> tuple[Node, Node]:
+async def pair(node_factory: Callable[..., Awaitable[Node]]) -> tuple[Node, Node]:
     hub = MemoryHub()
     a = await node_factory(memory_backends(hub), **{"server.node_id": "node-a"})
     b = await node_factory(memory_backends(hub), **{"server.node_id": "node-b"})
@@ -75,7 +77,9 @@ async def test_session_resumes_on_the_other_node(pair: tuple[Node, Node]) -> Non
     await bob.expect("message", seq=1)
     session = bob.welcome["session_id"]
     await bob.ws.close()
-    await wait_until(lambda: a.app.ctx.sessions.get(session).sink is None)
+    ctx = a.app.ctx
+    assert ctx is not None  # set once the node started
+    await wait_until(lambda: cast(Session, ctx.sessions.get(session)).sink is None)
     await alice.publish("news", 2)
     await alice.publish("news", 3)
     # reconnect through the other node (as a load balancer may send it)
@@ -90,6 +94,6 @@ async def test_session_resumes_on_the_other_node(pair: tuple[Node, Node]) -> Non
     # subscriptions moved with the session: a's publishes reach it on b, once
     await alice.publish("news", 4)
     await again.expect("message", seq=4, data=4)
-    await wait_until(lambda: a.app.ctx.sessions.get(session) is None)
+    await wait_until(lambda: ctx.sessions.get(session) is None)
     await again.request({"type": "ping"}, "pong")
     await again.silent()

@@ -11,9 +11,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from rtcs import config
-from rtcs.config import DEV_SECRET, Settings, SupervisorSettings, load
+from rtcs import config, logs, metrics
+from rtcs.config import DEV_SECRET, Settings, SupervisorSettings, load, sources
 from rtcs.errors import ConfigError
+from rtcs.protocol.codec import DEFAULT_MAX_DEPTH
+from rtcs.runtime.policy import Strategy
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf" / "rtcs.toml"
@@ -64,14 +66,14 @@ def test_shipped_file_equals_defaults() -> None:
 
 def test_shipped_file_names_every_field() -> None:
     document = tomllib.loads(CONF.read_text())
-    for section, cls in config._SECTIONS.items():
+    for section, cls in sources.SECTIONS.items():
         if cls is config.SupervisionSettings:
             for sup in dataclasses.fields(cls):
                 keys = {f.name for f in dataclasses.fields(SupervisorSettings)}
                 assert set(document[section][sup.name]) == keys
         else:
             assert set(document[section]) == {f.name for f in dataclasses.fields(cls)}, section
-    assert set(document) == {*config._SECTIONS, "rbac", "plugins"}
+    assert set(document) == {*sources.SECTIONS, "rbac", "plugins"}
 
 
 def test_as_dict_is_json_and_redacts() -> None:
@@ -245,6 +247,18 @@ def test_bad_rbac_is_an_error(tmp_path: Path) -> None:
     assert info.value.key.startswith("rbac.role")
 
 
+def test_report_interval_must_not_be_shorter_than_sample_interval(tmp_path: Path) -> None:
+    path = write(tmp_path, "[metrics]\nsample_interval = 5.0\nreport_interval = 2.0\n")
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert (info.value.key, info.value.value) == ("metrics.report_interval", 2.0)
+    with pytest.raises(ConfigError) as info:
+        load(environ={"RTCS_METRICS_REPORT_INTERVAL": "0.5"})
+    assert info.value.key == "RTCS_METRICS_REPORT_INTERVAL"
+    equal = load(overrides={"metrics.sample_interval": 2, "metrics.report_interval": 2})
+    assert equal.metrics.report_interval == equal.metrics.sample_interval == 2.0
+
+
 def test_redis_backend_is_not_available_yet() -> None:
     with pytest.raises(ConfigError, match="Redis backend is not available yet"):
         load(overrides={"backend.kind": "redis"})
@@ -262,6 +276,89 @@ def test_missing_and_invalid_files(tmp_path: Path) -> None:
     assert info.value.key == "config file"
     with pytest.raises(ConfigError, match="not valid TOML"):
         load(write(tmp_path, "[server\nport = 1"))
+
+
+# --- the timing and buffer settings that used to be constants ------------------------
+
+# dotted key -> (default, another valid value); the defaults are the values the
+# gateway and actors hard-coded before they became settings.
+TUNABLES: dict[str, tuple[float, float]] = {
+    "server.open_timeout": (5.0, 7.5),
+    "server.close_timeout": (2.0, 0.25),
+    "server.watchdog_interval": (0.5, 0.1),
+    "limits.ws_max_queue": (64, 16),
+    "limits.held_frames": (64, 8),
+    "session.reap_interval": (1.0, 0.2),
+    "metrics.sample_interval": (1.0, 0.5),
+    "metrics.report_interval": (60.0, 30.0),
+}
+
+
+def _get(settings: Settings, dotted: str) -> object:
+    section, key = dotted.split(".")
+    return getattr(getattr(settings, section), key)
+
+
+def _env_var(dotted: str) -> str:
+    return f"RTCS_{dotted.replace('.', '_').upper()}"
+
+
+@pytest.mark.parametrize(("dotted", "values"), TUNABLES.items())
+def test_tunable_default_file_and_env(
+    tmp_path: Path, dotted: str, values: tuple[float, float]
+) -> None:
+    default, other = values
+    assert _get(load(), dotted) == default
+    assert type(_get(load(), dotted)) is type(default)
+    section, key = dotted.split(".")
+    assert _get(load(write(tmp_path, f"[{section}]\n{key} = {other}\n")), dotted) == other
+    assert _get(load(environ={_env_var(dotted): str(other)}), dotted) == other
+
+
+@pytest.mark.parametrize("dotted", TUNABLES)
+@pytest.mark.parametrize("bad", [0, -1])
+def test_tunable_must_be_positive(tmp_path: Path, dotted: str, bad: int) -> None:
+    section, key = dotted.split(".")
+    with pytest.raises(ConfigError) as info:
+        load(write(tmp_path, f"[{section}]\n{key} = {bad}\n"))
+    assert (info.value.key, info.value.value) == (dotted, bad)
+    with pytest.raises(ConfigError) as info:
+        load(environ={_env_var(dotted): str(bad)})
+    assert (info.value.key, info.value.value) == (_env_var(dotted), bad)
+
+
+@pytest.mark.parametrize("dotted", ["limits.ws_max_queue", "limits.held_frames"])
+def test_frame_counts_are_integers(tmp_path: Path, dotted: str) -> None:
+    section, key = dotted.split(".")
+    with pytest.raises(ConfigError) as info:
+        load(write(tmp_path, f"[{section}]\n{key} = 64.0\n"))
+    assert (info.value.key, info.value.value) == (dotted, 64.0)
+    with pytest.raises(ConfigError) as info:
+        load(environ={_env_var(dotted): "1.5"})
+    assert (info.value.key, info.value.value) == (_env_var(dotted), "1.5")
+
+
+# --- one vocabulary ------------------------------------------------------------------
+
+
+def test_vocabularies_come_from_their_owners() -> None:
+    assert {s.value for s in Strategy} == config.STRATEGIES
+    assert set(logs.LEVELS) == config.LOG_LEVELS
+    assert set(logs.FORMATS) == config.LOG_FORMATS
+    assert load().limits.max_json_depth == DEFAULT_MAX_DEPTH
+
+
+def test_supervisor_names_are_the_supervision_fields_in_start_order() -> None:
+    names = tuple(f.name for f in dataclasses.fields(config.SupervisionSettings))
+    assert names == ("system", "server", "connections", "router", "metrics", "plugins")
+    assert names == config.SUPERVISORS
+    assert names == metrics.SUPERVISORS
+    assert tuple(s.value for s in Strategy) == metrics.RESTART_STRATEGIES
+
+
+def test_every_log_level_the_logger_knows_is_accepted() -> None:
+    for level in logs.LEVELS:
+        assert load(environ={"RTCS_LOG_LEVEL": level.upper()}).log.level == level
 
 
 # --- auth: secrets and keys ----------------------------------------------------------
@@ -347,7 +444,7 @@ def test_reference_documents_every_key() -> None:
     text = (REPO / "docs" / "configuration.md").read_text()
     assert "## `[rbac]`" in text
     assert "## `[plugins]`" in text
-    for dotted in set(config._SCHEMA) - {"rbac", "plugins"}:
+    for dotted in set(sources.SCHEMA) - {"rbac", "plugins"}:
         key = dotted.rsplit(".", 1)[-1]
         assert f"`{key}`" in text, dotted
         if not dotted.startswith("supervision."):

@@ -33,7 +33,7 @@ def lines(stream: io.StringIO) -> list[dict[str, object]]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
-def test_json_lines_have_timestamp_level_logger_event_and_bound_fields(stream):
+def test_json_lines_have_timestamp_level_logger_event_and_bound_fields(stream: io.StringIO) -> None:
     configure(stream=stream)
     get_logger("rtcs.gateway", connection_id="c-1", user="alice").info("connected", n=2)
     [line] = lines(stream)
@@ -46,7 +46,7 @@ def test_json_lines_have_timestamp_level_logger_event_and_bound_fields(stream):
     assert isinstance(line["timestamp"], str) and line["timestamp"].endswith("Z")
 
 
-def test_secret_keys_are_redacted(stream):
+def test_secret_keys_are_redacted(stream: io.StringIO) -> None:
     configure(stream=stream)
     get_logger("rtcs.auth").warning(
         "rejected",
@@ -67,19 +67,19 @@ def test_secret_keys_are_redacted(stream):
     assert "hunter2" not in stream.getvalue()
 
 
-def test_nested_secret_keys_are_redacted(stream):
+def test_nested_secret_keys_are_redacted(stream: io.StringIO) -> None:
     configure(stream=stream)
     get_logger("rtcs.gateway").info("frame", frame={"type": "auth", "token": "abc"})
     [line] = lines(stream)
     assert line["frame"] == {"type": "auth", "token": REDACTED}
 
 
-def test_redact_is_a_plain_processor():
+def test_redact_is_a_plain_processor() -> None:
     event = {"event": "x", "Token": "t", "keep": 1}
     assert redact(None, "info", event) == {"event": "x", "Token": REDACTED, "keep": 1}
 
 
-def test_stdlib_logging_goes_through_the_same_output(stream):
+def test_stdlib_logging_goes_through_the_same_output(stream: io.StringIO) -> None:
     configure(stream=stream)
     logging.getLogger("rtcs.runtime").warning(
         "actor %s restarted", "router", extra={"token": "t", "attempt": 2}
@@ -93,7 +93,7 @@ def test_stdlib_logging_goes_through_the_same_output(stream):
     assert "timestamp" in line
 
 
-def test_exceptions_are_rendered_into_the_line(stream):
+def test_exceptions_are_rendered_into_the_line(stream: io.StringIO) -> None:
     configure(stream=stream)
     try:
         raise ZeroDivisionError("boom")
@@ -104,7 +104,7 @@ def test_exceptions_are_rendered_into_the_line(stream):
     assert "ZeroDivisionError: boom" in str(line["exception"])
 
 
-def test_records_below_the_level_are_dropped(stream):
+def test_records_below_the_level_are_dropped(stream: io.StringIO) -> None:
     configure(level="warning", stream=stream)
     log = get_logger("rtcs.gateway")
     log.info("quiet")
@@ -113,7 +113,7 @@ def test_records_below_the_level_are_dropped(stream):
     assert [line["event"] for line in lines(stream)] == ["loud"]
 
 
-def test_configuring_again_replaces_the_output(stream):
+def test_configuring_again_replaces_the_output(stream: io.StringIO) -> None:
     first = io.StringIO()
     configure(stream=first)
     log = get_logger("rtcs.gateway")
@@ -123,7 +123,7 @@ def test_configuring_again_replaces_the_output(stream):
     assert [line["event"] for line in lines(stream)] == ["once"]
 
 
-def test_console_format_is_human_readable_and_still_redacts(stream):
+def test_console_format_is_human_readable_and_still_redacts(stream: io.StringIO) -> None:
     configure(fmt="console", level="debug", stream=stream)
     get_logger("rtcs.gateway", user="alice").debug("subscribed", token="abc")
     text = stream.getvalue()
@@ -137,7 +137,7 @@ def test_console_format_is_human_readable_and_still_redacts(stream):
 @pytest.mark.parametrize(
     ("level", "fmt", "key"), [("loud", "json", "log.level"), ("info", "xml", "log.format")]
 )
-def test_unknown_level_or_format_names_the_setting(level, fmt, key):
+def test_unknown_level_or_format_names_the_setting(level: str, fmt: str, key: str) -> None:
     with pytest.raises(ConfigError) as raised:
         configure(level=level, fmt=fmt, stream=io.StringIO())
     assert raised.value.key == key

@@ -30,7 +30,7 @@ def label_values(m: Metrics, sample_name: str, label: str) -> set[str]:
     }
 
 
-def test_every_metric_has_its_documented_name(metrics):
+def test_every_metric_has_its_documented_name(metrics: Metrics) -> None:
     body, content_type = metrics.render()
     names = {family.name for family in text_string_to_metric_families(body.decode())}
     assert {
@@ -56,21 +56,21 @@ def test_every_metric_has_its_documented_name(metrics):
     assert content_type.startswith("text/plain")
 
 
-def test_a_private_registry_per_instance():
+def test_a_private_registry_per_instance() -> None:
     one, two = Metrics(), Metrics()
     one.opened()
     assert value(one, "rtcs_connections_active") == 1
     assert value(two, "rtcs_connections_active") == 0
 
 
-def test_a_shared_registry_refuses_a_second_instance():
+def test_a_shared_registry_refuses_a_second_instance() -> None:
     registry = CollectorRegistry()
     Metrics(registry)
     with pytest.raises(ValueError):
         Metrics(registry)
 
 
-def test_known_label_values_export_zero_before_any_event(metrics):
+def test_known_label_values_export_zero_before_any_event(metrics: Metrics) -> None:
     assert value(metrics, "rtcs_connections_closed_total", code="4008") == 0
     assert value(metrics, "rtcs_connections_closed_total", code="other") == 0
     assert value(metrics, "rtcs_handshakes_rejected_total", status="429") == 0
@@ -87,7 +87,7 @@ def test_known_label_values_export_zero_before_any_event(metrics):
     assert value(metrics, "rtcs_resumes_total", result="expired") == 0
 
 
-def test_open_and_close_move_the_gauge_and_count_codes(metrics):
+def test_open_and_close_move_the_gauge_and_count_codes(metrics: Metrics) -> None:
     metrics.opened()
     metrics.opened()
     metrics.closed(CloseCode.TOO_SLOW)
@@ -98,7 +98,7 @@ def test_open_and_close_move_the_gauge_and_count_codes(metrics):
     assert value(metrics, "rtcs_connections_closed_total", code="1000") == 1
 
 
-def test_unknown_close_codes_are_other(metrics):
+def test_unknown_close_codes_are_other(metrics: Metrics) -> None:
     for code in (1002, 4999, 3000):
         metrics.opened()
         metrics.closed(code)
@@ -109,14 +109,14 @@ def test_unknown_close_codes_are_other(metrics):
     }
 
 
-def test_handshake_statuses_are_bounded(metrics):
+def test_handshake_statuses_are_bounded(metrics: Metrics) -> None:
     metrics.handshake_rejected(401)
     metrics.handshake_rejected(418)
     assert value(metrics, "rtcs_handshakes_rejected_total", status="401") == 1
     assert value(metrics, "rtcs_handshakes_rejected_total", status="other") == 1
 
 
-def test_client_frame_types_are_bounded_whatever_the_client_sends(metrics):
+def test_client_frame_types_are_bounded_whatever_the_client_sends(metrics: Metrics) -> None:
     metrics.frame_in("publish")
     for junk in ("PUBLISH", "x" * 500, None, 7, ["list"], {"obj": 1}):
         metrics.frame_in(junk)
@@ -137,7 +137,7 @@ def test_client_frame_types_are_bounded_whatever_the_client_sends(metrics):
     }
 
 
-def test_server_frame_types_are_bounded(metrics):
+def test_server_frame_types_are_bounded(metrics: Metrics) -> None:
     metrics.frame_out("message")
     metrics.frame_out("presence", 4)
     metrics.frame_out("surprise")
@@ -146,7 +146,7 @@ def test_server_frame_types_are_bounded(metrics):
     assert value(metrics, "rtcs_messages_out_total", type="other") == 1
 
 
-def test_errors_take_wire_codes_only(metrics):
+def test_errors_take_wire_codes_only(metrics: Metrics) -> None:
     metrics.error(ErrorCode.RATE_LIMITED)
     metrics.error("bad_topic")
     assert value(metrics, "rtcs_errors_total", code="rate_limited") == 1
@@ -155,7 +155,7 @@ def test_errors_take_wire_codes_only(metrics):
         metrics.error("E_CLIENT_MADE_THIS_UP")
 
 
-def test_deliveries_and_routing_by_kind(metrics):
+def test_deliveries_and_routing_by_kind(metrics: Metrics) -> None:
     metrics.delivered("topic", 3)
     metrics.delivered("user")
     metrics.delivered("connection", 2)
@@ -172,14 +172,14 @@ def test_deliveries_and_routing_by_kind(metrics):
         metrics.routed("lobby", 0.1)
 
 
-def test_routing_buckets_span_ten_microseconds_to_a_second(metrics):
+def test_routing_buckets_span_ten_microseconds_to_a_second(metrics: Metrics) -> None:
     bounds = label_values(metrics, "rtcs_routing_seconds_bucket", "le")
     numeric = sorted(float(b) for b in bounds if b != "+Inf")
     assert numeric[0] == pytest.approx(1e-5)
     assert numeric[-1] == pytest.approx(1.0)
 
 
-def test_restarts_are_bounded(metrics):
+def test_restarts_are_bounded(metrics: Metrics) -> None:
     metrics.restart("router", "one_for_one")
     metrics.restart("RoomHandler-42", "all_for_one")
     assert (
@@ -193,7 +193,7 @@ def test_restarts_are_bounded(metrics):
         metrics.restart("router", "restart_everything")
 
 
-def test_outbox_drops_resumes_and_plain_counters(metrics):
+def test_outbox_drops_resumes_and_plain_counters(metrics: Metrics) -> None:
     metrics.outbox_drop("overflow")
     metrics.resume("resumed")
     metrics.rate_limited.inc()
@@ -212,6 +212,6 @@ def test_outbox_drops_resumes_and_plain_counters(metrics):
         metrics.resume("maybe")
 
 
-def test_build_info_names_version_and_node(metrics):
+def test_build_info_names_version_and_node(metrics: Metrics) -> None:
     metrics.set_build(node="node-7")
     assert value(metrics, "rtcs_build_info", version=__version__, node="node-7") == 1

@@ -7,7 +7,14 @@ import json
 import pytest
 
 from rtcs.protocol.codec import message_tail
-from rtcs.sessions import ConnectionIds, Session, SessionRegistry
+from rtcs.sessions import (
+    ConnectionIds,
+    ResumeVerdict,
+    Session,
+    SessionRegistry,
+    plan_claimed,
+    plan_resume,
+)
 
 
 class Sink:
@@ -132,3 +139,77 @@ def test_connection_ids_are_unique_and_prefixed() -> None:
     first, second = ConnectionIds(), ConnectionIds()
     ids = {first() for _ in range(1000)} | {second() for _ in range(1000)}
     assert len(ids) == 2000 and all(i.startswith("c-") for i in ids)
+
+
+# -- the resume decision (rtcs.sessions.plan_resume / plan_claimed) ----------------
+
+
+def registry_with(
+    user: str = "alice", messages: int = 5, attached: bool = False
+) -> tuple[SessionRegistry, Session, Sink]:
+    registry = SessionRegistry(buffer_size=3)
+    session = registry.create(user, ())
+    sink = Sink("c-old")
+    registry.attach(session, sink)
+    for n in range(messages):
+        session.deliver(tail(n))
+    if not attached:
+        registry.detach(session, 0.0)
+    return registry, session, sink
+
+
+@pytest.mark.parametrize(
+    "session_id, last_seq",
+    [(None, None), ("s-x", None), (None, 3)],
+)
+def test_no_resume_asked(session_id: str | None, last_seq: int | None) -> None:
+    registry, _, _ = registry_with()
+    plan = plan_resume(registry, "alice", session_id, last_seq, shared=True)
+    assert plan.verdict is ResumeVerdict.NOT_REQUESTED
+    assert not plan.requested and not plan.resumed and plan.session is None
+
+
+@pytest.mark.parametrize(
+    "shared, verdict", [(False, ResumeVerdict.UNKNOWN), (True, ResumeVerdict.CLAIM)]
+)
+def test_a_session_not_held_here(shared: bool, verdict: ResumeVerdict) -> None:
+    registry, _, _ = registry_with()
+    plan = plan_resume(registry, "alice", "s-elsewhere", 0, shared=shared)
+    assert plan.verdict is verdict and plan.requested and not plan.resumed
+
+
+def test_another_users_session_is_never_resumed() -> None:
+    registry, session, _ = registry_with()
+    plan = plan_resume(registry, "mallory", session.id, 5, shared=True)
+    assert plan.verdict is ResumeVerdict.OTHER_OWNER and plan.session is None
+
+
+@pytest.mark.parametrize("last_seq", [1, 6, -1])
+def test_a_buffer_that_cannot_replay_exactly(last_seq: int) -> None:
+    registry, session, _ = registry_with()  # buffer holds seq 3, 4, 5
+    plan = plan_resume(registry, "alice", session.id, last_seq, shared=False)
+    assert plan.verdict is ResumeVerdict.TOO_OLD and not plan.resumed
+
+
+def test_a_detached_session_resumes_with_its_replay() -> None:
+    registry, session, _ = registry_with()
+    plan = plan_resume(registry, "alice", session.id, 3, shared=False)
+    assert plan.verdict is ResumeVerdict.RESUME and plan.resumed
+    assert plan.session is session and [seq for seq, _ in plan.replay] == [4, 5]
+    assert plan.previous is None
+
+
+def test_an_attached_session_is_taken_over() -> None:
+    registry, session, sink = registry_with(attached=True)
+    plan = plan_resume(registry, "alice", session.id, 5, shared=False)
+    assert plan.verdict is ResumeVerdict.TAKE_OVER and plan.resumed
+    assert plan.previous is sink and plan.replay == ()
+    assert session.sink is sink  # deciding changes nothing
+
+
+def test_a_claim_answered_by_the_store() -> None:
+    registry, session, _ = registry_with()
+    assert plan_claimed(None, 0).verdict is ResumeVerdict.UNKNOWN
+    assert plan_claimed(session, 1).verdict is ResumeVerdict.TOO_OLD
+    plan = plan_claimed(session, 4)
+    assert plan.verdict is ResumeVerdict.RESUME and [s for s, _ in plan.replay] == [5]

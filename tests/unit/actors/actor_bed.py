@@ -110,7 +110,57 @@ class RecordingSink:
         return [frame for frame in self.frames if frame["type"] == "message"]
 
 
-class _Echo(Actor):
+class RecordingHandle(RecordingSink):
+    """A ``rtcs.actors.ports.ClientHandle`` that records what the actors do with it.
+
+    ``close`` marks it closing, as the gateway's handle does; ``handled``
+    counts the client frames the actor acknowledged.
+    """
+
+    def __init__(self, journal: Journal) -> None:
+        super().__init__(journal)
+        self.user: str | None = None
+        self.handled_count = 0
+        self.admitted: object = None
+        self.refused: int | None = None
+
+    @property
+    def closing(self) -> bool:
+        return self.closed_with is not None
+
+    def push(self, frame: bytes) -> bool:
+        if self.closing:
+            return False
+        return super().push(frame)
+
+    def close(self, code: int, reason: str = "") -> None:
+        if self.closed_with is None:
+            self.closed_with = code
+            self._changed.set()
+
+    def handled(self, low_water: int) -> None:
+        self.handled_count += 1
+
+    def admit(self, actor: object) -> None:
+        self.admitted = actor
+
+    def refuse(self, code: int) -> None:
+        self.refused = code
+
+    async def wait_closed(self, timeout: float = TIMEOUT) -> int:
+        """The close code, once the actor closed the connection.
+
+        Raises:
+            TimeoutError: not closed within ``timeout``.
+        """
+        async with asyncio.timeout(timeout):
+            while self.closed_with is None:
+                self._changed.clear()
+                await self._changed.wait()
+        return self.closed_with
+
+
+class _Echo(Actor):  # type: ignore[misc]  # thespian is untyped: Actor is Any
     """Answers every message with itself: a round trip through the queue."""
 
     def receiveMessage(self, msg: Any, sender: ActorAddress) -> None:

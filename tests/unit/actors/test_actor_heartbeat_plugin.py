@@ -19,8 +19,8 @@ from structlog.testing import capture_logs
 from thespian.actors import ActorAddress, WakeupMessage
 
 from rtcs.actors.context import ROUTE_TOPIC
-from rtcs.actors.messages import Configure, RouteSubscribe, Tick
-from rtcs.actors.router import TopicHandler
+from rtcs.actors.messages import Configure, RouteSubscribe
+from rtcs.actors.routing import TopicHandler
 from tests.unit.actors.actor_bed import NODE_ID, ActorBed
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "plugins"
@@ -33,7 +33,7 @@ def plugin(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 
 
 def tick() -> WakeupMessage:
-    return WakeupMessage(0, Tick("heartbeat"))
+    return WakeupMessage(0, importlib.import_module("echo_plugin").Beat())
 
 
 def start_with(bed: ActorBed, plugin: ModuleType, options: Mapping[str, Any]) -> ActorAddress:

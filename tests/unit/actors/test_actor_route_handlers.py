@@ -18,7 +18,7 @@ from rtcs.actors.messages import (
     RouteWideBroadcast,
     SessionPresence,
 )
-from rtcs.actors.router import BroadcastHandler, DirectHandler, RoomHandler
+from rtcs.actors.routing import BroadcastHandler, DirectHandler, RoomHandler
 from rtcs.protocol.frames import BroadcastFilter
 from tests.unit.actors.actor_bed import ActorBed
 
@@ -66,7 +66,7 @@ async def test_direct_to_absent_user_or_connection_is_offline(bed: ActorBed) -> 
     direct = bed.start(DirectHandler)
     alice, a_sink = bed.session("alice")
     bob, b_sink = bed.session("bob")
-    # Detached sessions do not receive direct messages (PROTOCOL.md).
+    # Detached sessions do not receive direct messages (docs/protocol.md).
     bed.ctx.sessions.detach(bob, 0.0)
 
     bed.tell(direct, RouteDirect(alice, "bob", None, 1, "u"))

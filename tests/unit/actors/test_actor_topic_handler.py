@@ -15,7 +15,7 @@ from rtcs.actors.messages import (
     RouteUnsubscribe,
     UnindexSession,
 )
-from rtcs.actors.router import TopicHandler
+from rtcs.actors.routing import TopicHandler
 from rtcs.backends.base import Envelope
 from rtcs.protocol import codec
 from tests.unit.actors.actor_bed import FANOUT_CHUNK, ActorBed, RecordingSink
@@ -76,7 +76,7 @@ async def test_publish_delivers_with_per_session_seq_then_acks(bed: ActorBed) ->
     }
     assert [m["seq"] for m in b_sink.messages()] == [1, 2]
     assert b_sink.messages()[1]["data"] == {"x": 1}
-    # The ack comes after every local delivery (PROTOCOL.md: ack once routed).
+    # The ack comes after every local delivery (docs/protocol.md: ack once routed).
     assert [who for who, _ in bed.journal][-1] == p_sink.connection_id
     assert len(bed.journal) == 3
 

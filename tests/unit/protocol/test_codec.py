@@ -1,4 +1,4 @@
-"""decode: every client frame of PROTOCOL.md, valid and invalid; encoders: exact wire shapes."""
+"""decode: every client frame of docs/protocol.md, valid and invalid; encoders: exact wire shapes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Command invariants and the room/name rules (extensions to PROTOCOL.md)."""
+"""Command invariants and the room/name rules (extensions to docs/protocol.md)."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ from thespian.actors import (
 )
 
 from rtcs.runtime import ChildFailed, SupervisorEvent, ask, run_async
+from tests.support import describe, wait_until
 
 
 class Harness:
@@ -58,14 +59,9 @@ class EventLog:
 
     def __init__(self) -> None:
         self.events: list[SupervisorEvent] = []
-        self._waiters: list[tuple[Callable[[list[SupervisorEvent]], bool], asyncio.Future[None]]]
-        self._waiters = []
 
     def __call__(self, event: SupervisorEvent) -> None:
         self.events.append(event)
-        for predicate, future in list(self._waiters):
-            if not future.done() and predicate(self.events):
-                future.set_result(None)
 
     def count(self, kind: str, child: str | None = None, supervisor: str | None = None) -> int:
         return sum(
@@ -79,15 +75,16 @@ class EventLog:
     async def wait_for(
         self, predicate: Callable[[list[SupervisorEvent]], bool], timeout: float = 2.0
     ) -> None:
-        if predicate(self.events):
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (predicate, future)
-        self._waiters.append(entry)
-        try:
-            await asyncio.wait_for(future, timeout)
-        finally:
-            self._waiters.remove(entry)
+        """Return once ``predicate(events)`` holds.
+
+        Raises:
+            AssertionError: it does not hold within ``timeout``.
+        """
+        await wait_until(
+            lambda: predicate(self.events),
+            timeout,
+            message=lambda: f"{describe(predicate)} over the events so far: {self.events!r}",
+        )
 
 
 # ---------------------------------------------------------------- messages

@@ -86,7 +86,7 @@ async def _now() -> str:
     return "now"
 
 
-class _ReleasesOnExit(ActorTypeDispatcher):
+class _ReleasesOnExit(ActorTypeDispatcher):  # type: ignore[misc]  # thespian is untyped
     """Starts backend work from its exit handler, as connection actors do."""
 
     started: list[str] = []

@@ -170,7 +170,11 @@ async def test_intensity_exceeded_escalates_to_the_outside(asys: Harness) -> Non
     before = await tree.start(SupervisorPolicy(max_restarts=2, within=60))
     for crash in (1, 2):
         asys.tell(tree.directory.require("A"), Crash())
-        await tree.log.wait_for(lambda evs, n=crash: _count(evs, "restarted") == n)
+
+        def restarted(evs: list[SupervisorEvent], n: int = crash) -> bool:
+            return _count(evs, "restarted") == n
+
+        await tree.log.wait_for(restarted)
 
     asys.tell(tree.directory.require("A"), Crash())
     await tree.log.wait_for(lambda evs: _count(evs, "escalated") == 1)
@@ -189,7 +193,11 @@ async def test_restarts_outside_the_window_do_not_escalate(asys: Harness) -> Non
     await tree.start(SupervisorPolicy(max_restarts=1, within=1e-9))
     for crash in (1, 2, 3):
         asys.tell(tree.directory.require("A"), Crash())
-        await tree.log.wait_for(lambda evs, n=crash: _count(evs, "restarted") == n)
+
+        def restarted(evs: list[SupervisorEvent], n: int = crash) -> bool:
+            return _count(evs, "restarted") == n
+
+        await tree.log.wait_for(restarted)
     assert _count(tree.log.events, "escalated") == 0
 
 

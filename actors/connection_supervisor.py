@@ -1,0 +1,109 @@
+"""The ``ConnectionSupervisor``: one temporary ``WebSocketActor`` per accepted socket.
+
+It admits or refuses each new connection (per-node limit 4031, 1001 while
+shutting down), closes a crashed connection's socket with 1011 (its session
+stays resumable), and expires detached sessions whose TTL ran out.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from thespian.actors import ActorAddress, WakeupMessage
+
+from rtcs.actors.connection import WebSocketActor
+from rtcs.actors.context import ROUTE_ROOM, ROUTE_TOPIC, NodeSupervisor
+from rtcs.actors.messages import (
+    OpenConnection,
+    ReapDue,
+    SessionMoved,
+    Shutdown,
+    StartConnection,
+    UnindexSession,
+)
+from rtcs.actors.session_events import release_connection
+from rtcs.errors import CloseCode
+from rtcs.runtime.supervision import ChildSpec, Restart
+
+if TYPE_CHECKING:
+    from rtcs.actors.ports import ClientHandle
+    from rtcs.sessions import Session
+
+
+class ConnectionSupervisor(NodeSupervisor):
+    """Starts, watches and reaps the node's connection actors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._handles: dict[str, ClientHandle] = {}
+        self._reaping = False
+
+    def on_started(self) -> None:
+        if not self._reaping:
+            self._reaping = True
+            self._schedule_reap()
+
+    def _schedule_reap(self) -> None:
+        session = self.ctx.settings.session
+        self.wakeupAfter(min(session.reap_interval, session.ttl), ReapDue())
+
+    def receiveMsg_OpenConnection(self, msg: OpenConnection, sender: ActorAddress) -> None:
+        ctx = self.ctx
+        handle = msg.handle
+        if ctx.shutting_down:
+            handle.refuse(CloseCode.GOING_AWAY)
+            return
+        if len(self._handles) >= ctx.settings.limits.max_connections_per_node:
+            handle.refuse(CloseCode.CONNECTION_LIMIT)
+            return
+        name = handle.connection_id
+        self._handles[name] = handle
+        address = self.start_child(
+            ChildSpec(
+                name,
+                WebSocketActor,
+                Restart.TEMPORARY,
+                init=StartConnection(ctx, msg),
+                register=False,
+            )
+        )
+        handle.admit(address)
+
+    def on_child_exited(self, name: str) -> None:
+        self._handles.pop(name, None)
+
+    def on_child_crashed(self, name: str, reason: str) -> None:
+        handle = self._handles.pop(name, None)
+        if handle is None:
+            return
+        ctx = self.ctx
+        ctx.log.error("connection actor crashed", connection_id=name, reason=reason)
+        release_connection(ctx, self, name, handle.user)
+        handle.close(CloseCode.INTERNAL_ERROR, "internal error")
+
+    def receiveMsg_Shutdown(self, msg: Shutdown, sender: ActorAddress) -> None:
+        self.ctx.shutting_down = True
+        for handle in list(self._handles.values()):
+            handle.close(msg.code, msg.reason)
+
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: ActorAddress) -> None:
+        if not isinstance(msg.payload, ReapDue):
+            return
+        ctx = self.ctx
+        # A shared session store expires its copies by itself (its TTL).
+        for session in ctx.sessions.expired(ctx.clock(), ctx.settings.session.ttl):
+            self._forget(session)
+        self._schedule_reap()
+
+    def receiveMsg_SessionMoved(self, msg: SessionMoved, sender: ActorAddress) -> None:
+        session = self.ctx.sessions.get(msg.session_id)
+        if session is not None and session.sink is None:
+            self._forget(session)
+
+    def _forget(self, session: Session) -> None:
+        ctx = self.ctx
+        ctx.sessions.remove(session)
+        for name in (ROUTE_TOPIC, ROUTE_ROOM):
+            address = ctx.directory.lookup(name)
+            if address is not None:
+                self.send(address, UnindexSession(session))

@@ -1,0 +1,71 @@
+"""``DirectHandler``: direct messages to every live connection of a user, or to one connection.
+
+Direct messages are not buffered for detached sessions (docs/protocol.md ``send``).
+"""
+
+from __future__ import annotations
+
+import time
+
+from thespian.actors import ActorAddress
+
+from rtcs.actors.messages import RemoteEnvelope, RouteDirect
+from rtcs.actors.routing.handler import RouteHandler
+from rtcs.backends.base import Envelope
+from rtcs.errors import Offline
+from rtcs.protocol import codec
+from rtcs.sessions import Session
+
+
+class DirectHandler(RouteHandler):
+    """Direct messages, delivered here and handed to the broker for other nodes."""
+
+    def receiveMsg_RouteDirect(self, msg: RouteDirect, sender: ActorAddress) -> None:
+        ctx = self.ctx
+        started = time.perf_counter()
+        sender_session, request_id = msg.session, msg.request_id
+        to_connection = msg.to_connection is not None
+        key = msg.to_connection if msg.to_connection is not None else msg.to_user or ""
+        targets = self._targets(to_connection, key)
+        then = self.finish(sender_session, request_id)
+        if not targets and (to_connection or not ctx.backends.broker.distributed):
+            what = "connection" if to_connection else "user"
+            self.error(sender_session, request_id, Offline(f"{what} is offline"))
+            return
+        tail = codec.message_tail(from_user=sender_session.user, data=msg.data, ts=self.now_ms())
+        envelope = Envelope(ctx.node_id, "user", key, tail)
+        if not targets:
+            # Not here: is the user connected to another node?
+            def counted(connections: int) -> None:
+                if connections <= 0:
+                    self.error(sender_session, request_id, Offline("user is offline"))
+                else:
+                    self.publish_remote(lambda: envelope, then)
+
+            self.call(
+                ctx.backends.presence.user_connections(key),
+                counted,
+                self.unavailable(sender_session, request_id),
+            )
+            return
+        for session in targets:
+            session.deliver(tail)
+        ctx.metrics.delivered("direct", len(targets))
+        ctx.metrics.routed("direct", time.perf_counter() - started)
+        if to_connection:
+            then(None)  # a connection lives on one node: found here, done
+        else:
+            self.publish_remote(lambda: envelope, then)  # the user's other nodes
+
+    def _targets(self, to_connection: bool, key: str) -> list[Session]:
+        """The live sessions a direct message to a user or a connection reaches here."""
+        sessions = self.ctx.sessions
+        if to_connection:
+            target = sessions.by_connection(key)
+            return [target] if target is not None else []
+        return list(sessions.attached_of(key))
+
+    def receiveMsg_RemoteEnvelope(self, msg: RemoteEnvelope, sender: ActorAddress) -> None:
+        env = msg.envelope
+        targets = self._targets(env.kind == "connection", env.target)
+        self.deliver_remote("direct", targets, env.tail)

@@ -1,0 +1,209 @@
+"""``RouteHandler``: what every route handler shares.
+
+Handlers keep no state that cannot be rebuilt: on every (re)start they rebuild
+their indexes from the node's ``SessionRegistry``, so a router restart never
+loses the subscriptions or rooms of live sessions.
+
+Fan-out encodes a message once (``codec.message_tail``) and hands the same
+bytes to every recipient session, which splices in its own ``seq``; no actor
+message and no JSON encode per recipient. Fan-outs larger than
+``limits.fanout_chunk`` recipients are delivered over several handler turns so
+the event loop keeps answering pings; later publishes queue behind them, which
+keeps per-publisher order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Collection
+
+from thespian.actors import ActorAddress, WakeupMessage
+
+from rtcs.actors.context import NodeActor
+from rtcs.actors.messages import FanoutContinue
+from rtcs.backends.base import Envelope
+from rtcs.errors import ProtocolError, Unavailable
+from rtcs.metrics import DeliveryKind
+from rtcs.protocol import codec
+from rtcs.protocol.frames import RequestId, ServerFrame
+from rtcs.runtime.control import Calls
+from rtcs.sessions import Session
+
+#: What runs once a message was handed to the broker: ``None`` on success.
+Then = Callable[[BaseException | None], None]
+
+
+def ignore_failure(failure: BaseException | None) -> None:
+    """Server publishes have no one to ack; broker failures are counted already."""
+
+
+class _Job:
+    """A fan-out in progress: recipients left, the tail, and what to do after."""
+
+    __slots__ = ("done", "pos", "recipients", "tail")
+
+    def __init__(self, recipients: list[Session], tail: bytes, done: Callable[[], None] | None):
+        self.recipients = recipients
+        self.tail = tail
+        self.pos = 0
+        self.done = done
+
+
+class RouteHandler(Calls, NodeActor):
+    """Shared plumbing: configuration, replies, async backend calls, fan-out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._jobs: deque[_Job] = deque()
+        self._continuing = False
+
+    def configured(self) -> None:
+        self.rebuild()
+
+    def rebuild(self) -> None:
+        """Rebuild this handler's index from the session registry."""
+
+    # -- replies -------------------------------------------------------------
+
+    def reply(self, session: Session, frame: bytes, kind: ServerFrame) -> None:
+        sink = session.sink
+        if sink is not None and sink.push(frame):
+            self.ctx.metrics.frame_out(kind)
+
+    def ack(self, session: Session, request_id: RequestId) -> None:
+        self.reply(session, codec.encode_ack(request_id), ServerFrame.ACK)
+
+    def error(self, session: Session, request_id: RequestId, exc: ProtocolError) -> None:
+        """Answer a request with the wire error ``exc`` stands for."""
+        self.ctx.metrics.error(exc.code)
+        self.reply(
+            session, codec.encode_error(request_id, exc.code, exc.message), ServerFrame.ERROR
+        )
+
+    def unavailable(
+        self, session: Session, request_id: RequestId
+    ) -> Callable[[BaseException], None]:
+        """The ``failed`` continuation of a presence call: log, answer ``unavailable``."""
+
+        def failed(exc: BaseException) -> None:
+            self.ctx.log.warning("presence backend failed", error=type(exc).__name__)
+            self.error(session, request_id, Unavailable("presence unavailable"))
+
+        return failed
+
+    def log_failure(self, exc: BaseException) -> None:
+        """The ``failed`` continuation of a call nobody waits on."""
+        self.ctx.log.warning("presence backend failed", error=type(exc).__name__)
+
+    def now_ms(self) -> int:
+        return int(self.ctx.wall() * 1000)
+
+    # -- fan-out -------------------------------------------------------------------------
+
+    def fanout(
+        self,
+        recipients: Collection[Session],
+        tail: bytes,
+        done: Callable[[], None] | None,
+    ) -> None:
+        """Deliver ``tail`` to every recipient, in chunks when there are many.
+
+        ``recipients`` may be a live index set: it is only iterated now, or
+        copied when the delivery has to continue over later turns.
+        """
+        chunk = self.ctx.settings.limits.fanout_chunk
+        if not self._jobs and len(recipients) <= chunk:
+            for session in recipients:
+                session.deliver(tail)
+            if done is not None:
+                done()
+            return
+        self._jobs.append(_Job(list(recipients), tail, done))
+        self._run_jobs()
+
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: ActorAddress) -> None:
+        if isinstance(msg.payload, FanoutContinue):
+            self._continuing = False
+            self._run_jobs()
+
+    def _run_jobs(self) -> None:
+        budget = self.ctx.settings.limits.fanout_chunk
+        jobs = self._jobs
+        while jobs and budget > 0:
+            job = jobs[0]
+            end = min(job.pos + budget, len(job.recipients))
+            tail = job.tail
+            for session in job.recipients[job.pos : end]:
+                session.deliver(tail)
+            budget -= end - job.pos
+            job.pos = end
+            if job.pos >= len(job.recipients):
+                jobs.popleft()
+                if job.done is not None:
+                    job.done()
+        if jobs and not self._continuing:
+            # Continue on a later loop iteration, after the loop has polled
+            # the sockets (pings, reads): a timer, not a message, since queued
+            # messages may run in the same turn.
+            self._continuing = True
+            self.wakeupAfter(0, FanoutContinue())
+
+    def route(
+        self,
+        kind: DeliveryKind,
+        recipients: Collection[Session],
+        tail: bytes,
+        envelope: Callable[[], Envelope],
+        session: Session,
+        request_id: RequestId,
+        started: float,
+    ) -> None:
+        """Deliver a client's message locally, then to other nodes, then ack it."""
+        ctx = self.ctx
+        ctx.metrics.delivered(kind, len(recipients))
+        then = self.finish(session, request_id)
+
+        def routed() -> None:
+            ctx.metrics.routed(kind, time.perf_counter() - started)
+            self.publish_remote(envelope, then)
+
+        self.fanout(recipients, tail, routed)
+
+    def deliver_remote(
+        self, kind: DeliveryKind, recipients: Collection[Session], tail: bytes
+    ) -> None:
+        """Deliver a message that came from another node (no ack, no broker)."""
+        self.ctx.metrics.delivered(kind, len(recipients))
+        self.fanout(recipients, tail, None)
+
+    # -- cross-node ----------------------------------------------------------------------
+
+    def publish_remote(self, envelope: Callable[[], Envelope], then: Then) -> None:
+        """Hand a message to the broker for other nodes, then call ``then``.
+
+        Local delivery never goes through the broker; with no other node to
+        reach (``broker.distributed`` is False) ``then`` runs at once and the
+        envelope is never built.
+        """
+        broker = self.ctx.backends.broker
+        if not broker.distributed:
+            then(None)
+            return
+
+        def failed(exc: BaseException) -> None:
+            self.ctx.metrics.broker_errors.inc()
+            then(exc)
+
+        self.call(broker.publish(envelope()), lambda _: then(None), failed)
+
+    def finish(self, session: Session, request_id: RequestId) -> Then:
+        """The continuation that acks a request once it has been routed."""
+
+        def then(failure: BaseException | None) -> None:
+            if failure is None:
+                self.ack(session, request_id)
+            else:
+                self.error(session, request_id, Unavailable("broker unavailable"))
+
+        return then

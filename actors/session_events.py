@@ -1,0 +1,61 @@
+"""What happens around a session when its connection comes and goes.
+
+Shared by the connection actor (a socket closed) and the connection
+supervisor (a connection actor crashed): detaching the session, writing it
+behind to the shared store, and keeping presence right.
+"""
+
+from __future__ import annotations
+
+from thespian.actors import ActorTypeDispatcher
+
+from rtcs.actors.context import ROUTE_ROOM, NodeContext
+from rtcs.actors.messages import SessionPresence
+from rtcs.backends.base import SessionSnapshot
+from rtcs.sessions import Session
+
+
+def release_connection(
+    ctx: NodeContext, actor: ActorTypeDispatcher, connection_id: str, user: str | None
+) -> None:
+    """A connection is gone (closed, or its actor crashed): tidy up after it.
+
+    Detaches its session if it still holds one (the session stays resumable
+    for its TTL; taken-over sessions have moved on already), tells the room
+    handler so room presence follows, and removes the connection from the
+    user's presence. Safe to call twice.
+    """
+    session = ctx.sessions.by_connection(connection_id)
+    if session is not None:
+        ctx.sessions.detach(session, ctx.clock())
+        if ctx.write_behind is not None:
+            # Other nodes may resume it: store it, then every message it buffers.
+            ctx.write_behind.save(snapshot(ctx, session), ctx.settings.session.ttl)
+            session.mirror = ctx.write_behind.note
+        announce_presence(ctx, actor, session, online=False)
+    if user is not None:
+        ctx.background.submit(ctx.backends.presence.remove_connection, user, connection_id)
+
+
+def snapshot(ctx: NodeContext, session: Session) -> SessionSnapshot:
+    """The shareable state of a detached session."""
+    return SessionSnapshot(
+        session_id=session.id,
+        user=session.user,
+        subscriptions=tuple(session.subscriptions),
+        rooms=tuple(session.rooms),
+        seq=session.seq,
+        buffer=tuple(session.buffer),
+        node=ctx.node_id,
+    )
+
+
+def announce_presence(
+    ctx: NodeContext, actor: ActorTypeDispatcher, session: Session, *, online: bool
+) -> None:
+    """Tell the room handler that a session went online/offline (room presence)."""
+    if not session.rooms:
+        return
+    address = ctx.directory.lookup(ROUTE_ROOM)
+    if address is not None:
+        actor.send(address, SessionPresence(session, online))

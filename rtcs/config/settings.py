@@ -1,0 +1,271 @@
+"""The settings themselves: one frozen dataclass per section, and their vocabularies.
+
+Every default here is mirrored by ``conf/rtcs.toml`` and documented in
+docs/configuration.md (tests keep the three equal). The allowed values of the
+named choices are not repeated here: strategies come from
+:class:`rtcs.runtime.policy.Strategy`, log levels and formats from
+:mod:`rtcs.logs`, the JSON depth from :mod:`rtcs.protocol.codec`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import ipaddress
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from rtcs.logs import FORMATS, LEVELS
+from rtcs.protocol.codec import DEFAULT_MAX_DEPTH
+from rtcs.runtime.policy import Strategy
+
+#: The HS256 secret used when none is configured and the server only listens on
+#: a loopback address. Anyone can mint tokens with it: development only.
+DEV_SECRET = "rtcs-insecure-development-secret"
+
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "ES256"})
+ALGORITHMS = HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS
+
+STRATEGIES = frozenset(s.value for s in Strategy)
+LOG_LEVELS = frozenset(LEVELS)
+LOG_FORMATS = frozenset(FORMATS)
+BACKEND_KINDS = frozenset({"memory"})
+
+# What a secret is shown as in errors and in ``as_dict(redact=True)``.
+REDACTED = "***"
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ::1 (brackets allowed)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """``[server]``: where rtcs listens, how it opens and closes connections."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    path: str = "/ws"
+    workers: int = 1
+    node_id: str = ""  # empty: the app generates "<hostname>-<pid>" at start
+    drain_timeout: float = 10.0
+    tls_cert: str = ""
+    tls_key: str = ""
+    allowed_origins: tuple[str, ...] = ()
+    # A connection whose actor has not started by then is closed with 1013.
+    open_timeout: float = 5.0
+    # A server-initiated close waits this long for the client's close frame,
+    # then aborts the TCP connection.
+    close_timeout: float = 2.0
+    # How often write buffers and open timeouts are checked.
+    watchdog_interval: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """``[auth]``: how tokens are verified and where they may come from.
+
+    ``secret`` holds the effective secret: :data:`DEV_SECRET` when none was
+    configured on a loopback host (then :attr:`using_dev_secret` is true).
+    """
+
+    algorithms: tuple[str, ...] = ("HS256",)
+    secret: str = field(default="", repr=False)
+    public_key_file: str = ""
+    jwks_file: str = ""
+    private_key_file: str = ""
+    audience: str = ""
+    issuer: str = ""
+    leeway: float = 0.0
+    cookie_name: str = "rtcs_token"
+    allow_query_token: bool = True
+    auth_timeout: float = 5.0
+    max_token_bytes: int = 8192
+    dev_secret_on_loopback: bool = True
+
+    @property
+    def using_dev_secret(self) -> bool:
+        """True when tokens are checked with the public :data:`DEV_SECRET`."""
+        return self.secret == DEV_SECRET
+
+    @property
+    def uses_hmac(self) -> bool:
+        """True when the pinned algorithms are HS* (a shared secret)."""
+        return bool(HMAC_ALGORITHMS.intersection(self.algorithms))
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsSettings:
+    """``[limits]``: per-connection and per-node limits (docs/protocol.md, "Limits")."""
+
+    max_message_size: int = 65536
+    outbox_bytes: int = 1048576
+    rate: float = 100.0
+    burst: int = 200
+    rate_limit_close_after: int = 100
+    rate_limit_window: float = 10.0
+    max_subscriptions: int = 256
+    max_rooms: int = 256
+    max_connections_per_address: int = 1000
+    max_connections_per_user: int = 100
+    max_connections_per_node: int = 50000
+    max_json_depth: int = DEFAULT_MAX_DEPTH
+    fanout_chunk: int = 1000
+    inbound_queue: int = 128
+    # Incoming frames websockets buffers per connection before it stops reading.
+    ws_max_queue: int = 64
+    # Frames held while a session is restored from the shared store; more: 1013.
+    held_frames: int = 64
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """``[session]``: how long a dropped session stays resumable, and its buffer."""
+
+    ttl: float = 120.0
+    replay_buffer: int = 1000
+    # At most this long between checks of detached sessions for expiry.
+    reap_interval: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatSettings:
+    """``[heartbeat]``: ping interval and timeout, and when a connection is idle."""
+
+    interval: float = 25.0
+    timeout: float = 20.0
+    idle_after: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSettings:
+    """``[backend]``: where brokers, sessions and presence live."""
+
+    kind: str = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorSettings:
+    """One supervisor's restart policy; the runtime converts the strategy name."""
+
+    strategy: str = "one_for_one"
+    max_restarts: int = 3
+    within: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisionSettings:
+    """``[supervision.<name>]``: the restart policy of each supervisor.
+
+    The field names are the supervisor names (:data:`SUPERVISORS`), in start order.
+    """
+
+    system: SupervisorSettings = SupervisorSettings("one_for_one", 3, 5.0)
+    server: SupervisorSettings = SupervisorSettings("rest_for_one", 3, 5.0)
+    # Connection actors are temporary anyway: restarts are cheap and frequent.
+    connections: SupervisorSettings = SupervisorSettings("one_for_one", 100, 1.0)
+    router: SupervisorSettings = SupervisorSettings("all_for_one", 5, 10.0)
+    metrics: SupervisorSettings = SupervisorSettings("all_for_one", 5, 10.0)
+    # Plugins crash independently of each other and of rtcs's own actors.
+    plugins: SupervisorSettings = SupervisorSettings("one_for_one", 5, 30.0)
+
+
+#: The supervisor names, in start order.
+SUPERVISORS = tuple(f.name for f in dataclasses.fields(SupervisionSettings))
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    """``[log]``: level and output format."""
+
+    level: str = "info"
+    format: str = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """``[metrics]``: the Prometheus endpoint and the periodic statistics."""
+
+    enabled: bool = True
+    path: str = "/metrics"
+    # How often gauges are sampled and the event-loop lag measured.
+    sample_interval: float = 1.0
+    # How often the rolling "stats" log line is written; at least sample_interval.
+    report_interval: float = 60.0
+
+
+def _default_rbac() -> Mapping[str, Any]:
+    from rtcs.auth.permissions import DEFAULT_RBAC
+
+    return types.MappingProxyType(copy.deepcopy(dict(DEFAULT_RBAC)))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every rtcs setting. Build it with :func:`rtcs.config.load`; never mutate it."""
+
+    server: ServerSettings = ServerSettings()
+    auth: AuthSettings = AuthSettings()
+    limits: LimitsSettings = LimitsSettings()
+    session: SessionSettings = SessionSettings()
+    heartbeat: HeartbeatSettings = HeartbeatSettings()
+    backend: BackendSettings = BackendSettings()
+    supervision: SupervisionSettings = SupervisionSettings()
+    log: LogSettings = LogSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    # A plain mapping (role name -> rules) validated by rtcs.auth.permissions.
+    rbac: Mapping[str, Any] = field(default_factory=_default_rbac)
+    # Plugin actors: name -> "package.module:ActorClass", or a table with
+    # ``actor`` and the plugin's own options (see rtcs.plugins).
+    plugins: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))
+
+    def with_overrides(
+        self, overrides: Mapping[str, Any] | None = None, /, **dotted: Any
+    ) -> Settings:
+        """Return a copy with dotted keys replaced, validated like :func:`rtcs.config.load`.
+
+        ``settings.with_overrides({"server.port": 0})`` or
+        ``settings.with_overrides(**{"log.level": "debug"})``.
+
+        Raises:
+            ConfigError: an unknown key or a bad value.
+        """
+        # Imported here: the loader builds Settings, so it imports this module.
+        from rtcs.config.sources import override
+
+        return override(self, {**(overrides or {}), **dotted})
+
+    def as_dict(self, *, redact: bool = False) -> dict[str, Any]:
+        """Return the settings as nested plain dicts, lists and scalars.
+
+        With ``redact=True`` a non-empty ``auth.secret`` is replaced by ``"***"``
+        (use it before logging the effective configuration).
+        """
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name in ("rbac", "plugins"):
+                continue
+            out[f.name] = _plain(dataclasses.asdict(getattr(self, f.name)))
+        out["rbac"] = copy.deepcopy(dict(self.rbac))
+        out["plugins"] = dict(self.plugins)
+        if redact and out["auth"]["secret"]:
+            out["auth"]["secret"] = REDACTED
+        return out

@@ -1,0 +1,225 @@
+"""Checks that need more than a value's type: ranges, choices, files, combinations.
+
+:func:`validate` runs on every built :class:`~rtcs.config.settings.Settings`
+(from :func:`rtcs.config.load` and ``Settings.with_overrides``). Each failure
+is a :class:`~rtcs.errors.ConfigError` naming the dotted key, or the
+environment variable the value came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+import urllib.parse
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from rtcs.config.settings import (
+    ALGORITHMS,
+    BACKEND_KINDS,
+    DEV_SECRET,
+    HMAC_ALGORITHMS,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    REDACTED,
+    STRATEGIES,
+    SUPERVISORS,
+    AuthSettings,
+    Settings,
+    SupervisorSettings,
+    is_loopback,
+)
+from rtcs.errors import ConfigError
+
+__all__ = ["validate"]
+
+# RFC 7518 §3.2: an HMAC key must be at least as long as the hash output.
+_HMAC_MIN_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+
+
+def validate(s: Settings, name: Callable[[str], str]) -> Settings:
+    """Check ``s``; return it with the effective auth secret filled in.
+
+    ``name`` maps a dotted key to the name errors show (the environment
+    variable the value came from, or the key itself).
+
+    Raises:
+        ConfigError: the first bad value or inconsistent combination.
+    """
+
+    def fail(dotted: str, value: object, reason: str) -> typing.NoReturn:
+        raise ConfigError(name(dotted), value, reason)
+
+    def positive(dotted: str, value: float) -> None:
+        if value <= 0:
+            fail(dotted, value, "must be greater than 0")
+
+    def non_negative(dotted: str, value: float) -> None:
+        if value < 0:
+            fail(dotted, value, "must not be negative")
+
+    def readable(dotted: str, value: str) -> None:
+        if not os.path.isfile(value) or not os.access(value, os.R_OK):
+            fail(dotted, value, "file does not exist or is not readable")
+
+    def url_path(dotted: str, value: str) -> None:
+        if not value.startswith("/") or any(c in value for c in "?# "):
+            fail(dotted, value, "must be a path starting with '/'")
+
+    server = s.server
+    if not server.host:
+        fail("server.host", server.host, "must not be empty")
+    if not 0 <= server.port <= 65535:
+        fail("server.port", server.port, "must be between 0 and 65535")
+    url_path("server.path", server.path)
+    positive("server.workers", server.workers)
+    non_negative("server.drain_timeout", server.drain_timeout)
+    for key in ("open_timeout", "close_timeout", "watchdog_interval"):
+        positive(f"server.{key}", getattr(server, key))
+    if bool(server.tls_cert) != bool(server.tls_key):
+        missing = "server.tls_key" if server.tls_cert else "server.tls_cert"
+        fail(missing, "", "tls_cert and tls_key must be set together")
+    for key in ("tls_cert", "tls_key"):
+        if getattr(server, key):
+            readable(f"server.{key}", getattr(server, key))
+    for origin in server.allowed_origins:
+        parts = urllib.parse.urlsplit(origin)
+        try:
+            parts.port  # noqa: B018 -- raises ValueError for a bad port
+        except ValueError:
+            fail("server.allowed_origins", origin, "bad port")
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.netloc
+            or parts.path not in ("", "/")
+            or parts.query
+            or parts.fragment
+        ):
+            fail("server.allowed_origins", origin, "expected an origin like https://app.example")
+
+    s = dataclasses.replace(s, auth=_validate_auth(s.auth, server.host, fail, positive, readable))
+
+    limits = s.limits
+    for f in dataclasses.fields(limits):
+        positive(f"limits.{f.name}", getattr(limits, f.name))
+
+    positive("session.ttl", s.session.ttl)
+    non_negative("session.replay_buffer", s.session.replay_buffer)
+    positive("session.reap_interval", s.session.reap_interval)
+    for key in ("interval", "timeout", "idle_after"):
+        positive(f"heartbeat.{key}", getattr(s.heartbeat, key))
+
+    if s.backend.kind == "redis":
+        fail("backend.kind", s.backend.kind, "the Redis backend is not available yet; use memory")
+    if s.backend.kind not in BACKEND_KINDS:
+        fail("backend.kind", s.backend.kind, f"expected one of {sorted(BACKEND_KINDS)}")
+    if urllib.parse.urlsplit(s.backend.redis_url).scheme not in ("redis", "rediss", "unix"):
+        fail(
+            "backend.redis_url",
+            s.backend.redis_url,
+            "expected a redis://, rediss:// or unix:// URL",
+        )
+
+    for sup in SUPERVISORS:
+        policy: SupervisorSettings = getattr(s.supervision, sup)
+        if policy.strategy not in STRATEGIES:
+            fail(
+                f"supervision.{sup}.strategy",
+                policy.strategy,
+                f"expected one of {sorted(STRATEGIES)}",
+            )
+        non_negative(f"supervision.{sup}.max_restarts", policy.max_restarts)
+        positive(f"supervision.{sup}.within", policy.within)
+
+    if s.log.level not in LOG_LEVELS:
+        fail("log.level", s.log.level, f"expected one of {sorted(LOG_LEVELS)}")
+    if s.log.format not in LOG_FORMATS:
+        fail("log.format", s.log.format, f"expected one of {sorted(LOG_FORMATS)}")
+
+    metrics = s.metrics
+    url_path("metrics.path", metrics.path)
+    if metrics.enabled and metrics.path == server.path:
+        fail("metrics.path", metrics.path, "must differ from server.path")
+    positive("metrics.sample_interval", metrics.sample_interval)
+    positive("metrics.report_interval", metrics.report_interval)
+    if metrics.report_interval < metrics.sample_interval:
+        # A report summarises samples: it cannot come more often than they do.
+        fail(
+            "metrics.report_interval",
+            metrics.report_interval,
+            "must be at least metrics.sample_interval",
+        )
+
+    _validate_rbac(s.rbac)
+    for plugin, entry in s.plugins.items():
+        target = entry.get("actor") if isinstance(entry, Mapping) else entry
+        if not isinstance(target, str) or ":" not in target:
+            key = f"plugins.{plugin}.actor" if isinstance(entry, Mapping) else f"plugins.{plugin}"
+            fail(key, target, "expected 'package.module:ActorClass'")
+    return s
+
+
+def _validate_auth(
+    auth: AuthSettings,
+    host: str,
+    fail: Callable[[str, object, str], typing.NoReturn],
+    positive: Callable[[str, float], None],
+    readable: Callable[[str, str], None],
+) -> AuthSettings:
+    """Check the auth section; return it with the effective secret filled in."""
+    if not auth.algorithms:
+        fail("auth.algorithms", list(auth.algorithms), "must name at least one algorithm")
+    for alg in auth.algorithms:
+        if alg not in ALGORITHMS:
+            fail("auth.algorithms", alg, f"expected one of {sorted(ALGORITHMS)}")
+    hmac = [a for a in auth.algorithms if a in HMAC_ALGORITHMS]
+    if hmac and len(hmac) != len(auth.algorithms):
+        # One key interpreted both as an HMAC secret and as a public key is the
+        # classic key-confusion attack: never allow both families at once.
+        fail("auth.algorithms", list(auth.algorithms), "cannot mix HS* with RS256/ES256")
+    if auth.leeway < 0:
+        fail("auth.leeway", auth.leeway, "must not be negative")
+    positive("auth.auth_timeout", auth.auth_timeout)
+    positive("auth.max_token_bytes", auth.max_token_bytes)
+    if not auth.cookie_name or any(c in auth.cookie_name for c in ' ;,="\t'):
+        fail("auth.cookie_name", auth.cookie_name, "must be a non-empty cookie name")
+    if auth.private_key_file:
+        readable("auth.private_key_file", auth.private_key_file)
+
+    if hmac:
+        if auth.secret == DEV_SECRET and not is_loopback(host):
+            fail("auth.secret", REDACTED, "the development secret is only accepted on loopback")
+        if not auth.secret:
+            if not (auth.dev_secret_on_loopback and is_loopback(host)):
+                fail(
+                    "auth.secret",
+                    "",
+                    "required when server.host is not loopback; set RTCS_JWT_SECRET",
+                )
+            auth = dataclasses.replace(auth, secret=DEV_SECRET)
+        strongest = max(hmac, key=_HMAC_MIN_SECRET_BYTES.__getitem__)
+        need = _HMAC_MIN_SECRET_BYTES[strongest]
+        if len(auth.secret.encode()) < need:
+            shown = "(development secret)" if auth.using_dev_secret else REDACTED
+            fail("auth.secret", shown, f"must be at least {need} bytes for {strongest}")
+        return auth
+
+    if not auth.public_key_file and not auth.jwks_file:
+        fail("auth.public_key_file", "", f"{auth.algorithms[0]} needs public_key_file or jwks_file")
+    for key in ("public_key_file", "jwks_file"):
+        if getattr(auth, key):
+            readable(f"auth.{key}", getattr(auth, key))
+    return auth
+
+
+def _validate_rbac(rbac: Mapping[str, Any]) -> None:
+    try:
+        from rtcs.auth.permissions import Policy
+    except ImportError:
+        # Before the permissions module exists only the shape can be checked.
+        roles = rbac.get("roles")
+        if not isinstance(roles, Mapping):
+            raise ConfigError("rbac.roles", roles, "expected a table of roles") from None
+        return
+    Policy.from_mapping(rbac)
