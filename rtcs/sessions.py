@@ -48,8 +48,8 @@ class Sink(Protocol):
 
 
 class SessionIds:
-    """Unguessable session ids (``s-`` prefix, docs/protocol.md; 128 random bits each), drawn from the OS
-    random source a batch at a time rather than with one system call per
+    """Unguessable session ids (``s-`` prefix, docs/protocol.md; 128 random bits
+    each), drawn from the OS random source a batch at a time rather than with one system call per
     connection."""
 
     BATCH = 256

@@ -32,7 +32,8 @@ ALGORITHMS = HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS
 STRATEGIES = frozenset(s.value for s in Strategy)
 LOG_LEVELS = frozenset(LEVELS)
 LOG_FORMATS = frozenset(FORMATS)
-BACKEND_KINDS = frozenset({"memory"})
+BACKEND_KINDS = frozenset({"memory", "redis"})
+REDIS_SCHEMES = frozenset({"redis", "rediss", "unix", "redis+cluster", "rediss+cluster"})
 
 # What a secret is shown as in errors and in ``as_dict(redact=True)``.
 REDACTED = "***"
@@ -151,7 +152,34 @@ class BackendSettings:
     """``[backend]``: where brokers, sessions and presence live."""
 
     kind: str = "memory"
+    # redis://, rediss:// (TLS), unix://; redis+cluster:// or rediss+cluster://
+    # name one seed node of a Redis Cluster (sharded pub/sub).
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # First part of every key and channel, so deployments can share a Redis.
+    redis_prefix: str = "rtcs"
+    # Pub/sub channels that topics, users and rooms hash onto.
+    redis_shards: int = 16
+    # Seconds a Redis command may take; a call against a frozen Redis fails after this.
+    redis_command_timeout: float = 0.5
+    redis_connect_timeout: float = 0.5
+    # Connections per Redis server (per master in a Cluster).
+    redis_pool_size: int = 32
+    # Seconds between this node's presence heartbeats.
+    presence_heartbeat: float = 10.0
+    # Seconds after its last heartbeat that a silent (crashed) node's users drop out.
+    node_ttl: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    """``[breaker]``: the circuit breaker around the shared backend (docs/operations.md)."""
+
+    # Consecutive failed backend calls that open the breaker.
+    failure_threshold: int = 5
+    # Consecutive successful trial calls (half-open) that close it again.
+    success_threshold: int = 2
+    # Seconds the breaker stays open before it lets a trial call through.
+    timeout: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +230,9 @@ class MetricsSettings:
     sample_interval: float = 1.0
     # How often the rolling "stats" log line is written; at least sample_interval.
     report_interval: float = 60.0
+    # With server.workers > 1: worker I also serves the metrics path alone on
+    # worker_port + I, so each worker can be scraped; 0 turns it off.
+    worker_port: int = 0
 
 
 def _default_rbac() -> Mapping[str, Any]:
@@ -228,6 +259,7 @@ class Settings:
     session: SessionSettings = SessionSettings()
     heartbeat: HeartbeatSettings = HeartbeatSettings()
     backend: BackendSettings = BackendSettings()
+    breaker: BreakerSettings = BreakerSettings()
     supervision: SupervisionSettings = SupervisionSettings()
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()

@@ -23,6 +23,7 @@ from rtcs.config.settings import (
     LOG_FORMATS,
     LOG_LEVELS,
     REDACTED,
+    REDIS_SCHEMES,
     STRATEGIES,
     SUPERVISORS,
     AuthSettings,
@@ -110,16 +111,30 @@ def validate(s: Settings, name: Callable[[str], str]) -> Settings:
     for key in ("interval", "timeout", "idle_after"):
         positive(f"heartbeat.{key}", getattr(s.heartbeat, key))
 
-    if s.backend.kind == "redis":
-        fail("backend.kind", s.backend.kind, "the Redis backend is not available yet; use memory")
-    if s.backend.kind not in BACKEND_KINDS:
-        fail("backend.kind", s.backend.kind, f"expected one of {sorted(BACKEND_KINDS)}")
-    if urllib.parse.urlsplit(s.backend.redis_url).scheme not in ("redis", "rediss", "unix"):
+    backend = s.backend
+    if backend.kind not in BACKEND_KINDS:
+        fail("backend.kind", backend.kind, f"expected one of {sorted(BACKEND_KINDS)}")
+    if urllib.parse.urlsplit(backend.redis_url).scheme not in REDIS_SCHEMES:
         fail(
             "backend.redis_url",
-            s.backend.redis_url,
-            "expected a redis://, rediss:// or unix:// URL",
+            backend.redis_url,
+            "expected a redis://, rediss://, unix://, redis+cluster:// or rediss+cluster:// URL",
         )
+    if not backend.redis_prefix or any(c in backend.redis_prefix for c in "{} "):
+        fail("backend.redis_prefix", backend.redis_prefix, "must be non-empty, without braces")
+    for key in (
+        "redis_shards",
+        "redis_command_timeout",
+        "redis_connect_timeout",
+        "redis_pool_size",
+        "presence_heartbeat",
+        "node_ttl",
+    ):
+        positive(f"backend.{key}", getattr(backend, key))
+    if backend.node_ttl <= backend.presence_heartbeat:
+        fail("backend.node_ttl", backend.node_ttl, "must be longer than backend.presence_heartbeat")
+    for key in ("failure_threshold", "success_threshold", "timeout"):
+        positive(f"breaker.{key}", getattr(s.breaker, key))
 
     for sup in SUPERVISORS:
         policy: SupervisorSettings = getattr(s.supervision, sup)
@@ -150,6 +165,24 @@ def validate(s: Settings, name: Callable[[str], str]) -> Settings:
             metrics.report_interval,
             "must be at least metrics.sample_interval",
         )
+    if not 0 <= metrics.worker_port <= 65535:
+        fail("metrics.worker_port", metrics.worker_port, "must be between 0 and 65535")
+    if metrics.worker_port and server.workers > 1:
+        # Worker I listens on worker_port + I: every port must exist and
+        # none may be the WebSocket port.
+        last = metrics.worker_port + server.workers - 1
+        if last > 65535:
+            fail(
+                "metrics.worker_port",
+                metrics.worker_port,
+                f"worker_port + server.workers - 1 = {last} is above 65535",
+            )
+        if metrics.worker_port <= server.port <= last:
+            fail(
+                "metrics.worker_port",
+                metrics.worker_port,
+                f"ports {metrics.worker_port}-{last} include server.port",
+            )
 
     _validate_rbac(s.rbac)
     for plugin, entry in s.plugins.items():

@@ -6,9 +6,10 @@ implements ``rtcs.actors.ports.ClientHandle``, and is the session's
 that are already encoded. ``push`` frames the bytes and hands them to the
 transport synchronously, as ``websockets.broadcast()`` does, so there is no
 ``await ws.send()`` that could block forever on a client that never reads
-(docs/architecture.md, "Library behaviour"). The transport's write buffer *is* the outbox: when it would
-grow past ``limits.outbox_bytes`` the connection is closed with 4008 and
-aborted if the close handshake cannot complete, and its memory is freed.
+(docs/architecture.md, "Library behaviour"). The transport's write buffer
+*is* the outbox: when it would grow past ``limits.outbox_bytes`` the
+connection is closed with 4008 and aborted if the close handshake cannot
+complete, and its memory is freed.
 """
 
 from __future__ import annotations

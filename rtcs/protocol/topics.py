@@ -1,4 +1,6 @@
-"""Topics, subscription patterns and the subscription index (docs/protocol.md, "Topics and patterns").
+"""Topics, subscription patterns and the subscription index.
+
+docs/protocol.md, "Topics, patterns and rooms".
 
 A topic is 1 to 8 dot-separated segments; a segment is 1 to 64 characters of
 ``[A-Za-z0-9_-]``. A pattern is a topic whose segments may also be ``*`` (exactly

@@ -22,8 +22,11 @@ from typing import Protocol
 
 import pytest
 
-from rtcs.backends.base import Broker, Envelope, PresenceStore, SessionStore
+from rtcs.backends.base import Backends, Broker, Envelope, PresenceStore, SessionStore
 from rtcs.backends.memory import MemoryBroker, MemoryHub
+from rtcs.backends.redis import close_backends, redis_backends
+from tests.support import FakeClock, wait_until
+from tests.support.redis_server import shared_cluster, shared_server
 
 WAIT = 2.0  # seconds a test waits for an expected delivery before failing
 
@@ -34,19 +37,6 @@ class Harness(Protocol):
     def presence(self) -> PresenceStore: ...
     async def advance(self, seconds: float) -> None: ...
     async def aclose(self) -> None: ...
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class MemoryHarness:
@@ -74,6 +64,40 @@ class MemoryHarness:
             await broker.close()
 
 
+class RedisHarness:
+    """Parts on a real redis-server or Cluster, emptied before each test.
+
+    Every part comes from its own ``redis_backends(url)``, i.e. its own client,
+    as on separate nodes. ``advance`` really waits: Redis expires keys by its
+    own clock.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._nodes: list[Backends] = []
+
+    def _node(self) -> Backends:
+        backends = redis_backends(self.url)
+        self._nodes.append(backends)
+        return backends
+
+    def broker(self) -> Broker:
+        return self._node().broker
+
+    def sessions(self) -> SessionStore:
+        return self._node().sessions
+
+    def presence(self) -> PresenceStore:
+        return self._node().presence
+
+    async def advance(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def aclose(self) -> None:
+        for backends in self._nodes:
+            await close_backends(backends)
+
+
 @dataclass(frozen=True)
 class Implementation:
     factory: Callable[[], Harness]
@@ -82,6 +106,10 @@ class Implementation:
 
 IMPLEMENTATIONS: dict[str, Implementation] = {
     "memory": Implementation(MemoryHarness),
+    "redis": Implementation(lambda: RedisHarness(shared_server().url), marks=(pytest.mark.redis,)),
+    "redis-cluster": Implementation(
+        lambda: RedisHarness(shared_cluster().url), marks=(pytest.mark.redis,)
+    ),
 }
 
 
@@ -102,21 +130,24 @@ class Inbox:
     def __init__(self) -> None:
         self.items: list[Envelope] = []
         self.threads: set[int] = set()
-        self._changed = asyncio.Event()
 
     def __call__(self, envelope: Envelope) -> None:
         self.threads.add(threading.get_ident())
         # Raises when called off the event loop, which the contract forbids.
         asyncio.get_running_loop()
         self.items.append(envelope)
-        self._changed.set()
 
     async def wait_for(self, count: int, timeout: float = WAIT) -> list[Envelope]:
-        """Wait until at least ``count`` envelopes arrived; fail after ``timeout``."""
-        async with asyncio.timeout(timeout):
-            while len(self.items) < count:
-                self._changed.clear()
-                await self._changed.wait()
+        """Every envelope so far, once at least ``count`` arrived.
+
+        Raises:
+            AssertionError: fewer than ``count`` within ``timeout``.
+        """
+        await wait_until(
+            lambda: len(self.items) >= count,
+            timeout,
+            message=lambda: f"{count} envelopes, got {len(self.items)}: {self.items!r}",
+        )
         return list(self.items)
 
 

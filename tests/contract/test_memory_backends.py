@@ -28,7 +28,7 @@ def snap(session_id: str) -> SessionSnapshot:
     return SessionSnapshot(session_id, "alice", (), (), 0, (), "n1")
 
 
-async def test_without_a_hub_the_broker_is_local_only():
+async def test_without_a_hub_the_broker_is_local_only() -> None:
     broker = MemoryBroker()
     assert broker.distributed is False
     received: list[Envelope] = []
@@ -43,7 +43,7 @@ async def test_without_a_hub_the_broker_is_local_only():
         await broker.publish(Envelope("solo", "global", "", b"x"))
 
 
-async def test_node_ids_are_unique_on_a_hub():
+async def test_node_ids_are_unique_on_a_hub() -> None:
     hub = MemoryHub()
     first, second = MemoryBroker(hub), MemoryBroker(hub)
     await first.start("n1", lambda envelope: None)
@@ -56,7 +56,7 @@ async def test_node_ids_are_unique_on_a_hub():
     assert hub.nodes() == ["n1"]
 
 
-async def test_purge_removes_only_expired_sessions():
+async def test_purge_removes_only_expired_sessions() -> None:
     clock = Clock()
     store = MemorySessionStore(clock)
     await store.save(snap("s-short"), 5)
@@ -72,7 +72,7 @@ async def test_purge_removes_only_expired_sessions():
     assert store._expiries == []
 
 
-async def test_expiry_is_exact_at_the_deadline():
+async def test_expiry_is_exact_at_the_deadline() -> None:
     clock = Clock()
     store = MemorySessionStore(clock)
     await store.save(snap("s-1"), 5)
@@ -82,14 +82,14 @@ async def test_expiry_is_exact_at_the_deadline():
     assert await store.claim("s-1", "alice") is None
 
 
-async def test_negative_cap_is_refused():
+async def test_negative_cap_is_refused() -> None:
     store = MemorySessionStore()
     await store.save(snap("s-1"), 5)
     with pytest.raises(ValueError):
         await store.append("s-1", 1, b"x", -1)
 
 
-async def test_nodes_built_from_one_hub_share_stores_and_reach_each_other():
+async def test_nodes_built_from_one_hub_share_stores_and_reach_each_other() -> None:
     hub = MemoryHub()
     one, two = memory_backends(hub), memory_backends(hub)
     assert one.sessions is two.sessions
@@ -103,7 +103,7 @@ async def test_nodes_built_from_one_hub_share_stores_and_reach_each_other():
     assert await asyncio.wait_for(arrived, 1) == sent
 
 
-def test_single_node_backends_are_private():
+def test_single_node_backends_are_private() -> None:
     one, two = memory_backends(), memory_backends()
     assert one.broker.distributed is False
     assert one.sessions is not two.sessions

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import pytest
 
 from rtcs.backends.base import SessionSnapshot
+
+if TYPE_CHECKING:
+    from tests.contract.conftest import Harness
 
 TTL = 1.0  # short, so an implementation with real TTLs stays quick
 
@@ -28,7 +32,7 @@ def snap(
     )
 
 
-async def test_claim_returns_what_was_saved_once(impl):
+async def test_claim_returns_what_was_saved_once(impl: Harness) -> None:
     store = impl.sessions()
     saved = snap(buffer=((1, b"\x00\xff"), (2, b"")))
     await store.save(saved, TTL)
@@ -37,11 +41,11 @@ async def test_claim_returns_what_was_saved_once(impl):
     assert await store.count() == 0
 
 
-async def test_claim_of_an_unknown_session_is_none(impl):
+async def test_claim_of_an_unknown_session_is_none(impl: Harness) -> None:
     assert await impl.sessions().claim("s-nope", "alice") is None
 
 
-async def test_wrong_user_gets_nothing_and_the_session_stays(impl):
+async def test_wrong_user_gets_nothing_and_the_session_stays(impl: Harness) -> None:
     store = impl.sessions()
     await store.save(snap(), TTL)
     assert await store.claim("s-1", "mallory") is None
@@ -49,7 +53,7 @@ async def test_wrong_user_gets_nothing_and_the_session_stays(impl):
     assert await store.claim("s-1", "alice") == snap()
 
 
-async def test_a_session_expires_after_its_ttl(impl):
+async def test_a_session_expires_after_its_ttl(impl: Harness) -> None:
     store = impl.sessions()
     await store.save(snap(), TTL)
     await impl.advance(TTL * 0.25)
@@ -59,14 +63,14 @@ async def test_a_session_expires_after_its_ttl(impl):
     assert await store.claim("s-1", "alice") is None
 
 
-async def test_an_expired_session_cannot_be_claimed(impl):
+async def test_an_expired_session_cannot_be_claimed(impl: Harness) -> None:
     store = impl.sessions()
     await store.save(snap(), TTL)
     await impl.advance(TTL * 1.5)
     assert await store.claim("s-1", "alice") is None
 
 
-async def test_save_replaces_and_restarts_the_ttl(impl):
+async def test_save_replaces_and_restarts_the_ttl(impl: Harness) -> None:
     store = impl.sessions()
     await store.save(snap(seq=1), TTL)
     await impl.advance(TTL * 0.6)
@@ -77,16 +81,16 @@ async def test_save_replaces_and_restarts_the_ttl(impl):
     assert claimed is not None and claimed.seq == 9
 
 
-async def test_non_positive_ttl_is_refused(impl):
+async def test_non_positive_ttl_is_refused(impl: Harness) -> None:
     with pytest.raises(ValueError):
         await impl.sessions().save(snap(), 0)
 
 
-async def test_append_to_an_unknown_session_is_false(impl):
+async def test_append_to_an_unknown_session_is_false(impl: Harness) -> None:
     assert await impl.sessions().append("s-nope", 1, b"x", 10) is False
 
 
-async def test_append_keeps_the_newest_up_to_cap(impl):
+async def test_append_keeps_the_newest_up_to_cap(impl: Harness) -> None:
     store = impl.sessions()
     await store.save(snap(seq=0, buffer=()), TTL)
     for seq in range(1, 8):
@@ -97,7 +101,7 @@ async def test_append_keeps_the_newest_up_to_cap(impl):
     assert claimed.seq == 7
 
 
-async def test_append_keeps_the_saved_buffer_oldest_first(impl):
+async def test_append_keeps_the_saved_buffer_oldest_first(impl: Harness) -> None:
     store = impl.sessions()
     await store.save(snap(), TTL)
     assert await store.append("s-1", 4, b"four", 10)
@@ -107,14 +111,14 @@ async def test_append_keeps_the_saved_buffer_oldest_first(impl):
     assert claimed.seq == 4
 
 
-async def test_append_to_an_expired_session_is_false(impl):
+async def test_append_to_an_expired_session_is_false(impl: Harness) -> None:
     store = impl.sessions()
     await store.save(snap(), TTL)
     await impl.advance(TTL * 1.5)
     assert await store.append("s-1", 4, b"four", 10) is False
 
 
-async def test_append_does_not_extend_the_ttl(impl):
+async def test_append_does_not_extend_the_ttl(impl: Harness) -> None:
     store = impl.sessions()
     await store.save(snap(), TTL)
     await impl.advance(TTL * 0.6)
@@ -123,7 +127,7 @@ async def test_append_does_not_extend_the_ttl(impl):
     assert await store.claim("s-1", "alice") is None
 
 
-async def test_delete_forgets_and_tolerates_unknown_ids(impl):
+async def test_delete_forgets_and_tolerates_unknown_ids(impl: Harness) -> None:
     store = impl.sessions()
     await store.save(snap(), TTL)
     await store.delete("s-1")
@@ -132,7 +136,7 @@ async def test_delete_forgets_and_tolerates_unknown_ids(impl):
     assert await store.count() == 0
 
 
-async def test_count_counts_live_sessions(impl):
+async def test_count_counts_live_sessions(impl: Harness) -> None:
     store = impl.sessions()
     for i in range(5):
         await store.save(snap(session_id=f"s-{i}"), TTL)
@@ -141,17 +145,17 @@ async def test_count_counts_live_sessions(impl):
     assert await store.count() == 3
 
 
-async def test_concurrent_claims_hand_the_session_out_once(impl):
+async def test_concurrent_claims_hand_the_session_out_once(impl: Harness) -> None:
     store = impl.sessions()
     await store.save(snap(), TTL)
     results = await asyncio.gather(*(store.claim("s-1", "alice") for _ in range(5)))
     assert [r for r in results if r is not None] == [snap()]
 
 
-async def test_a_session_saved_by_one_node_is_claimed_by_another(impl):
+async def test_a_session_saved_by_one_node_is_claimed_by_another(impl: Harness) -> None:
     await impl.sessions().save(snap(), TTL)
     assert await impl.sessions().claim("s-1", "alice") == snap()
 
 
-async def test_healthy(impl):
+async def test_healthy(impl: Harness) -> None:
     assert impl.sessions().healthy()

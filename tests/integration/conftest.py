@@ -9,7 +9,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -77,7 +77,8 @@ class Client:
         if self.pending:
             return self.pending.pop(0)
         raw = await asyncio.wait_for(self.ws.recv(), timeout)
-        return json.loads(raw)
+        frame: dict[str, Any] = json.loads(raw)
+        return frame
 
     async def expect(self, type_: str, timeout: float = TIMEOUT, **fields: Any) -> dict[str, Any]:
         """The first frame of ``type_`` whose ``fields`` match, buffered or not.
@@ -93,10 +94,10 @@ class Client:
                 return self.pending.pop(i)
         async with asyncio.timeout(timeout):
             while True:
-                frame = json.loads(await self.ws.recv())
-                if matches(frame):
-                    return frame
-                self.pending.append(frame)
+                received: dict[str, Any] = json.loads(await self.ws.recv())
+                if matches(received):
+                    return received
+                self.pending.append(received)
 
     async def request(self, frame: dict[str, Any], reply: str = "ack") -> dict[str, Any]:
         rid = self.next_id()
@@ -211,7 +212,7 @@ async def node_factory() -> AsyncIterator[Callable[..., Any]]:
 
 
 @pytest.fixture
-async def node(node_factory: Callable[..., Any]) -> Node:
+async def node(node_factory: Callable[..., Awaitable[Node]]) -> Node:
     return await node_factory()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from websockets.asyncio.client import connect
 
 from tests.integration.conftest import Client, Node
@@ -15,8 +17,11 @@ async def _drop(client: Client) -> None:
 async def _wait_detached(node: Node, session_id: str) -> None:
     """Publishers must not race the detach: wait until the node saw the close."""
 
+    ctx = node.app.ctx
+    assert ctx is not None
+
     def detached() -> bool:
-        session = node.app.ctx.sessions.get(session_id)
+        session = ctx.sessions.get(session_id)
         return session is not None and session.sink is None
 
     await wait_until(detached, message=f"session {session_id} detached from its socket")
@@ -81,7 +86,9 @@ async def test_resume_of_other_users_session_starts_fresh(node: Node) -> None:
     assert welcome["session_id"] != session
 
 
-async def test_resume_unknown_or_overflowed_buffer_is_not_partial(node_factory) -> None:
+async def test_resume_unknown_or_overflowed_buffer_is_not_partial(
+    node_factory: Callable[..., Awaitable[Node]],
+) -> None:
     node = await node_factory(**{"session.replay_buffer": 2})
     alice, bob = await node.client("alice"), await node.client("bob")
     await bob.subscribe("t")
@@ -105,13 +112,15 @@ async def test_resume_unknown_or_overflowed_buffer_is_not_partial(node_factory) 
     await unknown.expect("welcome", resumed=False)
 
 
-async def test_session_expires_after_ttl(node_factory) -> None:
+async def test_session_expires_after_ttl(node_factory: Callable[..., Awaitable[Node]]) -> None:
     node = await node_factory(**{"session.ttl": 0.3})
     bob = await node.client("bob")
     session = bob.welcome["session_id"]
     await _drop(bob)
     await _wait_detached(node, session)
-    await wait_until(lambda: node.app.ctx.sessions.get(session) is None)
+    ctx = node.app.ctx
+    assert ctx is not None
+    await wait_until(lambda: ctx.sessions.get(session) is None)
     client = Client(await connect(node.url))
     await client.send(
         {"type": "auth", "token": node.token("bob"), "session": session, "last_seq": 0}

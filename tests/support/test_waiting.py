@@ -23,8 +23,9 @@ async def test_wait_until_fails_naming_the_condition() -> None:
     with pytest.raises(AssertionError, match=r"still false after 0\.05 s: .*never_true at "):
         await wait_until(never_true, timeout=0.05)
     # A lambda is named by its source line.
-    with pytest.raises(AssertionError, match=r'<lambda> at test_waiting\.py:\d+: .*"lambda text"'):
-        await wait_until(lambda: "lambda text" == "", timeout=0.05)
+    with pytest.raises(AssertionError, match=r'<lambda> at test_waiting\.py:\d+: .*text == ""'):
+        text = "lambda text"
+        await wait_until(lambda: text == "", timeout=0.05)
 
 
 async def test_wait_until_reports_the_given_message_at_the_timeout() -> None:

@@ -259,9 +259,30 @@ def test_report_interval_must_not_be_shorter_than_sample_interval(tmp_path: Path
     assert equal.metrics.report_interval == equal.metrics.sample_interval == 2.0
 
 
-def test_redis_backend_is_not_available_yet() -> None:
-    with pytest.raises(ConfigError, match="Redis backend is not available yet"):
-        load(overrides={"backend.kind": "redis"})
+def test_redis_backend_settings() -> None:
+    settings = load(
+        overrides={"backend.kind": "redis", "backend.redis_url": "redis+cluster://127.0.0.1:7000"}
+    )
+    assert (settings.backend.kind, settings.backend.redis_shards) == ("redis", 16)
+    assert settings.breaker.failure_threshold == 5
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("backend.kind", "etcd"),
+        ("backend.redis_url", "http://127.0.0.1"),
+        ("backend.redis_prefix", "a{b}"),
+        ("backend.redis_shards", "0"),
+        ("backend.node_ttl", "5"),
+        ("breaker.failure_threshold", "0"),
+        ("breaker.timeout", "-1"),
+    ],
+)
+def test_bad_backend_and_breaker_values_name_their_key(key: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(overrides={key: value})
+    assert info.value.key == key
 
 
 def test_unknown_override_key() -> None:
@@ -449,3 +470,27 @@ def test_reference_documents_every_key() -> None:
         assert f"`{key}`" in text, dotted
         if not dotted.startswith("supervision."):
             assert f"RTCS_{dotted.replace('.', '_').upper()}" in text, dotted
+
+
+def test_metrics_worker_port() -> None:
+    assert load().metrics.worker_port == 0
+    settings = load(
+        environ={"RTCS_METRICS_WORKER_PORT": "9100"},
+        overrides={"server.workers": 4, "server.port": 8765},
+    )
+    assert settings.metrics.worker_port == 9100
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"metrics.worker_port": -1},
+        {"metrics.worker_port": 65536},
+        {"metrics.worker_port": 65535, "server.workers": 2},  # 65536 for worker 1
+        {"metrics.worker_port": 8764, "server.workers": 2, "server.port": 8765},
+    ],
+)
+def test_bad_metrics_worker_port_names_the_key(overrides: dict[str, object]) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(overrides=overrides)
+    assert info.value.key == "metrics.worker_port"

@@ -208,7 +208,7 @@ def test_an_attached_session_is_taken_over() -> None:
 
 
 def test_a_claim_answered_by_the_store() -> None:
-    registry, session, _ = registry_with()
+    _, session, _ = registry_with()
     assert plan_claimed(None, 0).verdict is ResumeVerdict.UNKNOWN
     assert plan_claimed(session, 1).verdict is ResumeVerdict.TOO_OLD
     plan = plan_claimed(session, 4)

@@ -160,7 +160,7 @@ class RecordingHandle(RecordingSink):
         return self.closed_with
 
 
-class _Echo(Actor):  # type: ignore[misc]  # thespian is untyped: Actor is Any
+class _Echo(Actor):
     """Answers every message with itself: a round trip through the queue."""
 
     def receiveMessage(self, msg: Any, sender: ActorAddress) -> None:

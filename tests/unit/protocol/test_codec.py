@@ -1,4 +1,7 @@
-"""decode: every client frame of docs/protocol.md, valid and invalid; encoders: exact wire shapes."""
+"""decode: every client frame of docs/protocol.md, valid and invalid.
+
+Encoders: exact wire shapes.
+"""
 
 from __future__ import annotations
 

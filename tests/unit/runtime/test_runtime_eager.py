@@ -86,7 +86,7 @@ async def _now() -> str:
     return "now"
 
 
-class _ReleasesOnExit(ActorTypeDispatcher):  # type: ignore[misc]  # thespian is untyped
+class _ReleasesOnExit(ActorTypeDispatcher):
     """Starts backend work from its exit handler, as connection actors do."""
 
     started: list[str] = []
@@ -119,4 +119,4 @@ async def test_ask_refuses_what_would_hang_or_misroute(asys: Harness) -> None:
         with pytest.raises(ConfigError, match="timeout"):
             await ask(asys.system, echo, "x", timeout)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        await ask(asys.system, "not-an-address", "x", 1)  # type: ignore[arg-type]
+        await ask(asys.system, "not-an-address", "x", 1)

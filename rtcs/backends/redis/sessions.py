@@ -1,0 +1,220 @@
+"""Detached sessions in Redis: one hash and one list per session, on one slot.
+
+Keys (``wire.Keys``), with the session id as the Cluster hash tag:
+
+- ``<prefix>:s:{<id>}:meta`` hash: ``user``, ``seq`` (decimal), ``node``,
+  ``subs`` and ``rooms`` (``wire.pack_strings``).
+- ``<prefix>:s:{<id>}:buf`` list, oldest first, of ``b"<seq>:" + tail``
+  (binary-safe: the client never decodes responses).
+- ``<prefix>:sessions`` sorted set: session id -> expiry (ms, by that server's
+  clock), only so that ``count`` need not scan every master.
+
+Both per-session keys carry the same absolute expiry (``PEXPIRE`` on save).
+``save``, ``claim`` and ``append`` are each one Lua script on the session's
+slot, so they are atomic against each other: of concurrent claims one script
+runs first, deletes both keys and wins; the others find nothing. ``claim``
+checks the owner inside the script, so a wrong user never removes a session.
+``append`` copies the hash's expiry onto the list with ``PEXPIRETIME`` /
+``PEXPIREAT`` (Redis 7.0) instead of setting a new TTL, so the expiry never
+moves; it trims the list to ``cap`` with ``LTRIM`` and raises ``seq`` to the
+max. Expired keys are invisible to scripts, so "no unexpired session" is just
+"no meta hash".
+
+The index is written in the same pipeline as the session (a different slot in
+Cluster mode, so not atomically): it can only over-count, for a session claimed
+or deleted while its index update failed, and only until that entry's expiry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rtcs.backends.base import SessionSnapshot
+from rtcs.backends.redis.client import Guard, Health, Link, Script
+from rtcs.backends.redis.wire import Keys, WireError, pack_strings, unpack_strings
+from rtcs.errors import Unavailable
+
+_SAVE = Script("""
+-- KEYS: meta, buf. ARGV: ttl_ms, user, seq, node, subs, rooms, entries...
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('HSET', KEYS[1], 'user', ARGV[2], 'seq', ARGV[3], 'node', ARGV[4],
+           'subs', ARGV[5], 'rooms', ARGV[6])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+local n = #ARGV
+if n > 6 then
+  for i = 7, n, 256 do
+    redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 255, n)))
+  end
+  redis.call('PEXPIRE', KEYS[2], ARGV[1])
+end
+return 1
+""")
+
+_CLAIM = Script("""
+-- KEYS: meta, buf. ARGV: user. nil: no session; 0: another user's; else the data.
+local user = redis.call('HGET', KEYS[1], 'user')
+if not user then return nil end
+if user ~= ARGV[1] then return 0 end
+local meta = redis.call('HMGET', KEYS[1], 'seq', 'node', 'subs', 'rooms')
+local buf = redis.call('LRANGE', KEYS[2], 0, -1)
+redis.call('DEL', KEYS[1], KEYS[2])
+return {meta[1], meta[2], meta[3], meta[4], buf}
+""")
+
+_APPEND = Script("""
+-- KEYS: meta, buf. ARGV: seq, entry, cap. 0: no live session; 1: appended.
+local expires = redis.call('PEXPIRETIME', KEYS[1])
+if expires == -2 then return 0 end
+local cap = tonumber(ARGV[3])
+if cap > 0 then
+  redis.call('RPUSH', KEYS[2], ARGV[2])
+  redis.call('LTRIM', KEYS[2], -cap, -1)
+  if expires > 0 then redis.call('PEXPIREAT', KEYS[2], expires) end
+else
+  redis.call('DEL', KEYS[2])
+end
+if tonumber(ARGV[1]) > tonumber(redis.call('HGET', KEYS[1], 'seq')) then
+  redis.call('HSET', KEYS[1], 'seq', ARGV[1])
+end
+return 1
+""")
+
+_INDEX_ADD = Script("""
+-- KEYS: index. ARGV: session id, ttl_ms. Expired entries go first.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+return 1
+""")
+
+_INDEX_COUNT = Script("""
+-- KEYS: index. The number of unexpired entries, after dropping the others.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZCARD', KEYS[1])
+""")
+
+
+class RedisSessionStore:
+    """A ``SessionStore`` in Redis (see the module docstring for the layout)."""
+
+    def __init__(self, link: Link, keys: Keys) -> None:
+        self._link = link.acquire()
+        self._keys = keys
+        self._deadline = link.options.deadline
+        self._health = Health("sessions")
+        self._closed = False
+
+    def _guard(self, what: str) -> Guard:
+        if self._closed:
+            raise Unavailable("session store is closed")
+        return Guard(self._health, self._deadline, what)
+
+    async def save(self, snapshot: SessionSnapshot, ttl: float) -> None:
+        """Store or replace ``snapshot`` for ``ttl`` seconds (millisecond precision).
+
+        Raises:
+            ValueError: ``ttl`` is not positive.
+            Unavailable: Redis is down.
+        """
+        if not ttl > 0:
+            raise ValueError(f"session ttl must be positive, got {ttl!r}")
+        ttl_ms = max(1, round(ttl * 1000))
+        meta, buf = self._keys.session(snapshot.session_id)
+        args: list[Any] = [
+            ttl_ms,
+            snapshot.user,
+            snapshot.seq,
+            snapshot.node,
+            pack_strings(snapshot.subscriptions),
+            pack_strings(snapshot.rooms),
+        ]
+        args += [b"%d:" % seq + tail for seq, tail in snapshot.buffer]
+        async with self._guard("save"):
+            pipe = self._link.client.pipeline(transaction=False)
+            _SAVE.queue(pipe, [meta, buf], args)
+            _INDEX_ADD.queue(pipe, [self._keys.sessions_index], [snapshot.session_id, ttl_ms])
+            await pipe.execute()
+
+    async def claim(self, session_id: str, user: str) -> SessionSnapshot | None:
+        """Remove and return the session when it is live and ``user``'s (atomic).
+
+        Raises:
+            Unavailable: Redis is down, or the stored session is corrupt.
+        """
+        meta, buf = self._keys.session(session_id)
+        async with self._guard("claim"):
+            found = await _CLAIM(self._link.client, [meta, buf], [user])
+            if not isinstance(found, list):
+                return None
+            await self._link.client.zrem(self._keys.sessions_index, session_id)
+        seq, node, subs, rooms, entries = found
+        try:
+            buffer = tuple(_entry(raw) for raw in entries)
+            return SessionSnapshot(
+                session_id=session_id,
+                user=user,
+                subscriptions=unpack_strings(subs),
+                rooms=unpack_strings(rooms),
+                seq=int(seq),
+                buffer=buffer,
+                node=node.decode(),
+            )
+        except (WireError, ValueError, TypeError, AttributeError) as exc:
+            # Written by something else under our prefix: the session is lost.
+            raise Unavailable(f"stored session {session_id!r} is corrupt") from exc
+
+    async def append(self, session_id: str, seq: int, tail: bytes, cap: int) -> bool:
+        """Add ``(seq, tail)`` to a live session's buffer, keeping the newest ``cap``.
+
+        Raises:
+            ValueError: ``cap`` is negative.
+            Unavailable: Redis is down.
+        """
+        if cap < 0:
+            raise ValueError(f"buffer cap must not be negative, got {cap!r}")
+        meta, buf = self._keys.session(session_id)
+        async with self._guard("append"):
+            done = await _APPEND(self._link.client, [meta, buf], [seq, b"%d:" % seq + tail, cap])
+        return bool(done)
+
+    async def delete(self, session_id: str) -> None:
+        """Forget the session, if any.
+
+        Raises:
+            Unavailable: Redis is down.
+        """
+        meta, buf = self._keys.session(session_id)
+        async with self._guard("delete"):
+            pipe = self._link.client.pipeline(transaction=False)
+            pipe.delete(meta, buf)
+            pipe.zrem(self._keys.sessions_index, session_id)
+            await pipe.execute()
+
+    async def count(self) -> int:
+        """Number of unexpired stored sessions (from the index).
+
+        Raises:
+            Unavailable: Redis is down.
+        """
+        async with self._guard("count"):
+            return int(await _INDEX_COUNT(self._link.client, [self._keys.sessions_index], []))
+
+    def healthy(self) -> bool:
+        """True unless closed or the last call failed."""
+        return self._health.healthy and not self._closed
+
+    async def aclose(self) -> None:
+        """Release the shared connection; later calls raise ``Unavailable``. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            await self._link.release()
+
+
+def _entry(raw: bytes) -> tuple[int, bytes]:
+    seq, sep, tail = raw.partition(b":")
+    if not sep:
+        raise WireError("buffer entry without a sequence number")
+    return int(seq), tail

@@ -1,0 +1,291 @@
+"""What the Redis backends put on the wire and in keys: pure, no I/O, no redis.
+
+Envelope encoding (broker payloads), version 1, all integers big-endian::
+
+    offset  size     field
+    0       1        version, 0x01
+    1       1        kind, an index into ``KINDS``
+    2       2        n = byte length of origin;  then n bytes of UTF-8
+    .       4        n = byte length of target;  then n bytes of UTF-8
+    .       2        roles: count, then per role  2-byte length + UTF-8
+    .       4        users: count, then per user  2-byte length + UTF-8
+    .       rest     tail, raw bytes (the pre-encoded message tail)
+
+The tail is last, so it needs no length prefix. The overhead is 14 bytes plus
+origin and target (and roles and users, for ``filter``).
+``decode_envelope`` accepts exactly what ``encode_envelope`` produces and
+raises ``WireError`` for anything else (bad version or kind, truncation,
+invalid UTF-8); the broker logs and drops such a payload.
+
+String lists (a session's subscriptions and rooms) are a 4-byte count, then
+per string a 4-byte length and its UTF-8 (``pack_strings`` /
+``unpack_strings``).
+
+Channels: an envelope with a target travels on one of ``shards`` channels,
+``<prefix>:bus:<crc32(target) % shards>``; ``global`` and ``filter`` (no
+target) travel on ``<prefix>:bus:all``. Hashing by target alone keeps every
+envelope of one target (a room's messages and its presence frames) on one
+channel, hence in publish order.
+
+Key names put the entity between braces, a Redis Cluster hash tag, so that all
+keys of one session (or user, room, node) live on one slot and a Lua script
+can touch them together: ``rtcs:s:{s-abc}:meta``. The prefix may not contain
+braces, or it would become the hash tag. An id containing ``}`` shortens its
+tag, which still puts all keys of that entity on one slot.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from typing import NamedTuple, get_args
+
+from rtcs.backends.base import Envelope, EnvelopeKind
+
+VERSION = 1
+KINDS: tuple[EnvelopeKind, ...] = get_args(EnvelopeKind)
+UNTARGETED: frozenset[str] = frozenset({"global", "filter"})
+
+_HEAD = struct.Struct(">BBH")  # version, kind, origin length
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_KIND_INDEX = {kind: i for i, kind in enumerate(KINDS)}
+
+
+class WireError(ValueError):
+    """A payload that ``encode_envelope`` / ``pack_strings`` did not produce."""
+
+
+def _utf8(text: str, limit: int, what: str) -> bytes:
+    data = text.encode()
+    if len(data) > limit:
+        raise ValueError(f"{what} is {len(data)} bytes, the wire allows {limit}")
+    return data
+
+
+def encode_envelope(envelope: Envelope) -> bytes:
+    """The version-1 bytes of ``envelope`` (layout in the module docstring).
+
+    Raises:
+        ValueError: a field is too long for its length prefix (origin, a role
+            or a user over 65535 bytes), or ``kind`` is unknown.
+    """
+    kind = _KIND_INDEX.get(envelope.kind)
+    if kind is None:
+        raise ValueError(f"unknown envelope kind {envelope.kind!r}")
+    origin = _utf8(envelope.origin, 0xFFFF, "origin")
+    target = _utf8(envelope.target, 0xFFFFFFFF, "target")
+    parts = [_HEAD.pack(VERSION, kind, len(origin)), origin, _U32.pack(len(target)), target]
+    parts.append(_U16.pack(len(envelope.roles)))
+    for role in envelope.roles:
+        data = _utf8(role, 0xFFFF, "role")
+        parts += (_U16.pack(len(data)), data)
+    parts.append(_U32.pack(len(envelope.users)))
+    for user in envelope.users:
+        data = _utf8(user, 0xFFFF, "user")
+        parts += (_U16.pack(len(data)), data)
+    parts.append(envelope.tail)
+    return b"".join(parts)
+
+
+class _Reader:
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, size: int) -> bytes:
+        end = self.pos + size
+        if end > len(self.data):
+            raise WireError(f"truncated: needs {end} bytes, has {len(self.data)}")
+        chunk = self.data[self.pos : end]
+        self.pos = end
+        return chunk
+
+    def u16(self) -> int:
+        return int(_U16.unpack(self.take(2))[0])
+
+    def u32(self) -> int:
+        return int(_U32.unpack(self.take(4))[0])
+
+    def text(self, size: int) -> str:
+        try:
+            return self.take(size).decode()
+        except UnicodeDecodeError as exc:
+            raise WireError(f"invalid UTF-8 at byte {self.pos - size}") from exc
+
+
+def decode_envelope(data: bytes) -> Envelope:
+    """The envelope ``encode_envelope`` turned into ``data``.
+
+    Raises:
+        WireError: ``data`` is not a version-1 envelope.
+    """
+    if len(data) < _HEAD.size:
+        raise WireError(f"truncated: {len(data)} bytes")
+    version, kind, origin_size = _HEAD.unpack_from(data)
+    if version != VERSION:
+        raise WireError(f"unknown envelope version {version}")
+    if kind >= len(KINDS):
+        raise WireError(f"unknown envelope kind {kind}")
+    reader = _Reader(data)
+    reader.pos = _HEAD.size
+    origin = reader.text(origin_size)
+    target = reader.text(reader.u32())
+    roles = tuple(reader.text(reader.u16()) for _ in range(reader.u16()))
+    users_count = reader.u32()
+    if users_count > len(data):  # each user costs at least 2 bytes: garbage
+        raise WireError(f"implausible user count {users_count}")
+    users = tuple(reader.text(reader.u16()) for _ in range(users_count))
+    return Envelope(
+        origin=origin,
+        kind=KINDS[kind],
+        target=target,
+        tail=data[reader.pos :],
+        roles=roles,
+        users=users,
+    )
+
+
+def pack_strings(items: tuple[str, ...]) -> bytes:
+    """A list of strings as bytes: 4-byte count, then 4-byte length + UTF-8 each."""
+    parts = [_U32.pack(len(items))]
+    for item in items:
+        data = item.encode()
+        parts += (_U32.pack(len(data)), data)
+    return b"".join(parts)
+
+
+def unpack_strings(data: bytes) -> tuple[str, ...]:
+    """The strings ``pack_strings`` packed into ``data``.
+
+    Raises:
+        WireError: ``data`` is not such a list (truncated, trailing bytes, bad UTF-8).
+    """
+    reader = _Reader(data)
+    count = reader.u32()
+    if count > len(data):
+        raise WireError(f"implausible string count {count}")
+    items = tuple(reader.text(reader.u32()) for _ in range(count))
+    if reader.pos != len(data):
+        raise WireError(f"{len(data) - reader.pos} trailing bytes")
+    return items
+
+
+def shard_of(target: str, shards: int) -> int:
+    """The shard (0 <= shard < ``shards``) whose channel carries ``target``."""
+    return zlib.crc32(target.encode()) % shards
+
+
+class Keys:
+    """Every key and channel name of one deployment (``prefix``), in one place.
+
+    Raises (constructor):
+        ValueError: ``prefix`` is empty or contains ``{`` or ``}``.
+    """
+
+    def __init__(self, prefix: str, shards: int) -> None:
+        if not prefix or "{" in prefix or "}" in prefix:
+            raise ValueError(f"key prefix must be non-empty and brace-free, got {prefix!r}")
+        if shards < 1:
+            raise ValueError(f"shards must be at least 1, got {shards!r}")
+        self.prefix = prefix
+        self.shards = shards
+        self.global_channel = f"{prefix}:bus:all".encode()
+        self.shard_channels = tuple(f"{prefix}:bus:{i}".encode() for i in range(shards))
+        self.sessions_index = f"{prefix}:sessions"
+        self.nodes = f"{prefix}:nodes"
+
+    def channel(self, envelope: Envelope) -> bytes:
+        """The channel ``envelope`` is published on."""
+        if envelope.kind in UNTARGETED:
+            return self.global_channel
+        return self.shard_channels[shard_of(envelope.target, self.shards)]
+
+    def all_channels(self) -> tuple[bytes, ...]:
+        """Every channel a node listening to everything subscribes to."""
+        return (*self.shard_channels, self.global_channel)
+
+    def session(self, session_id: str) -> tuple[str, str]:
+        """The session's ``meta`` hash and ``buf`` list, on one slot."""
+        base = f"{self.prefix}:s:{{{session_id}}}"
+        return f"{base}:meta", f"{base}:buf"
+
+    def user_connections(self, user: str) -> str:
+        """Hash of the user's connection id -> node."""
+        return f"{self.prefix}:u:{{{user}}}:conns"
+
+    def room_members(self, room: str) -> str:
+        """Hash of the room's user -> JSON object {member: node}."""
+        return f"{self.prefix}:r:{{{room}}}:members"
+
+    def node_entries(self, node: str) -> str:
+        """Set of what ``node`` holds (``encode_entry`` values), for ``drop_node``."""
+        return f"{self.prefix}:n:{{{node}}}:held"
+
+    def node_sweeper(self, node: str) -> str:
+        """Which live node is sweeping the dead ``node`` (``SET NX PX``)."""
+        return f"{self.prefix}:n:{{{node}}}:sweeper"
+
+
+def _lp(text: str) -> bytes:
+    data = text.encode()
+    return b"%d:" % len(data) + data
+
+
+class ConnectionEntry(NamedTuple):
+    """A node holds connection ``connection_id`` of ``user``."""
+
+    user: str
+    connection_id: str
+
+
+class MemberEntry(NamedTuple):
+    """A node holds ``member`` (a session id) of ``user`` in ``room``."""
+
+    room: str
+    user: str
+    member: str
+
+
+def encode_entry(entry: ConnectionEntry | MemberEntry) -> bytes:
+    """The member of a node's ``held`` set that records ``entry``."""
+    if isinstance(entry, ConnectionEntry):
+        return b"c" + _lp(entry.user) + entry.connection_id.encode()
+    return b"m" + _lp(entry.room) + _lp(entry.user) + entry.member.encode()
+
+
+def decode_entry(data: bytes) -> ConnectionEntry | MemberEntry:
+    """The entry ``encode_entry`` turned into ``data``.
+
+    Raises:
+        WireError: ``data`` was not made by ``encode_entry``.
+    """
+    kind, body = data[:1], data[1:]
+    if kind == b"c":
+        user, rest = _split_prefixed(body)
+        return ConnectionEntry(user, _text(rest))
+    if kind == b"m":
+        room, rest = _split_prefixed(body)
+        user, rest = _split_prefixed(rest)
+        return MemberEntry(room, user, _text(rest))
+    raise WireError(f"unknown entry kind {kind!r}")
+
+
+def _text(data: bytes) -> str:
+    try:
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        raise WireError("invalid UTF-8") from exc
+
+
+def _split_prefixed(data: bytes) -> tuple[str, bytes]:
+    # b"<n>:<n bytes><rest>" -> (the n bytes as text, rest)
+    head, sep, body = data.partition(b":")
+    if not sep or not head.isdigit() or (head.startswith(b"0") and head != b"0"):
+        raise WireError("missing or non-canonical length prefix")
+    size = int(head)
+    if size > len(body):
+        raise WireError("truncated length-prefixed string")
+    return _text(body[:size]), body[size:]
