@@ -465,6 +465,7 @@ class WebSocketActor(Calls, ActorTypeDispatcher):
             replayed=replayed,
             server=ctx.node_id,
             id=request_id,
+            degraded=ctx.degraded,
         )
 
     def _welcome(self, identity: Identity, plan: ResumePlan, request_id: RequestId) -> None:

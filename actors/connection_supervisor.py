@@ -14,6 +14,7 @@ from thespian.actors import ActorAddress, WakeupMessage
 from rtcs.actors.connection import WebSocketActor
 from rtcs.actors.context import ROUTE_ROOM, ROUTE_TOPIC, NodeSupervisor
 from rtcs.actors.messages import (
+    BackendStatus,
     OpenConnection,
     ReapDue,
     SessionMoved,
@@ -23,6 +24,8 @@ from rtcs.actors.messages import (
 )
 from rtcs.actors.session_events import release_connection
 from rtcs.errors import CloseCode
+from rtcs.protocol import codec
+from rtcs.protocol.frames import ServerFrame
 from rtcs.runtime.supervision import ChildSpec, Restart
 
 if TYPE_CHECKING:
@@ -53,11 +56,12 @@ class ConnectionSupervisor(NodeSupervisor):
         if ctx.shutting_down:
             handle.refuse(CloseCode.GOING_AWAY)
             return
-        if len(self._handles) >= ctx.settings.limits.max_connections_per_node:
+        if self._instance_total() >= ctx.settings.limits.max_connections_per_node:
             handle.refuse(CloseCode.CONNECTION_LIMIT)
             return
         name = handle.connection_id
         self._handles[name] = handle
+        self._counted()
         address = self.start_child(
             ChildSpec(
                 name,
@@ -69,13 +73,25 @@ class ConnectionSupervisor(NodeSupervisor):
         )
         handle.admit(address)
 
+    def _instance_total(self) -> int:
+        """Open connections of the whole instance: every worker (rtcs.workers)."""
+        counter = self.ctx.instance
+        return len(self._handles) if counter is None else counter.total()
+
+    def _counted(self) -> None:
+        counter = self.ctx.instance
+        if counter is not None:
+            counter.set(len(self._handles))
+
     def on_child_exited(self, name: str) -> None:
-        self._handles.pop(name, None)
+        if self._handles.pop(name, None) is not None:
+            self._counted()
 
     def on_child_crashed(self, name: str, reason: str) -> None:
         handle = self._handles.pop(name, None)
         if handle is None:
             return
+        self._counted()
         ctx = self.ctx
         ctx.log.error("connection actor crashed", connection_id=name, reason=reason)
         release_connection(ctx, self, name, handle.user)
@@ -85,6 +101,14 @@ class ConnectionSupervisor(NodeSupervisor):
         self.ctx.shutting_down = True
         for handle in list(self._handles.values()):
             handle.close(msg.code, msg.reason)
+
+    def receiveMsg_BackendStatus(self, msg: BackendStatus, sender: ActorAddress) -> None:
+        # Only established connections: nothing may precede ``welcome``, and
+        # ``welcome`` itself says ``degraded``.
+        frame = codec.encode_status(msg.degraded)
+        sent = sum(1 for h in self._handles.values() if h.user is not None and h.push(frame))
+        if sent:
+            self.ctx.metrics.frame_out(ServerFrame.STATUS, sent)
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: ActorAddress) -> None:
         if not isinstance(msg.payload, ReapDue):

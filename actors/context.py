@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from rtcs.metrics import Metrics
     from rtcs.runtime.directory import Directory
     from rtcs.sessions import SessionRegistry
+    from rtcs.workers import ConnectionCounter
 
 
 # Supervisor names: also the keys of ``[supervision.<name>]`` (rtcs.config.SUPERVISORS).
@@ -78,6 +79,12 @@ class NodeContext:
     # Fire-and-forget backend updates (presence of connections).
     background: BackgroundCalls = field(default_factory=lambda: _background())
     shutting_down: bool = False
+    # Open connections of the whole instance (every worker process), for the
+    # per-node connection limit; None counts this process only.
+    instance: ConnectionCounter | None = None
+    # True while the shared backend's circuit breaker is not closed
+    # (docs/protocol.md, "Degraded mode").
+    degraded: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -89,6 +89,13 @@ class Shutdown:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class BackendStatus:
+    """The shared backend became unavailable (``degraded``) or available again."""
+
+    degraded: bool
+
+
 # -- connection actor -> route handlers -------------------------------------
 
 

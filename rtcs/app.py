@@ -15,6 +15,8 @@ import gc
 import os
 import signal
 import socket
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from rtcs import __version__, logs
@@ -27,15 +29,17 @@ from rtcs.actors.context import (
     ROUTE_TOPIC,
     NodeContext,
 )
-from rtcs.actors.messages import RemoteEnvelope, SessionMoved, Shutdown
+from rtcs.actors.messages import BackendStatus, RemoteEnvelope, SessionMoved, Shutdown
 from rtcs.actors.tree import SystemSupervisor, build_tree
 from rtcs.auth.permissions import Policy
 from rtcs.auth.tokens import TokenVerifier
 from rtcs.backends.base import Backends, Envelope, EnvelopeKind
+from rtcs.backends.breaker import BreakerPolicy, BreakerState, CircuitBreaker
+from rtcs.backends.guarded import guard
 from rtcs.backends.memory import memory_backends
 from rtcs.backends.writebehind import SessionWriteBehind
 from rtcs.config import Settings
-from rtcs.errors import CloseCode
+from rtcs.errors import CloseCode, Unavailable
 from rtcs.gateway.server import Gateway
 from rtcs.metrics import Metrics
 from rtcs.plugins import load_plugins
@@ -44,6 +48,7 @@ from rtcs.runtime.control import start_system, stop_system
 from rtcs.runtime.directory import Directory
 from rtcs.runtime.supervision import SupervisorEvent
 from rtcs.sessions import SessionRegistry
+from rtcs.workers import ConnectionCounter, LocalCounter
 
 _ROUTE_BY_KIND: dict[EnvelopeKind, str] = {
     "topic": ROUTE_TOPIC,
@@ -56,6 +61,43 @@ _ROUTE_BY_KIND: dict[EnvelopeKind, str] = {
 }
 # Every actor that must be running for the node to be ready.
 _REQUIRED = (CONNECTIONS, *ROUTE_HANDLERS)
+# Seconds between backend probes (at most half the breaker timeout).
+PROBE_INTERVAL = 1.0
+
+
+def build_backends(settings: Settings) -> Backends:
+    """The backends ``backend.kind`` names: in-memory, or Redis (``[backend]``)."""
+    backend = settings.backend
+    if backend.kind != "redis":
+        return memory_backends()
+    from rtcs.backends.redis import redis_backends
+
+    return redis_backends(
+        backend.redis_url,
+        prefix=backend.redis_prefix,
+        shards=backend.redis_shards,
+        command_timeout=backend.redis_command_timeout,
+        connect_timeout=backend.redis_connect_timeout,
+        pool_size=backend.redis_pool_size,
+        heartbeat_interval=backend.presence_heartbeat,
+        node_ttl=backend.node_ttl,
+    )
+
+
+async def close_backends(backends: Backends, node_id: str, log: Any) -> None:
+    """Leave the shared backend cleanly: drop this node's presence, close every part."""
+    if backends.broker.distributed:
+        try:
+            await backends.presence.drop_node(node_id)
+        except Exception as exc:  # the backend is down: its node TTL cleans up
+            log.warning("could not drop this node's presence", error=type(exc).__name__)
+    with contextlib.suppress(Exception):
+        await backends.broker.close()
+    for store in (backends.sessions, backends.presence):
+        aclose = getattr(store, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
 
 
 class App:
@@ -64,14 +106,34 @@ class App:
     Obligations: ``start()`` and ``stop()`` run on the same event loop.
     """
 
-    def __init__(self, settings: Settings, *, backends: Backends | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        backends: Backends | None = None,
+        instance: ConnectionCounter | None = None,
+    ) -> None:
         self.settings = settings
+        # Open connections of the whole instance (all workers); rtcs.workers.
+        self.instance: ConnectionCounter = instance if instance is not None else LocalCounter()
         self.node_id = settings.server.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.metrics = Metrics()
         self.metrics.set_build(node=self.node_id)
         # bind() resolves the lazy proxy once, so each log call is direct.
         self.log = logs.get_logger("rtcs", node=self.node_id).bind()
-        self.backends = backends or memory_backends()
+        # The backends as built, and (once started) as the actors use them:
+        # behind the circuit breaker.
+        self.raw_backends = backends or build_backends(settings)
+        self.breaker = CircuitBreaker(
+            BreakerPolicy(
+                settings.breaker.failure_threshold,
+                settings.breaker.success_threshold,
+                settings.breaker.timeout,
+            ),
+            self._breaker_changed,
+        )
+        self.backends, self._probe = guard(self.raw_backends, self.breaker, time.monotonic)
+        self._prober: asyncio.Task[None] | None = None
         self.directory = Directory()
         self.stopped = asyncio.Event()
         self.system: ActorSystem | None = None
@@ -103,6 +165,7 @@ class App:
             directory=self.directory,
             sessions=SessionRegistry(settings.session.replay_buffer),
             log=self.log,
+            instance=self.instance,
         )
         plugins = load_plugins(settings, ctx)
         if self.backends.broker.distributed:
@@ -110,6 +173,7 @@ class App:
                 self.backends.sessions, settings.session.replay_buffer, self._session_lost
             )
         await self.backends.broker.start(self.node_id, self._from_broker)
+        self._prober = asyncio.get_running_loop().create_task(self._probe_backend())
         self.system = start_system()
         self._root = self.system.createActor(SystemSupervisor)
         self.system.tell(self._root, build_tree(ctx, self._on_supervisor_event, plugins))
@@ -142,15 +206,41 @@ class App:
         missing = [name for name in _REQUIRED if self.directory.lookup(name) is None]
         if missing:
             return "restarting: " + ", ".join(missing)
-        backends = self.backends
-        for name, part in (
-            ("broker", backends.broker),
-            ("sessions", backends.sessions),
-            ("presence", backends.presence),
-        ):
-            if not part.healthy():
-                return f"backend {name} unavailable"
+        # A shared-backend outage is degraded mode, not "not ready": local
+        # delivery goes on, and every instance shares the backend.
         return None
+
+    # -- the shared backend's breaker (docs/operations.md, "Degraded mode") ----------
+
+    def _breaker_changed(self, old: BreakerState, new: BreakerState) -> None:
+        self.metrics.breaker(new.value)
+        log = self.log.warning if new is not BreakerState.CLOSED else self.log.info
+        log("backend breaker", state=new.value, was=old.value)
+        degraded = new is not BreakerState.CLOSED
+        if self.ctx is None or self.ctx.degraded == degraded:
+            return
+        self.ctx.degraded = degraded
+        supervisor = self.directory.lookup(CONNECTIONS)
+        if supervisor is not None and self.system is not None:
+            self.system.tell(supervisor, BackendStatus(degraded))
+
+    async def _probe_backend(self) -> None:
+        """One cheap backend call about every second, through the breaker.
+
+        An idle node notices an outage this way, and an open breaker gets the
+        trial calls that close it once the backend is back.
+        """
+        interval = min(PROBE_INTERVAL, self.settings.breaker.timeout / 2)
+        while True:
+            await asyncio.sleep(interval)
+            if self.breaker.state is BreakerState.OPEN and not self.breaker.allow(time.monotonic()):
+                continue
+            try:
+                await self._probe()
+            except Unavailable:
+                pass
+            except Exception as exc:  # a probe must never end the loop
+                self.log.warning("backend probe failed", error=type(exc).__name__)
 
     def _from_broker(self, envelope: Envelope) -> None:
         if self.system is None:
@@ -198,11 +288,14 @@ class App:
         if self.system is not None:
             stop_system(self.system)
             self.system = None
+        if self._prober is not None:
+            self._prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prober
         await self.ctx.background.close()
         if self.ctx.write_behind is not None:
             await self.ctx.write_behind.close()
-        with contextlib.suppress(Exception):
-            await self.backends.broker.close()
+        await close_backends(self.raw_backends, self.node_id, self.log)
         self.stopped.set()
         self.log.info("rtcs stopped")
 
@@ -214,15 +307,38 @@ class App:
 GC_THRESHOLDS = (50_000, 50, 100)
 
 
-async def serve(settings: Settings) -> int:
-    """Run a node until SIGTERM/SIGINT; returns the process exit code."""
+async def serve(
+    settings: Settings,
+    *,
+    instance: ConnectionCounter | None = None,
+    on_started: Callable[[App], Awaitable[None]] | None = None,
+) -> int:
+    """Run a node until SIGTERM/SIGINT; returns the process exit code.
+
+    ``instance`` counts the connections of every worker of the instance
+    (rtcs.workers); ``on_started`` runs once the node is started (a worker
+    starts its own metrics port there).
+    """
     gc.set_threshold(*GC_THRESHOLDS)
-    app = App(settings)
+    app = App(settings, instance=instance)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await app.start()
+    try:
+        await app.start()
+    except Unavailable as exc:
+        # Nothing was accepted yet: say which backend, exit non-zero, and let
+        # the process manager retry.
+        app.log.error(
+            "backend unavailable at start",
+            kind=settings.backend.kind,
+            error=str(exc),
+        )
+        await app.stop()
+        return 1
+    if on_started is not None:
+        await on_started(app)
     stopped = loop.create_task(app.stopped.wait())
     requested = loop.create_task(stop.wait())
     await asyncio.wait({stopped, requested}, return_when=asyncio.FIRST_COMPLETED)

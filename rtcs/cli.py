@@ -8,6 +8,11 @@
 Settings come from the built-in defaults, then the TOML file, then ``RTCS_*``
 environment variables, then these flags. A bad setting stops start-up with a
 message naming the key and the value (exit status 2).
+
+With ``--workers N`` (N > 1) this process becomes the parent of N workers
+(rtcs.workers); each worker re-runs ``python -m rtcs`` with the same arguments
+plus internal flags (``--worker-index``, ``--instance-counter``,
+``--parent-fd``) that only the parent passes.
 """
 
 from __future__ import annotations
@@ -35,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", choices=("debug", "info", "warning", "error"), help="log level (log.level)"
     )
+    # Internal: set by the parent of --workers N on each worker's command line.
+    parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--instance-counter", metavar="NAME", help=argparse.SUPPRESS)
+    parser.add_argument("--parent-fd", type=int, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command")
     token = sub.add_parser("token", help="print a token signed with the configured key")
     token.add_argument("sub", help="the user id (the token's sub claim)")
@@ -74,18 +83,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(
                 "server.workers",
                 settings.server.workers,
-                'more than one worker needs a shared backend (backend.kind = "redis"),'
-                " which is not available yet; run one worker per instance",
+                "more than one worker needs the shared backend: set backend.kind ="
+                ' "redis" (the memory backend lives inside one process)',
             )
+        if args.worker_index is not None:
+            settings = _worker_settings(settings, args.worker_index)
     except ConfigError as exc:
         print(f"rtcs: configuration error: {exc}", file=sys.stderr)
         return 2
     from rtcs import logs
-    from rtcs.app import serve
 
     logs.configure(settings.log.level, settings.log.format)
+    if args.worker_index is None and settings.server.workers > 1:
+        return _parent(settings, list(sys.argv[1:] if argv is None else argv))
     try:
-        return asyncio.run(serve(settings))
+        return asyncio.run(_node(settings, args))
     except ConfigError as exc:  # found while building the node (e.g. TLS files)
         print(f"rtcs: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -94,6 +106,86 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 0
+
+
+def _worker_settings(settings: Any, index: int) -> Any:
+    """Worker ``index``'s settings: its own node id when one is configured."""
+    if not 0 <= index < settings.server.workers:
+        raise ConfigError("--worker-index", index, f"must be in 0..{settings.server.workers - 1}")
+    if settings.server.node_id:
+        return settings.with_overrides({"server.node_id": f"{settings.server.node_id}-{index}"})
+    return settings  # the default "<hostname>-<pid>" differs per worker already
+
+
+async def _node(settings: Any, args: argparse.Namespace) -> int:
+    """One node: the whole instance, or worker ``args.worker_index`` of it."""
+    from rtcs.app import App, serve
+    from rtcs.workers import ConnectionCounter, InstanceCounter, LocalCounter, watch_parent
+
+    if args.parent_fd is not None:
+        watch_parent(args.parent_fd)  # first: a worker never outlives its parent
+    counter: ConnectionCounter = LocalCounter()
+    if args.instance_counter is not None and args.worker_index is not None:
+        counter = InstanceCounter.attach(
+            args.instance_counter, settings.server.workers, args.worker_index
+        )
+    listeners: list[asyncio.Server] = []
+
+    async def started(app: App) -> None:
+        # Worker I's own metrics port (docs/operations.md, "Workers").
+        metrics, server = settings.metrics, settings.server
+        if args.worker_index is None or not metrics.enabled or not metrics.worker_port:
+            return
+        from rtcs.metrics_http import start_metrics_listener
+
+        port = metrics.worker_port + args.worker_index
+        listeners.append(
+            await start_metrics_listener(server.host, port, app.metrics.render, metrics.path)
+        )
+        app.log.info("worker metrics listening", port=port, path=metrics.path)
+
+    try:
+        return await serve(settings, instance=counter, on_started=started)
+    finally:
+        for listener in listeners:
+            listener.close()
+        if isinstance(counter, InstanceCounter):
+            counter.close()
+
+
+def _parent(settings: Any, argv: list[str]) -> int:
+    """Run ``settings.server.workers`` workers on one port until SIGTERM/SIGINT."""
+    from rtcs.workers import STOP_GRACE, InstanceCounter, WorkerParent, reserve_port, run_parent
+
+    server = settings.server
+    try:
+        reserved = reserve_port(server.host, server.port)
+    except OSError as exc:
+        print(f"rtcs: cannot start: {exc}", file=sys.stderr)
+        return 1
+    port = reserved.getsockname()[1]
+    counter = InstanceCounter.create(server.workers)
+
+    def command(index: int, parent_fd: int) -> list[str]:
+        # argparse keeps the last --port: the reserved port replaces 0.
+        return [
+            *(sys.executable, "-m", "rtcs", *argv),
+            *("--port", str(port), "--worker-index", str(index)),
+            *("--instance-counter", counter.name, "--parent-fd", str(parent_fd)),
+        ]
+
+    parent = WorkerParent(
+        server.workers,
+        command,
+        counter=counter,
+        stop_timeout=server.drain_timeout + STOP_GRACE,
+    )
+    parent.log.info("starting workers", workers=server.workers, host=server.host, port=port)
+    try:
+        return run_parent(parent)
+    finally:
+        counter.close()
+        reserved.close()
 
 
 def _token(settings: Any, args: argparse.Namespace) -> int:

@@ -43,6 +43,7 @@ SUPERVISORS = config.SUPERVISORS
 RESTART_STRATEGIES = tuple(s.value for s in Strategy)
 OUTBOX_DROP_REASONS = ("overflow", "closed", "write_buffer")
 RESUME_RESULTS = ("resumed", "expired")
+BREAKER_STATES = ("closed", "open", "half_open")
 
 OTHER = "other"
 INVALID = "invalid"
@@ -69,7 +70,7 @@ ROUTING_BUCKETS = (
 )
 LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
-_M = TypeVar("_M", Counter, Histogram)
+_M = TypeVar("_M", Counter, Gauge, Histogram)
 
 
 def _known(table: dict[Any, _M], key: Any, what: str) -> _M:
@@ -166,6 +167,26 @@ class Metrics:
         )
         self.broker_errors = Counter(
             "rtcs_broker_errors_total", "Broker publish or subscribe failures.", registry=r
+        )
+        self.breaker_state = Gauge(
+            "rtcs_backend_breaker_state",
+            "The shared backend's circuit breaker: 1 for the state it is in, 0 for the others.",
+            ["state"],
+            registry=r,
+        )
+        self._breaker_states = _children(self.breaker_state, BREAKER_STATES)
+        self._breaker_states["closed"].set(1)
+        self.breaker_transitions = Counter(
+            "rtcs_backend_breaker_transitions_total",
+            "Circuit breaker transitions, by the state entered.",
+            ["to"],
+            registry=r,
+        )
+        self._breaker_transitions = _children(self.breaker_transitions, BREAKER_STATES)
+        self.degraded = Gauge(
+            "rtcs_degraded",
+            "1 while the shared backend is unavailable (clients were sent a status frame).",
+            registry=r,
         )
         self.loop_lag_seconds = Histogram(
             "rtcs_event_loop_lag_seconds",
@@ -291,6 +312,17 @@ class Metrics:
             ValueError: ``result`` is neither.
         """
         _known(self._resumes, result, "unknown resume result").inc()
+
+    def breaker(self, state: str) -> None:
+        """Record that the circuit breaker entered ``state`` (closed, open, half_open).
+
+        Raises:
+            ValueError: ``state`` is none of those.
+        """
+        _known(self._breaker_transitions, state, "unknown breaker state").inc()
+        for name, child in self._breaker_states.items():
+            child.set(1 if name == state else 0)
+        self.degraded.set(0 if state == "closed" else 1)
 
     def loop_lag(self, seconds: float) -> None:
         """Observe how late a periodic event-loop callback ran."""

@@ -141,7 +141,7 @@ class Gateway:
         if path == "/readyz":
             reason = self.readiness()
             if reason is None:
-                return _json(HTTPStatus.OK, {"status": "ready"})
+                return _json(HTTPStatus.OK, {"status": "ready", "degraded": self.ctx.degraded})
             return _json(
                 HTTPStatus.SERVICE_UNAVAILABLE, {"status": "unavailable", "reason": reason}
             )

@@ -53,6 +53,7 @@ __all__ = [
     "encode_error",
     "encode_frame",
     "encode_presence_event",
+    "encode_status",
     "encode_welcome",
     "message_tail",
     "with_seq",
@@ -384,13 +385,17 @@ def encode_welcome(
     server: str,
     replayed: int | None = None,
     id: RequestId = None,
+    degraded: bool = False,
 ) -> bytes:
     """Encode the ``welcome`` frame (docs/protocol.md "Authentication" and "Sessions").
 
     ``replayed`` is included only when not None (it is set on resume); ``id``
-    only when the ``auth`` frame carried one.
+    only when the ``auth`` frame carried one; ``"degraded": true`` only while
+    the shared backend is unavailable.
     """
-    extra = {} if replayed is None else {"replayed": replayed}
+    extra: dict[str, Any] = {} if replayed is None else {"replayed": replayed}
+    if degraded:
+        extra["degraded"] = True
     return encode_frame(
         ServerFrame.WELCOME,
         id,
@@ -443,6 +448,13 @@ def message_tail(
 def with_seq(seq: int, tail: bytes) -> bytes:
     """Splice a recipient's ``seq`` in front of a ``message_tail``: the full ``message`` frame."""
     return b'{"type":"message","seq":%d,%b' % (seq, tail)
+
+
+def encode_status(degraded: bool, reason: str | None = None) -> bytes:
+    """Encode ``{"type":"status","degraded":…}`` (with ``reason`` while degraded)."""
+    if degraded:
+        return encode_frame(ServerFrame.STATUS, degraded=True, reason=reason or "backend")
+    return encode_frame(ServerFrame.STATUS, degraded=False)
 
 
 def encode_presence_event(room: str, event: Literal["join", "leave"], user: str) -> bytes:

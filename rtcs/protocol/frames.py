@@ -307,3 +307,4 @@ class ServerFrame(enum.StrEnum):
     ACK = "ack"
     PONG = "pong"
     PRESENCE_STATE = "presence_state"
+    STATUS = "status"  # degraded mode (docs/protocol.md, "Degraded mode")

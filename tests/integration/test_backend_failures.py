@@ -9,10 +9,11 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from rtcs.actors.context import ROUTE_TOPIC
 from rtcs.backends.base import Backends
 from rtcs.backends.memory import MemoryBroker, MemoryPresenceStore, MemorySessionStore
 from rtcs.errors import Unavailable
-from tests.integration.conftest import Node, http_get
+from tests.integration.conftest import Node, http_get, metric
 
 
 class FlakyPresence(MemoryPresenceStore):
@@ -63,19 +64,65 @@ async def test_requests_needing_a_failed_backend_get_unavailable(flaky: Any) -> 
     assert joined["members"] == ["alice"]
 
 
-async def test_readiness_follows_the_backend(flaky: Any) -> None:
-    node, presence = flaky
+class FlakySessions(MemorySessionStore):
+    """A session store that can be switched off with the presence store."""
+
+    def __init__(self, presence: FlakyPresence) -> None:
+        super().__init__()
+        self.presence = presence
+
+    async def count(self) -> int:
+        if self.presence.down:
+            raise Unavailable("session store down")
+        return await super().count()
+
+
+async def test_a_backend_outage_is_degraded_mode_said_out_loud(node_factory: Any) -> None:
+    presence = FlakyPresence()
+    backends = Backends(MemoryBroker(), FlakySessions(presence), presence)
+    node = await node_factory(backends, **{"breaker.failure_threshold": 2, "breaker.timeout": 0.2})
+    alice = await node.client("alice")
     status, body = await http_get(node, "/readyz")
-    assert status == 200
+    assert (status, json.loads(body)) == (200, {"status": "ready", "degraded": False})
+
     presence.down = True
+    for i in (1, 2):  # failure_threshold failed calls open the breaker
+        await alice.send({"type": "join", "id": i, "room": "r"})
+    await alice.expect("status", degraded=True, reason="backend")
+    assert metric(node, "rtcs_degraded") == 1
+    assert metric(node, "rtcs_backend_breaker_transitions_total", to="open") >= 1
+    # Ready, and saying so: a shared outage must not empty the load balancer.
     status, body = await http_get(node, "/readyz")
-    assert status == 503 and json.loads(body) == {
-        "status": "unavailable",
-        "reason": "backend presence unavailable",
-    }
+    assert (status, json.loads(body)) == (200, {"status": "ready", "degraded": True})
+    bob = await node.client("bob")
+    assert bob.welcome["degraded"] is True
+    # Local delivery goes on; what needs the backend is refused at once.
+    await bob.subscribe("t")
+    await alice.publish("t", "still here")
+    await bob.expect("message", data="still here")
+    await alice.send({"type": "presence", "id": 3, "room": "r"})
+    await alice.expect("error", id=3, code="unavailable")
+
+    presence.down = False  # the probes close the breaker without client traffic
+    await alice.expect("status", degraded=False, timeout=5)
+    await bob.expect("status", degraded=False, timeout=5)
+    status, body = await http_get(node, "/readyz")
+    assert json.loads(body)["degraded"] is False
+    joined = await alice.request({"type": "join", "room": "r"}, "joined")
+    assert joined["members"] == ["alice"]
+    carol = await node.client("carol")
+    assert "degraded" not in carol.welcome
+
+
+async def test_readiness_refuses_while_the_routing_actors_restart(node: Node) -> None:
+    # What a router restart looks like from outside: route.topic is not in
+    # the directory until its replacement registers.
+    node.app.directory.unregister(ROUTE_TOPIC)
+    status, body = await http_get(node, "/readyz")
+    assert (status, json.loads(body)) == (
+        503,
+        {"status": "unavailable", "reason": "restarting: route.topic"},
+    )
     with pytest.raises(InvalidStatus) as info:
         await connect(node.url, additional_headers={"Authorization": f"Bearer {node.token()}"})
     assert info.value.response.status_code == 503
-    presence.down = False
-    status, _ = await http_get(node, "/readyz")
-    assert status == 200

@@ -16,6 +16,7 @@ from websockets.asyncio.client import connect
 from rtcs.config import DEV_SECRET
 from tests.integration.conftest import ENV, TIMEOUT, Client
 from tests.integration.conftest import run_cli as run
+from tests.support.redis_server import free_port
 
 
 def test_token_command_mints_a_verifiable_token() -> None:
@@ -43,6 +44,15 @@ def test_unknown_key_in_file_is_refused(tmp_path: Path) -> None:
 def test_several_workers_need_a_shared_backend() -> None:
     result = run("--workers", "2", "--port", "0")
     assert result.returncode == 2 and "server.workers" in result.stderr
+
+
+def test_an_unreachable_redis_at_start_is_a_clear_exit_1() -> None:
+    port = free_port()  # nothing listens there
+    env = {"RTCS_BACKEND_KIND": "redis", "RTCS_BACKEND_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+    result = run("--port", "0", env=env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "backend unavailable at start" in output and "Traceback" not in output
 
 
 def test_public_host_without_secret_is_refused() -> None:

@@ -10,9 +10,11 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from rtcs import config
 from rtcs.actors.connection import WebSocketActor
 from rtcs.actors.context import ROUTE_BROADCAST, ROUTE_DIRECT, ROUTE_ROOM, ROUTE_TOPIC
 from rtcs.actors.routing import RoomHandler, TopicHandler
+from rtcs.app import App
 from tests.integration.conftest import TIMEOUT, Client, Node, metric
 from tests.support import wait_until, wait_until_returns
 
@@ -189,6 +191,44 @@ async def test_per_node_limit_4031(node_factory: Any) -> None:
     await node.client("alice")
     second = await node.client("bob", welcome=False)
     assert await second.closed() == 4031
+
+
+class _Slot:
+    """One worker's view of an instance's connection counts (rtcs.workers.InstanceCounter
+    without the shared memory: both "workers" run in this process)."""
+
+    def __init__(self, slots: list[int], index: int) -> None:
+        self.slots, self.index = slots, index
+
+    def set(self, count: int) -> None:
+        self.slots[self.index] = count
+
+    def total(self) -> int:
+        return sum(self.slots)
+
+
+async def test_per_node_limit_counts_every_worker_of_the_instance() -> None:
+    slots = [0, 0]
+    settings = config.load(
+        None, {}, {"server.port": 0, "log.level": "warning", "limits.max_connections_per_node": 2}
+    )
+    nodes = [Node(App(settings, instance=_Slot(slots, i))) for i in (0, 1)]
+    try:
+        for node in nodes:
+            await node.app.start()
+        first, second = nodes
+        await first.client("alice")
+        bob = await second.client("bob")
+        assert slots == [1, 1]
+        refused = await first.client("carol", welcome=False)
+        assert await refused.closed() == 4031
+        await bob.ws.close()
+        await wait_until(lambda: slots == [1, 0])
+        await first.client("carol")
+    finally:
+        for node in nodes:
+            await node.app.stop()
+            await node.drop_clients()
 
 
 async def test_shutdown_closes_clients_1001(node_factory: Any) -> None:

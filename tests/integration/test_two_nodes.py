@@ -1,8 +1,9 @@
-"""Two nodes in one process sharing in-memory backends through a ``MemoryHub``.
+"""Two nodes in one process sharing a backend: in-memory (a ``MemoryHub``),
+a real redis-server, and a real 3-master Redis Cluster.
 
-This is how the backend interfaces carry cross-node traffic (the Redis
-backend implements the same interfaces): local delivery stays local, the
-broker carries the rest, sessions detached on one node resume on another.
+Local delivery stays local, the broker carries the rest, sessions detached on
+one node resume on the other. The Redis variants go through the app's own
+wiring (``backend.kind = "redis"``), breaker included.
 """
 
 from __future__ import annotations
@@ -16,13 +17,29 @@ from websockets.asyncio.client import connect
 from rtcs.backends.memory import MemoryHub, memory_backends
 from rtcs.sessions import Session
 from tests.integration.conftest import Client, Node, wait_until
+from tests.support.redis_server import shared_cluster, shared_server
+from tests.support.waiting import wait_until_returns
 
 
-@pytest.fixture
-async def pair(node_factory: Callable[..., Awaitable[Node]]) -> tuple[Node, Node]:
-    hub = MemoryHub()
-    a = await node_factory(memory_backends(hub), **{"server.node_id": "node-a"})
-    b = await node_factory(memory_backends(hub), **{"server.node_id": "node-b"})
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("redis-cluster", marks=pytest.mark.redis),
+    ]
+)
+async def pair(
+    request: pytest.FixtureRequest, node_factory: Callable[..., Awaitable[Node]]
+) -> tuple[Node, Node]:
+    if request.param == "memory":
+        hub = MemoryHub()
+        a = await node_factory(memory_backends(hub), **{"server.node_id": "node-a"})
+        b = await node_factory(memory_backends(hub), **{"server.node_id": "node-b"})
+        return a, b
+    url = shared_server().url if request.param == "redis" else shared_cluster().url
+    shared = {"backend.kind": "redis", "backend.redis_url": url}
+    a = await node_factory(None, **shared, **{"server.node_id": "node-a"})
+    b = await node_factory(None, **shared, **{"server.node_id": "node-b"})
     return a, b
 
 
@@ -46,6 +63,10 @@ async def test_publish_reaches_subscribers_on_the_other_node(pair: tuple[Node, N
 async def test_direct_message_and_presence_across_nodes(pair: tuple[Node, Node]) -> None:
     a, b = pair
     alice, bob = await a.client("alice"), await b.client("bob")
+    # Presence is written behind the welcome (a connection never waits on
+    # the shared store): wait until bob's connection is recorded.
+    presence = a.app.backends.presence
+    await wait_until_returns(lambda: presence.user_connections("bob"), 1)
     state = await alice.request({"type": "presence", "user": "bob"}, "presence_state")
     assert state["online"] is True and state["connections"] == 1
     await alice.request({"type": "send", "to": {"user": "bob"}, "data": "hi"})
