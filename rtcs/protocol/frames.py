@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import re
+import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Literal, TypeAlias
 
@@ -276,19 +277,8 @@ Command: TypeAlias = (
 )
 
 
-#: Every client command class, in the order docs/protocol.md lists the frames.
-COMMANDS: tuple[type[Command], ...] = (
-    Auth,
-    Subscribe,
-    Unsubscribe,
-    Publish,
-    Send,
-    Join,
-    Leave,
-    Broadcast,
-    PresenceQuery,
-    Ping,
-)
+#: Every client command class, in the order of ``Command``.
+COMMANDS: tuple[type[Command], ...] = typing.get_args(Command)
 #: The client frame ``type`` values (metrics labels, the codec's table).
 CLIENT_FRAME_TYPES: tuple[str, ...] = tuple(c.TYPE for c in COMMANDS)
 

@@ -10,31 +10,7 @@ from hypothesis import strategies as st
 
 from rtcs.errors import ProtocolError
 from rtcs.protocol.codec import decode, encode_data, message_tail, with_seq
-from rtcs.protocol.frames import (
-    Auth,
-    Broadcast,
-    Join,
-    Leave,
-    Ping,
-    PresenceQuery,
-    Publish,
-    Send,
-    Subscribe,
-    Unsubscribe,
-)
-
-COMMANDS = (
-    Auth,
-    Subscribe,
-    Unsubscribe,
-    Publish,
-    Send,
-    Join,
-    Leave,
-    Broadcast,
-    PresenceQuery,
-    Ping,
-)
+from rtcs.protocol.frames import COMMANDS, Publish
 
 # Text that may hold lone surrogates: json.dumps writes them as "\\udXXX" escapes.
 any_text = st.text(
