@@ -220,9 +220,28 @@ class App:
         if self.ctx is None or self.ctx.degraded == degraded:
             return
         self.ctx.degraded = degraded
+        if not degraded:
+            self._resync_presence(self.ctx)
         supervisor = self.directory.lookup(CONNECTIONS)
         if supervisor is not None and self.system is not None:
             self.system.tell(supervisor, BackendStatus(degraded))
+
+    def _resync_presence(self, ctx: NodeContext) -> None:
+        """Write this node's live connections and room members to presence again.
+
+        Whatever presence updates failed during the outage are lost, and a
+        Redis that restarted lost everything: after an outage the node states
+        again what it holds (the writes are idempotent).
+        """
+        presence = ctx.backends.presence
+        for session in ctx.sessions:
+            if session.connection_id is None:
+                continue
+            ctx.background.submit(
+                presence.add_connection, session.user, session.connection_id, self.node_id
+            )
+            for room in session.rooms:
+                ctx.background.submit(presence.join, room, session.user, session.id, self.node_id)
 
     async def _probe_backend(self) -> None:
         """One cheap backend call about every second, through the breaker.

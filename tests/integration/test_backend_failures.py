@@ -14,6 +14,7 @@ from rtcs.backends.base import Backends
 from rtcs.backends.memory import MemoryBroker, MemoryPresenceStore, MemorySessionStore
 from rtcs.errors import Unavailable
 from tests.integration.conftest import Node, http_get, metric
+from tests.support.waiting import wait_until_returns
 
 
 class FlakyPresence(MemoryPresenceStore):
@@ -103,8 +104,14 @@ async def test_a_backend_outage_is_degraded_mode_said_out_loud(node_factory: Any
     await alice.send({"type": "presence", "id": 3, "room": "r"})
     await alice.expect("error", id=3, code="unavailable")
 
+    # As if Redis restarted empty: the node's presence entries are gone.
+    await presence.drop_node(node.app.node_id)
+    assert await presence.user_connections("alice") == 0
+
     presence.down = False  # the probes close the breaker without client traffic
     await alice.expect("status", degraded=False, timeout=5)
+    # ... and the node states again what it holds.
+    await wait_until_returns(lambda: presence.user_connections("alice"), 1)
     await bob.expect("status", degraded=False, timeout=5)
     status, body = await http_get(node, "/readyz")
     assert json.loads(body)["degraded"] is False
