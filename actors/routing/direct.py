@@ -1,6 +1,10 @@
 """``DirectHandler``: direct messages to every live connection of a user, or to one connection.
 
 Direct messages are not buffered for detached sessions (docs/protocol.md ``send``).
+A target not found here is looked up in presence (a connection's live node, a
+user's live connection count) and, when it lives elsewhere, published for the
+other nodes; the receiving node delivers it to the connection or the user's
+live sessions it holds.
 """
 
 from __future__ import annotations
@@ -10,8 +14,8 @@ import time
 from thespian.actors import ActorAddress
 
 from rtcs.actors.messages import RemoteEnvelope, RouteDirect
-from rtcs.actors.routing.handler import RouteHandler
-from rtcs.backends.base import Envelope
+from rtcs.actors.routing.handler import RouteHandler, Then
+from rtcs.backends.base import Envelope, EnvelopeKind
 from rtcs.errors import Offline
 from rtcs.protocol import codec
 from rtcs.sessions import Session
@@ -26,27 +30,16 @@ class DirectHandler(RouteHandler):
         sender_session, request_id = msg.session, msg.request_id
         to_connection = msg.to_connection is not None
         key = msg.to_connection if msg.to_connection is not None else msg.to_user or ""
+        what: EnvelopeKind = "connection" if to_connection else "user"
         targets = self._targets(to_connection, key)
-        then = self.finish(sender_session, request_id)
-        if not targets and (to_connection or not ctx.backends.broker.distributed):
-            what = "connection" if to_connection else "user"
+        if not targets and not ctx.backends.broker.distributed:
             self.error(sender_session, request_id, Offline(f"{what} is offline"))
             return
+        then = self.finish(sender_session, request_id)
         tail = codec.message_tail(from_user=sender_session.user, data=msg.data, ts=self.now_ms())
-        envelope = Envelope(ctx.node_id, "user", key, tail)
+        envelope = Envelope(ctx.node_id, what, key, tail)
         if not targets:
-            # Not here: is the user connected to another node?
-            def counted(connections: int) -> None:
-                if connections <= 0:
-                    self.error(sender_session, request_id, Offline("user is offline"))
-                else:
-                    self.publish_remote(lambda: envelope, then)
-
-            self.call(
-                ctx.backends.presence.user_connections(key),
-                counted,
-                self.unavailable(sender_session, request_id),
-            )
+            self._route_remote(msg, envelope, then)
             return
         for session in targets:
             session.deliver(tail)
@@ -56,6 +49,36 @@ class DirectHandler(RouteHandler):
             then(None)  # a connection lives on one node: found here, done
         else:
             self.publish_remote(lambda: envelope, then)  # the user's other nodes
+
+    def _route_remote(self, msg: RouteDirect, envelope: Envelope, then: Then) -> None:
+        """No target here: publish ``envelope`` if presence knows of one elsewhere.
+
+        A connection is looked up by id (its live node); a user by their live
+        connection count. Neither found: ``offline``.
+        """
+        ctx = self.ctx
+        session, request_id = msg.session, msg.request_id
+        presence = ctx.backends.presence
+        failed = self.unavailable(session, request_id)
+        if envelope.kind == "connection":
+
+            def located(node: str | None) -> None:
+                # This node, yet not in the registry: it closed meanwhile.
+                if node is None or node == ctx.node_id:
+                    self.error(session, request_id, Offline("connection is offline"))
+                else:
+                    self.publish_remote(lambda: envelope, then)
+
+            self.call(presence.connection_node(envelope.target), located, failed)
+            return
+
+        def counted(connections: int) -> None:
+            if connections <= 0:
+                self.error(session, request_id, Offline("user is offline"))
+            else:
+                self.publish_remote(lambda: envelope, then)
+
+        self.call(presence.user_connections(envelope.target), counted, failed)
 
     def _targets(self, to_connection: bool, key: str) -> list[Session]:
         """The live sessions a direct message to a user or a connection reaches here."""

@@ -194,6 +194,18 @@ class PresenceStore(Protocol):
         """
         ...
 
+    async def connection_node(self, connection_id: str) -> str | None:
+        """The live node holding connection ``connection_id``, else None.
+
+        A connection is held from its ``add_connection`` until its
+        ``remove_connection``; None also when its node is dead (its liveness
+        lapsed) or was dropped with ``drop_node``.
+
+        Raises:
+            Unavailable: the store is down.
+        """
+        ...
+
     async def join(self, room: str, user: str, member: str, node: str) -> bool:
         """Add ``member`` (a session id of ``user``) to ``room``; idempotent.
 

@@ -128,6 +128,9 @@ class GuardedPresenceStore:
     async def user_connections(self, user: str) -> int:
         return await self._run(self._inner.user_connections(user))
 
+    async def connection_node(self, connection_id: str) -> str | None:
+        return await self._run(self._inner.connection_node(connection_id))
+
     async def join(self, room: str, user: str, member: str, node: str) -> bool:
         return await self._run(self._inner.join(room, user, member, node))
 

@@ -1,11 +1,24 @@
-"""Presence store conformance: connections per user, room membership, dead nodes."""
+"""Presence store conformance: connections per user and per id, room membership, dead nodes."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import pytest
+
+from rtcs.backends.redis import close_backends, redis_backends
+from tests.support.waiting import wait_until_returns
 
 if TYPE_CHECKING:
     from tests.contract.conftest import Harness
+
+
+@runtime_checkable
+class OnRedis(Protocol):
+    """A harness on a Redis URL (``RedisHarness``; pytest loads conftest under
+    another module name, so ``isinstance`` against the class itself fails)."""
+
+    url: str
 
 
 async def test_connections_are_counted_per_user(impl: Harness) -> None:
@@ -32,6 +45,59 @@ async def test_removing_an_unknown_connection_is_harmless(impl: Harness) -> None
     assert await presence.remove_connection("ghost", "c-9") == 0
     await presence.add_connection("alice", "c-1", "n1")
     assert await presence.remove_connection("alice", "c-9") == 1
+
+
+async def test_a_connection_is_found_on_its_node_until_removed(impl: Harness) -> None:
+    presence = impl.presence()
+    assert await presence.connection_node("c-1") is None
+    await presence.add_connection("alice", "c-1", "n1")
+    await presence.add_connection("alice", "c-2", "n2")
+    assert await presence.connection_node("c-1") == "n1"
+    assert await presence.connection_node("c-2") == "n2"
+    await presence.remove_connection("alice", "c-1")
+    assert await presence.connection_node("c-1") is None
+    assert await presence.connection_node("c-2") == "n2"
+
+
+async def test_an_unknown_connection_has_no_node(impl: Harness) -> None:
+    presence = impl.presence()
+    await presence.add_connection("alice", "c-1", "n1")
+    assert await presence.connection_node("c-9") is None
+    assert await presence.connection_node("") is None
+
+
+async def test_a_dropped_nodes_connections_have_no_node(impl: Harness) -> None:
+    presence = impl.presence()
+    await presence.add_connection("alice", "c-1", "dead")
+    await presence.add_connection("alice", "c-2", "live")
+    await presence.add_connection("bob", "c-3", "dead")
+
+    await presence.drop_node("dead")
+
+    assert await presence.connection_node("c-1") is None
+    assert await presence.connection_node("c-3") is None
+    assert await presence.connection_node("c-2") == "live"
+    # A connection the dropped node no longer held stays where it went.
+    await presence.add_connection("carol", "c-4", "dead")
+    await presence.add_connection("carol", "c-4", "live")
+    await presence.drop_node("dead")
+    assert await presence.connection_node("c-4") == "live"
+
+
+async def test_a_connection_of_a_node_whose_liveness_lapsed_has_no_node(impl: Harness) -> None:
+    if not isinstance(impl, OnRedis):
+        pytest.skip("in-memory nodes have no heartbeat: a dead node is only ever dropped")
+    # A node with a short TTL that stops beating: what a crash looks like.
+    crashed = redis_backends(impl.url, heartbeat_interval=0.1, node_ttl=0.5)
+    try:
+        await crashed.presence.add_connection("alice", "c-1", "crashed")
+        survivor = impl.presence()
+        await survivor.add_connection("bob", "c-2", "alive")
+        assert await survivor.connection_node("c-1") == "crashed"
+    finally:
+        await close_backends(crashed)  # the heartbeat stops, the entries stay
+    await wait_until_returns(lambda: survivor.connection_node("c-1"), None, 2.0)
+    assert await survivor.connection_node("c-2") == "alive"
 
 
 async def test_two_sessions_of_one_user_make_one_presence(impl: Harness) -> None:
@@ -97,6 +163,7 @@ async def test_presence_is_shared_between_nodes(impl: Harness) -> None:
     await impl.presence().add_connection("alice", "c-1", "n1")
     await impl.presence().join("lobby", "alice", "s-1", "n1")
     assert await impl.presence().user_connections("alice") == 1
+    assert await impl.presence().connection_node("c-1") == "n1"
     assert await impl.presence().members("lobby") == ["alice"]
 
 

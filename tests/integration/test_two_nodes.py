@@ -75,6 +75,38 @@ async def test_direct_message_and_presence_across_nodes(pair: tuple[Node, Node])
     await alice.expect("error", id=5, code="offline")
 
 
+async def test_direct_message_to_a_connection_on_the_other_node(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    alice, bob = await a.client("alice"), await b.client("bob")
+    bob_tab = await b.client("bob")  # another connection of bob's: must not get it
+    target = bob.welcome["connection_id"]
+    presence = a.app.backends.presence
+    # Presence is written behind the welcome: wait until a can locate it.
+    await wait_until_returns(lambda: presence.connection_node(target), "node-b")
+    await alice.request({"type": "send", "to": {"connection": target}, "data": "just you"})
+    assert (await bob.expect("message", data="just you"))["from"] == "alice"
+    # exactly once, and only there
+    await bob.request({"type": "ping"}, "pong")
+    await bob.silent()
+    await bob_tab.request({"type": "ping"}, "pong")
+    await bob_tab.silent()
+    await alice.request({"type": "ping"}, "pong")
+    await alice.silent()
+
+
+async def test_direct_message_to_an_unknown_connection_is_offline(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    alice, bob = await a.client("alice"), await b.client("bob")
+    known = bob.welcome["connection_id"]
+    await wait_until_returns(lambda: a.app.backends.presence.connection_node(known), "node-b")
+    # well-formed: b's own prefix, a counter b never reached
+    unknown = known.rsplit("-", 1)[0] + "-fffff"
+    await alice.send({"type": "send", "id": 7, "to": {"connection": unknown}, "data": 1})
+    await alice.expect("error", id=7, code="offline")
+    await bob.request({"type": "ping"}, "pong")
+    await bob.silent()
+
+
 async def test_room_broadcast_and_members_across_nodes(pair: tuple[Node, Node]) -> None:
     a, b = pair
     alice, bob = await a.client("alice"), await b.client("bob")

@@ -15,6 +15,8 @@ class MemoryPresenceStore:
     def __init__(self) -> None:
         # user -> connection id -> node
         self._connections: dict[str, dict[str, str]] = {}
+        # connection id -> node (connection ids are unique across nodes)
+        self._nodes: dict[str, str] = {}
         # room -> user -> member -> node
         self._rooms: dict[str, dict[str, dict[str, str]]] = {}
 
@@ -22,10 +24,12 @@ class MemoryPresenceStore:
         """Record a connection of ``user`` on ``node``; returns the user's count."""
         conns = self._connections.setdefault(user, {})
         conns[connection_id] = node
+        self._nodes[connection_id] = node
         return len(conns)
 
     async def remove_connection(self, user: str, connection_id: str) -> int:
         """Forget a connection; returns the user's remaining count."""
+        self._nodes.pop(connection_id, None)
         conns = self._connections.get(user)
         if conns is None:
             return 0
@@ -37,6 +41,10 @@ class MemoryPresenceStore:
     async def user_connections(self, user: str) -> int:
         """Number of live connections of ``user``."""
         return len(self._connections.get(user, ()))
+
+    async def connection_node(self, connection_id: str) -> str | None:
+        """The node holding ``connection_id``, or None (a dropped node holds nothing)."""
+        return self._nodes.get(connection_id)
 
     async def join(self, room: str, user: str, member: str, node: str) -> bool:
         """Add ``member`` of ``user`` to ``room``; True when ``user`` was absent."""
@@ -69,6 +77,8 @@ class MemoryPresenceStore:
 
     async def drop_node(self, node: str) -> None:
         """Forget every connection and room member held by ``node``."""
+        for connection_id in [c for c, n in self._nodes.items() if n == node]:
+            del self._nodes[connection_id]
         for user in list(self._connections):
             conns = self._connections[user]
             for connection_id in [c for c, n in conns.items() if n == node]:

@@ -1,8 +1,11 @@
-"""Presence in Redis: connections per user and room members, tied to node liveness.
+"""Presence in Redis: connections per user and per id, room members, tied to node liveness.
 
 Keys (``wire.Keys``); the entity in braces is the Cluster hash tag:
 
 - ``<prefix>:u:{<user>}:conns`` hash: connection id -> node.
+- ``<prefix>:c:{<connection id>}:node`` string: the node holding that
+  connection (``connection_node``), written and deleted with the user's hash
+  entry in one pipeline.
 - ``<prefix>:r:{<room>}:members`` hash: user -> JSON object ``{member: node}``
   (one field per user keeps ``join``/``leave`` O(members of that user), not
   O(room)).
@@ -21,8 +24,10 @@ its data (one round trip), and counts only entries of nodes not in it, so a
 crashed node's users drop out of every count within ``node_ttl`` of its last
 heartbeat, with no sweep needed for correctness. The heartbeat task also
 sweeps: it calls ``drop_node`` for every dead node, which deletes that node's
-entries for good (checking each still names that node) and then removes the
-node from the sorted set.
+entries for good (checking each still names that node: the user's hash
+entry and the connection's node key) and then removes the node from the
+sorted set. ``connection_node`` follows the same rule: a connection whose
+node is in the dead set is not found.
 
 Why the dead set and not a Lua script that checks liveness: in Cluster mode a
 script may only touch keys of one slot, and a user's or room's entries cannot
@@ -34,9 +39,10 @@ extra round trip.
 Atomicity. ``join`` and ``leave`` are one Lua script on the room's slot each,
 returning the nodes of the user's members before the change, so "first live
 member" / "last live member" is decided on one consistent read; connection
-updates are plain hash commands in one pipeline. The ``held`` set is on the
-node's slot and is updated in the same pipeline (additions) or right after
-(removals); it may hold stale entries, which ``drop_node`` skips.
+updates are plain commands (the user's hash field, the connection's node key)
+in one pipeline. The ``held`` set is on the node's slot and is updated in the
+same pipeline (additions) or right after (removals); it may hold stale
+entries, which ``drop_node`` skips.
 
 Cost: every call reads (and every write refreshes) ``<prefix>:nodes``, one
 small sorted set on one master; a ``drop_node`` takes two round trips per
@@ -134,6 +140,14 @@ end
 return 0
 """)
 
+_DROP_CONNECTION_NODE = Script("""
+-- KEYS: connection node. ARGV: node. Delete only if it still names node.
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+""")
+
 
 class RedisPresenceStore:
     """A ``PresenceStore`` in Redis (see the module docstring).
@@ -187,8 +201,9 @@ class RedisPresenceStore:
                 self._keys.node_entries(node), encode_entry(ConnectionEntry(user, connection_id))
             )
             pipe.hset(key, connection_id, node)
+            pipe.set(self._keys.connection_node(connection_id), node)
             pipe.hvals(key)
-            touched, _, _, nodes = await pipe.execute()
+            touched, _, _, _, nodes = await pipe.execute()
         return _live_count(nodes, _dead(touched))
 
     async def remove_connection(self, user: str, connection_id: str) -> int:
@@ -202,8 +217,9 @@ class RedisPresenceStore:
             pipe = self._pipeline()
             pipe.hget(key, connection_id)
             pipe.hdel(key, connection_id)
+            pipe.delete(self._keys.connection_node(connection_id))
             pipe.hvals(key)
-            touched, node, removed, nodes = await pipe.execute()
+            touched, node, removed, _, nodes = await pipe.execute()
             if removed and node is not None:
                 entry = encode_entry(ConnectionEntry(user, connection_id))
                 await self._link.client.srem(self._keys.node_entries(node.decode()), entry)
@@ -220,6 +236,20 @@ class RedisPresenceStore:
             pipe.hvals(self._keys.user_connections(user))
             touched, nodes = await pipe.execute()
         return _live_count(nodes, _dead(touched))
+
+    async def connection_node(self, connection_id: str) -> str | None:
+        """The node holding ``connection_id``, or None (also when that node is dead).
+
+        Raises:
+            Unavailable: Redis is down.
+        """
+        async with self._guard("connection_node"):
+            pipe = self._pipeline()
+            pipe.get(self._keys.connection_node(connection_id))
+            touched, node = await pipe.execute()
+        if node is None or node in _dead(touched):
+            return None
+        return cast(bytes, node).decode()
 
     async def join(self, room: str, user: str, member: str, node: str) -> bool:
         """Add ``member`` of ``user`` to ``room``; True when ``user`` was not present.
@@ -312,6 +342,8 @@ class RedisPresenceStore:
         if isinstance(entry, ConnectionEntry):
             key = self._keys.user_connections(entry.user)
             _DROP_CONNECTION.queue(pipe, [key], [entry.connection_id, node])
+            connection = self._keys.connection_node(entry.connection_id)
+            _DROP_CONNECTION_NODE.queue(pipe, [connection], [node])
         else:
             key = self._keys.room_members(entry.room)
             _LEAVE.queue(pipe, [key], [entry.user, entry.member, node])

@@ -216,6 +216,10 @@ class Keys:
         """Hash of the user's connection id -> node."""
         return f"{self.prefix}:u:{{{user}}}:conns"
 
+    def connection_node(self, connection_id: str) -> str:
+        """String: the node holding the connection, on the connection's own slot."""
+        return f"{self.prefix}:c:{{{connection_id}}}:node"
+
     def room_members(self, room: str) -> str:
         """Hash of the room's user -> JSON object {member: node}."""
         return f"{self.prefix}:r:{{{room}}}:members"
