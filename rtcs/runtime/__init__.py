@@ -8,6 +8,7 @@ from thespian.actors import Actor
 
 from rtcs.runtime.actor_system import RtcsActorSystem, is_top_level, parent_address
 from rtcs.runtime.control import (
+    Calls,
     ask,
     asyncio_base,
     run_async,
@@ -16,7 +17,7 @@ from rtcs.runtime.control import (
     tell_threadsafe,
 )
 from rtcs.runtime.directory import Directory
-from rtcs.runtime.messages import ChildFailed, Escalated
+from rtcs.runtime.messages import ChildFailed, Continue, Escalated
 from rtcs.runtime.scheduler import AsyncioSystemBase
 from rtcs.runtime.supervision import (
     ChildSpec,
@@ -31,8 +32,10 @@ from rtcs.runtime.supervision import (
 __all__ = [
     "Actor",
     "AsyncioSystemBase",
+    "Calls",
     "ChildFailed",
     "ChildSpec",
+    "Continue",
     "Directory",
     "Escalated",
     "Restart",
