@@ -4,6 +4,11 @@ Each (workload, repeat) runs every target back to back on a fresh server
 process, so drift hits all targets alike; the table shows medians over repeats
 and rtcs' ratio to each baseline measured in the same run. Results are written
 as JSON to ``bench/results/<timestamp>.json`` or ``--json PATH``.
+
+With ``rtcs-w2`` among the targets (rtcs ``--workers 2``, Redis backend) the
+runner starts one redis-server on a free loopback port first, empties it before
+each rtcs-w2 start, and stops it by PID at the end; the table then also shows
+rtcs-w2/rtcs and the latency rtcs-w2 adds over rtcs.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +33,8 @@ from bench.report import build_rows, medians, render_table
 from bench.servers import (
     NODE_DIR,
     REPO_ROOT,
+    TARGET_NAMES,
+    RedisProcess,
     ServerError,
     ServerProcess,
     TargetSpec,
@@ -84,7 +92,8 @@ def machine_info() -> dict[str, Any]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmark rtcs against a raw websockets server and a Node ws server.",
+        description="Benchmark rtcs against a raw websockets server and a Node ws server,"
+        " and rtcs with 2 workers + Redis against rtcs with one.",
     )
     parser.add_argument(
         "workloads",
@@ -95,10 +104,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--targets",
         default="rtcs,raw,node",
-        help="comma-separated servers to measure (default: rtcs,raw,node)",
+        help=f"comma-separated servers to measure, any of {', '.join(TARGET_NAMES)}"
+        " (default: rtcs,raw,node; rtcs-w2 needs redis-server on PATH)",
     )
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--scale", choices=sorted(SCALES), default="full")
+    parser.add_argument(
+        "--scale",
+        choices=sorted(SCALES),
+        default="full",
+        help="small: seconds (smoke test); medium: the scale-out comparison; full (default)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="where to write the results")
     parser.add_argument(
         "--workers",
@@ -118,6 +133,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for w in args.workloads:
         if w not in WORKLOADS:
             parser.error(f"unknown workload {w!r}; choose from {', '.join(WORKLOADS)}")
+    args.target_names = [t.strip() for t in args.targets.split(",") if t.strip()]
+    for t in args.target_names:
+        if t not in TARGET_NAMES:
+            parser.error(f"unknown target {t!r}; choose from {', '.join(TARGET_NAMES)}")
+    if "rtcs-w2" in args.target_names and shutil.which("redis-server") is None:
+        parser.error(
+            "target rtcs-w2 needs redis-server on PATH (Debian: apt-get install redis-server)"
+        )
     args.workloads = args.workloads or list(WORKLOADS)
     if args.repeats < 1 or args.workers < 1:
         parser.error("--repeats and --workers must be at least 1")
@@ -152,7 +175,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     log_dir = RESULTS_DIR / "logs" / stamp
     raise_nofile_limit()
-    specs = targets_by_name([t.strip() for t in args.targets.split(",") if t.strip()])
+    with contextlib.ExitStack() as stack:
+        redis: RedisProcess | None = None
+        if "rtcs-w2" in args.target_names:
+            redis = RedisProcess(log_dir / "redis")
+            stack.callback(redis.stop)
+            redis.start()
+        result = _run(args, deadline, log_dir, redis)
+    if redis is not None:
+        result["redis"] = {"pid": redis.pid, "port": redis.port, "exit_code": redis.exit_code}
+    return result
+
+
+def _run(
+    args: argparse.Namespace, deadline: float, log_dir: Path, redis: RedisProcess | None
+) -> dict[str, Any]:
+    specs = targets_by_name(args.target_names, redis.url if redis is not None else "")
     status: dict[str, str] = {}
     active: list[TargetSpec] = []
     for spec in specs:
@@ -180,16 +218,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
                     @contextlib.contextmanager
                     def start(spec: TargetSpec = spec) -> Iterator[ServerProcess]:
-                        srv = ServerProcess(spec, server_cpu, log_dir)
+                        shared = redis if spec.name == "rtcs-w2" else None
+                        if shared is not None:
+                            shared.flush()  # no sessions or presence left from the last start
+                        srv = ServerProcess(spec, server_cpu, log_dir, shared)
                         try:
                             with srv:
                                 servers.append({"target": spec.name, "pid": srv.pid})
+                                if srv.worker_pids:
+                                    servers[-1]["worker_pids"] = srv.worker_pids
                                 yield srv
                         finally:
                             if srv.proc is not None:
                                 if not servers or servers[-1]["pid"] != srv.pid:
                                     servers.append({"target": spec.name, "pid": srv.pid})
                                 servers[-1]["exit_code"] = srv.exit_code
+                                if srv.worker_pids:
+                                    servers[-1]["worker_pids"] = srv.worker_pids
 
                     record: dict[str, Any] = {
                         "target": spec.name,
@@ -203,9 +248,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         record["metrics"] = runner.run(workload, start)
                     except ServerError as exc:
                         record["error"] = str(exc)
-                        if spec.name == "rtcs":
-                            status["rtcs"] = f"not runnable: {exc}"
-                            print(f"rtcs: not runnable: {exc}", file=sys.stderr)
+                        if spec.name.startswith("rtcs"):
+                            status[spec.name] = f"not runnable: {exc}"
+                            print(f"{spec.name}: not runnable: {exc}", file=sys.stderr)
                             active.remove(spec)
                             runs.append(record)  # the failed attempt stays in the JSON
                             continue
@@ -242,6 +287,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "server_cpu": server_cpu,
             "loadgen_cpus": loadgen_cpus,
             "loadgen_workers": args.workers,
+            "unpinned": [s.name for s in specs if not s.pinned],
         },
         "servers": servers,
         "loadgen_pids": loadgen_pids,
@@ -256,7 +302,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print the table; write JSON. Returns the exit status."""
     args = parse_args(argv)
     with sigterm_unwinds():
-        result = run(args)
+        try:
+            result = run(args)
+        except ServerError as exc:  # the shared redis-server did not start
+            print(f"python -m bench: {exc}", file=sys.stderr)
+            return 2
     targets = [t for t in result["targets"] if result["status"].get(t) == "ok"]
     rows = build_rows(result["summary"], result["largest_idle"])
     result["table"] = [

@@ -19,7 +19,10 @@ Commands (all bounded by their own timeout):
 ``cpu``          just report CPU and wall clock.
 
 Payloads carry ``"t"``, the sender's ``time.time_ns()``; all processes run on
-one machine, so receive time minus ``t`` is the end-to-end latency.
+one machine, so receive time minus ``t`` is the end-to-end latency. They also
+carry ``"w"``, the ``server`` named in the sender's ``welcome`` (which worker it
+is on): a delivery to a connection welcomed by another worker crossed between
+workers (through Redis for rtcs), and its latency is kept apart as well.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ class ConnState:
     pending: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     next_id: int = 0
     room: str | None = None
+    server: str = ""  # ``welcome.server``: which worker this connection is on
     # request/reply mode: called with each reply instead of resolving a future
     on_reply: Callable[[BenchConnection, ConnState, dict[str, Any]], None] | None = None
     rr_sent_ns: int = 0
@@ -76,11 +80,28 @@ class ConnState:
 
 @dataclass(slots=True)
 class StepStats:
-    """Deliveries seen by one worker for one step (fan-out step or chat run)."""
+    """Deliveries seen by one worker for one step (fan-out step or chat run).
+
+    ``latencies_ms`` samples every delivery; ``same_ms`` and ``cross_ms`` those
+    that stayed on the sender's worker and those that crossed to another one.
+    """
 
     received: int = 0
+    received_cross: int = 0
     last_ns: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    same_ms: list[float] = field(default_factory=list)
+    cross_ms: list[float] = field(default_factory=list)
+
+
+def sample(values: list[float], seen: int, value: float, rng: random.Random) -> None:
+    """Add ``value`` (the ``seen``-th) to a uniform reservoir of LATENCY_SAMPLES."""
+    if len(values) < LATENCY_SAMPLES:
+        values.append(value)
+    else:
+        j = rng.randrange(seen)
+        if j < LATENCY_SAMPLES:
+            values[j] = value
 
 
 class Worker:
@@ -113,13 +134,15 @@ class Worker:
             st.received += 1
             st.last_ns = now
             lat = (now - data["t"]) / 1e6
-            if len(st.latencies_ms) < LATENCY_SAMPLES:
-                st.latencies_ms.append(lat)
+            # Reservoir sampling keeps the sample uniform over the whole step.
+            sample(st.latencies_ms, st.received, lat, self.rng)
+            state = conn.state
+            assert isinstance(state, ConnState)
+            if data.get("w", state.server) != state.server:
+                st.received_cross += 1
+                sample(st.cross_ms, st.received_cross, lat, self.rng)
             else:
-                # Reservoir sampling keeps the sample uniform over the whole step.
-                j = self.rng.randrange(st.received)
-                if j < LATENCY_SAMPLES:
-                    st.latencies_ms[j] = lat
+                sample(st.same_ms, st.received - st.received_cross, lat, self.rng)
             return
         state = conn.state
         assert isinstance(state, ConnState)
@@ -137,6 +160,7 @@ class Worker:
             elif kind == "ack":
                 self.acks += 1
         elif kind == "welcome" and not state.welcome.done():
+            state.server = str(msg.get("server", ""))
             state.welcome.set_result(msg)
 
     def frame_id(self, conn: BenchConnection) -> int:
@@ -240,8 +264,14 @@ class Worker:
 
             async with asyncio.timeout(timeout + 5):
                 await asyncio.gather(*(setup(i, c) for i, c in enumerate(conns)))
+        servers: dict[str, int] = {}
+        for conn in conns:
+            state = conn.state
+            assert isinstance(state, ConnState)
+            servers[state.server] = servers.get(state.server, 0) + 1
         return {
             "opened": len(conns),
+            "servers": servers,
             "failed": len(failures),
             "failures": failures[:5],
             "start": start,
@@ -249,9 +279,11 @@ class Worker:
         }
 
     async def cmd_publisher(self, host: str, port: int, token: str) -> dict[str, Any]:
-        """Open the connection that ``publish`` uses."""
+        """Open the connection that ``publish`` uses; reply with its ``server``."""
         self.publisher = await self.open_one(host, port, f"/ws?token={token}", None, 10.0)
-        return {}
+        state = self.publisher.state
+        assert isinstance(state, ConnState)
+        return {"server": state.server}
 
     async def paced(
         self, senders: Sequence[BenchConnection], rate: float, duration: float, make: Any
@@ -283,18 +315,23 @@ class Worker:
             await asyncio.sleep(max(0.0, (sent / rate) - (loop.time() - start_mono), tick / 4))
         return sent, start
 
-    async def cmd_publish(self, rate: float, duration: float, step: int, topic: str) -> dict:
+    async def cmd_publish(
+        self, rate: float, duration: float, step: int, topic: str
+    ) -> dict[str, Any]:
         """Publish to ``topic`` at ``rate``/s for ``duration`` seconds (open loop)."""
         pub = self.publisher
         if pub is None:
             raise LoadgenError("no publisher connection")
+        pub_state = pub.state
+        assert isinstance(pub_state, ConnState)
+        server = pub_state.server
 
         def make(conn: BenchConnection) -> bytes:
             frame = {
                 "type": "publish",
                 "id": self.frame_id(conn),
                 "topic": topic,
-                "data": {"s": step, "t": time.time_ns()},
+                "data": {"s": step, "t": time.time_ns(), "w": server},
             }
             return json.dumps(frame).encode()
 
@@ -324,7 +361,14 @@ class Worker:
                 break
             await asyncio.sleep(0.02)
         st = self.steps.pop(step, StepStats())
-        return {"received": st.received, "last": st.last_ns / 1e9, "latencies": st.latencies_ms}
+        return {
+            "received": st.received,
+            "received_cross": st.received_cross,
+            "last": st.last_ns / 1e9,
+            "latencies": st.latencies_ms,
+            "same": st.same_ms,
+            "cross": st.cross_ms,
+        }
 
     async def cmd_reqrep(
         self, topic: str, start_at: float, warmup: float, duration: float
@@ -426,7 +470,7 @@ class Worker:
                 "type": "broadcast",
                 "id": self.frame_id(conn),
                 "room": state.room,
-                "data": {"s": step, "t": time.time_ns()},
+                "data": {"s": step, "t": time.time_ns(), "w": state.server},
             }
             return json.dumps(frame).encode()
 

@@ -11,6 +11,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 BASELINES = ("raw", "node")
+#: Ratio columns, numerator / denominator, shown when both targets ran.
+RATIOS = (("rtcs", "raw"), ("rtcs", "node"), ("rtcs-w2", "rtcs"))
+SCALE_OUT = ("rtcs-w2", "rtcs")
+
+
+def ratio_name(num: str, den: str) -> str:
+    return f"{num}/{den}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +40,41 @@ class MetricInfo:
 
     label: str
     unit: str
-    target: Target | None = None
+    target: Target | None = None  # on rtcs/raw
+    scale_target: Target | None = None  # on rtcs-w2/rtcs
+
+
+#: Labels of the summary metrics, in table order within their workload.
+FIXED = {
+    "fanout.peak_deliveries_per_s": MetricInfo(
+        "fanout: peak deliveries", "/s", Target(">=", 0.8), Target(">=", 1.6)
+    ),
+    "fanout.max_sustained_offered": MetricInfo("fanout: max offered kept up", "/s"),
+    "fanout.p50_ms@10k": MetricInfo("fanout @10k/s offered: p50", "ms"),
+    "fanout.p99_ms@10k": MetricInfo("fanout @10k/s offered: p99", "ms", Target("<=", 1.5)),
+    "fanout.max_ms@10k": MetricInfo("fanout @10k/s offered: max", "ms"),
+    "fanout.loadgen_cpu_pct@peak": MetricInfo("fanout @peak: loadgen CPU", "%"),
+    "fanout.server_cpu_pct@peak": MetricInfo("fanout @peak: server CPU", "%"),
+    "fanout.redis_cpu_pct@peak": MetricInfo("fanout @peak: redis-server CPU", "%"),
+    "fanout.busiest_worker_share": MetricInfo("fanout: subscribers on busiest worker", ""),
+    "fanout.cross_share@10k": MetricInfo("fanout @10k/s offered: cross-worker share", ""),
+    "fanout.p99_same_ms@10k": MetricInfo("fanout @10k/s offered: p99 same worker", "ms"),
+    "fanout.p50_cross_ms@10k": MetricInfo("fanout @10k/s offered: p50 cross-worker", "ms"),
+    "fanout.p99_cross_ms@10k": MetricInfo("fanout @10k/s offered: p99 cross-worker", "ms"),
+    "chat.offered_per_s": MetricInfo("chat: offered deliveries", "/s"),
+    "chat.delivered_per_s": MetricInfo("chat: delivered", "/s"),
+    "chat.delivered_ratio": MetricInfo("chat: delivered / offered", ""),
+    "chat.p50_ms": MetricInfo("chat: latency p50", "ms"),
+    "chat.p99_ms": MetricInfo("chat: latency p99", "ms"),
+    "chat.loadgen_cpu_pct": MetricInfo("chat: loadgen CPU", "%"),
+    "chat.server_cpu_pct": MetricInfo("chat: server CPU", "%"),
+    "chat.redis_cpu_pct": MetricInfo("chat: redis-server CPU", "%"),
+    "chat.busiest_worker_share": MetricInfo("chat: members on busiest worker", ""),
+    "chat.cross_share": MetricInfo("chat: cross-worker share", ""),
+    "chat.p99_same_ms": MetricInfo("chat: latency p99 same worker", "ms"),
+    "chat.p50_cross_ms": MetricInfo("chat: latency p50 cross-worker", "ms"),
+    "chat.p99_cross_ms": MetricInfo("chat: latency p99 cross-worker", "ms"),
+}
 
 
 def describe(key: str, largest_idle: int) -> MetricInfo:
@@ -64,26 +105,11 @@ def describe(key: str, largest_idle: int) -> MetricInfo:
             "p99_ms": ("p99", "ms"),
             "loadgen_cpu_pct": ("loadgen CPU", "%"),
             "server_cpu_pct": ("server CPU", "%"),
+            "redis_cpu_pct": ("redis-server CPU", "%"),
         }
         name, unit = names.get(what, (what, ""))
         return MetricInfo(f"fanout {offered:,}/s offered: {name}", unit)
-    fixed = {
-        "fanout.peak_deliveries_per_s": MetricInfo(
-            "fanout: peak deliveries", "/s", Target(">=", 0.8)
-        ),
-        "fanout.max_sustained_offered": MetricInfo("fanout: max offered kept up", "/s"),
-        "fanout.p50_ms@10k": MetricInfo("fanout @10k/s offered: p50", "ms"),
-        "fanout.p99_ms@10k": MetricInfo("fanout @10k/s offered: p99", "ms", Target("<=", 1.5)),
-        "fanout.max_ms@10k": MetricInfo("fanout @10k/s offered: max", "ms"),
-        "chat.offered_per_s": MetricInfo("chat: offered deliveries", "/s"),
-        "chat.delivered_per_s": MetricInfo("chat: delivered", "/s"),
-        "chat.delivered_ratio": MetricInfo("chat: delivered / offered", ""),
-        "chat.p50_ms": MetricInfo("chat: latency p50", "ms"),
-        "chat.p99_ms": MetricInfo("chat: latency p99", "ms"),
-        "chat.loadgen_cpu_pct": MetricInfo("chat: loadgen CPU", "%"),
-        "chat.server_cpu_pct": MetricInfo("chat: server CPU", "%"),
-    }
-    return fixed.get(key, MetricInfo(key, ""))
+    return FIXED.get(key, MetricInfo(key, ""))
 
 
 def medians(runs: Sequence[Mapping[str, object]]) -> dict[str, dict[str, float]]:
@@ -105,7 +131,11 @@ def medians(runs: Sequence[Mapping[str, object]]) -> dict[str, dict[str, float]]
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """One table row: a metric, its medians per target, ratios and verdict."""
+    """One table row: a metric, its medians per target, ratios and verdicts.
+
+    ``ratios`` are keyed ``"num/den"`` (see :data:`RATIOS`); ``added_ms`` is
+    rtcs-w2 minus rtcs for latency rows (the cost of the scale-out layout).
+    """
 
     key: str
     label: str
@@ -114,6 +144,9 @@ class Row:
     ratios: dict[str, float]
     target: str
     verdict: str  # "✓", "✗" or ""
+    scale_target: str = ""
+    scale_verdict: str = ""
+    added_ms: float | None = None
 
 
 WORKLOAD_ORDER = ("idle", "fanout", "reqrep", "chat")
@@ -126,10 +159,13 @@ def row_order(key: str, first_seen: int) -> tuple[int, int, int, int]:
     """
     parts = key.split(".")
     group = WORKLOAD_ORDER.index(parts[0]) if parts[0] in WORKLOAD_ORDER else len(WORKLOAD_ORDER)
+    fixed_at = list(FIXED).index(key) if key in FIXED else len(FIXED) + first_seen
     if parts[0] == "fanout":
         if parts[1] == "step":
             return group, 0, int(parts[2]), first_seen
-        return group, 1, 0, first_seen
+        return group, 1, 0, fixed_at
+    if key in FIXED:
+        return group, 0, 0, fixed_at
     size = int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0
     return group, 0, size, first_seen
 
@@ -142,14 +178,27 @@ def build_rows(summary: Mapping[str, Mapping[str, float]], largest_idle: int) ->
         values = summary[key]
         info = describe(key, largest_idle)
         ratios = {}
-        rtcs = values.get("rtcs")
-        for base in BASELINES:
-            b = values.get(base)
-            if rtcs is not None and b:
-                ratios[base] = rtcs / b
+        for num, den in RATIOS:
+            a, b = values.get(num), values.get(den)
+            if a is not None and b:
+                ratios[ratio_name(num, den)] = a / b
         verdict = ""
-        if info.target is not None and "raw" in ratios:
-            verdict = "✓" if info.target.met(ratios["raw"]) else "✗"
+        raw_ratio = ratios.get(ratio_name("rtcs", "raw"))
+        if info.target is not None and raw_ratio is not None:
+            verdict = "✓" if info.target.met(raw_ratio) else "✗"
+        scale_verdict = ""
+        scale_ratio = ratios.get(ratio_name(*SCALE_OUT))
+        if info.scale_target is not None and scale_ratio is not None:
+            scale_verdict = "✓" if info.scale_target.met(scale_ratio) else "✗"
+        added = None
+        w2, one = SCALE_OUT
+        # A cross-worker latency is compared with one worker's latency over all
+        # deliveries (rtcs has no cross-worker deliveries): the added hop.
+        ref = summary.get(re.sub(r"_cross_ms", "_ms", key), {}).get(one)
+        if "_cross_ms" not in key:
+            ref = values.get(one)
+        if info.unit == "ms" and w2 in values and ref is not None:
+            added = values[w2] - ref
         rows.append(
             Row(
                 key,
@@ -159,6 +208,9 @@ def build_rows(summary: Mapping[str, Mapping[str, float]], largest_idle: int) ->
                 ratios,
                 str(info.target) if info.target else "",
                 verdict,
+                str(info.scale_target) if info.scale_target else "",
+                scale_verdict,
+                added,
             )
         )
     return rows
@@ -175,14 +227,31 @@ def _fmt(value: float | None) -> str:
 
 
 def render_table(rows: Sequence[Row], targets: Sequence[str]) -> str:
-    """A Markdown table: metric, unit, one column per target, ratios, target, ✓/✗."""
+    """A Markdown table: metric, unit, one column per target, ratios, targets, ✓/✗.
+
+    With rtcs-w2 and rtcs both present it adds rtcs-w2/rtcs, the latency rtcs-w2
+    adds over rtcs ("w2 - rtcs", ms rows only) and the scale-out target.
+    """
     cols = ["metric", "unit", *targets]
-    ratio_cols = [b for b in BASELINES if b in targets and "rtcs" in targets]
-    cols += [f"rtcs/{b}" for b in ratio_cols] + ["target (rtcs/raw)", "ok"]
+    ratio_cols = [ratio_name(n, d) for n, d in RATIOS if n in targets and d in targets]
+    scale_out = all(t in targets for t in SCALE_OUT)
+    cols += ratio_cols
+    if scale_out:
+        cols.append("w2 - rtcs (ms)")
+    with_raw = "rtcs" in targets and "raw" in targets
+    if with_raw:
+        cols += ["target (rtcs/raw)", "ok"]
+    if scale_out:
+        cols += ["target (w2/rtcs)", "ok (w2)"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for row in rows:
         cells = [row.label, row.unit, *(_fmt(row.values.get(t)) for t in targets)]
-        cells += [_fmt(row.ratios.get(b)) for b in ratio_cols]
-        cells += [row.target, row.verdict]
+        cells += [_fmt(row.ratios.get(r)) for r in ratio_cols]
+        if scale_out:
+            cells.append("" if row.added_ms is None else f"{row.added_ms:+.2f}")
+        if with_raw:
+            cells += [row.target, row.verdict]
+        if scale_out:
+            cells += [row.scale_target, row.scale_verdict]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

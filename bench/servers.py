@@ -1,15 +1,22 @@
-"""The three server targets, started as pinned subprocesses and always stopped.
+"""The server targets, started as subprocesses and always stopped.
 
 A target is a command line plus environment. :class:`ServerProcess` starts it on
-a free 127.0.0.1 port, pinned to one CPU, with ``PR_SET_PDEATHSIG`` so it dies
-with the runner even if the runner is killed; waits until a benchmark client
-gets a ``welcome`` and a publish is acknowledged; reads its RSS and CPU from
-``/proc``; and stops it by PID (SIGTERM, then SIGKILL after a timeout).
+a free 127.0.0.1 port, pinned to one CPU (``rtcs-w2`` is not pinned: its two
+workers may use every core), with ``PR_SET_PDEATHSIG`` so it dies with the
+runner even if the runner is killed; waits until a benchmark client gets a
+``welcome`` and a publish is acknowledged (for ``rtcs-w2``: until both workers
+answered and a publish crossed Redis from one to the other); reads RSS and CPU
+of its whole process tree from ``/proc``; and stops it by PID (SIGTERM, then
+SIGKILL after a timeout, also for each worker it had).
+
+:class:`RedisProcess` is the redis-server that ``rtcs-w2`` shares: started by
+the runner on a free loopback port, persistence off, stopped by PID at the end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import json
 import os
@@ -68,12 +75,20 @@ def free_port() -> int:
 
 @dataclass(frozen=True, slots=True)
 class TargetSpec:
-    """How to start one server target."""
+    """How to start one server target.
+
+    ``pinned``: run on the runner's server CPU (else on every allowed CPU).
+    ``nodes``: distinct ``welcome.server`` values (workers) to see before the
+    target is ready; more than one also proves a publish crosses between them.
+    """
 
     name: str
     argv: Callable[[int], list[str]]
     env: dict[str, str] = field(default_factory=dict)
     ready_timeout: float = 20.0
+    pinned: bool = True
+    nodes: int = 1
+    stop_timeout: float = 5.0
 
 
 def raw_target() -> TargetSpec:
@@ -100,6 +115,39 @@ def rtcs_target() -> TargetSpec:
         ],
         env=dict(RTCS_BENCH_ENV),
         ready_timeout=30.0,
+    )
+
+
+def rtcs_w2_target(redis_url: str) -> TargetSpec:
+    """rtcs with ``--workers 2`` sharing the port, Redis backend at ``redis_url``."""
+    env = dict(RTCS_BENCH_ENV)
+    env.update(
+        {
+            "RTCS_BACKEND_KIND": "redis",
+            "RTCS_BACKEND_REDIS_URL": redis_url,
+            "RTCS_SERVER_DRAIN_TIMEOUT": "2",
+        }
+    )
+    return TargetSpec(
+        "rtcs-w2",
+        lambda port: [
+            sys.executable,
+            "-m",
+            "rtcs",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        ready_timeout=45.0,
+        pinned=False,
+        nodes=2,
+        stop_timeout=15.0,
     )
 
 
@@ -163,6 +211,27 @@ def read_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def descendants(pid: int) -> list[int]:
+    """PIDs of every live descendant of ``pid`` (children, grandchildren, ...)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(entry))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 def pid_alive(pid: int) -> bool:
     """True if ``pid`` exists and is not a zombie."""
     try:
@@ -183,8 +252,8 @@ def _child_setup(cpu: int | None) -> Callable[[], None]:
     return setup
 
 
-async def _probe(port: int, timeout: float) -> None:
-    """Connect, expect ``welcome``, publish once, expect ``ack``."""
+async def _probe(port: int, timeout: float) -> str:
+    """Connect, expect ``welcome``, publish once, expect ``ack``; the welcome's ``server``."""
     frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
     def on_text(_: BenchConnection, payload: bytes) -> None:
@@ -214,8 +283,63 @@ async def _probe(port: int, timeout: float) -> None:
                     break
             if reply.get("type") != "ack":
                 raise ServerError(f"publish was not acknowledged: {reply}")
+            return str(first.get("server", ""))
     finally:
         conn.abort()
+
+
+async def _probe_cross(port: int, nodes: int, timeout: float) -> None:
+    """Open connections until ``nodes`` workers answered; a publish on one reaches another.
+
+    Raises:
+        ServerError: fewer workers answered, or nothing crossed, within ``timeout``.
+    """
+    by_server: dict[str, tuple[BenchConnection, asyncio.Queue[dict[str, Any]]]] = {}
+    spare: list[BenchConnection] = []
+    try:
+        async with asyncio.timeout(timeout):
+            attempts = 0
+            while len(by_server) < nodes:
+                attempts += 1
+                if attempts > 50 * nodes:
+                    raise ServerError(f"only {sorted(by_server)} answered in {attempts} connects")
+                frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+                def on_text(
+                    _: BenchConnection, payload: bytes, q: asyncio.Queue[dict[str, Any]] = frames
+                ) -> None:
+                    q.put_nowait(json.loads(payload))
+
+                conn = await connect(
+                    HOST, port, f"/ws?token={mint_token(f'bench-probe-{attempts}')}", on_text
+                )
+                first = await frames.get()
+                server = str(first.get("server", ""))
+                if first.get("type") != "welcome" or server in by_server:
+                    spare.append(conn)
+                else:
+                    by_server[server] = (conn, frames)
+            (sub, sub_frames), (pub, _) = list(by_server.values())[:2]
+            sub.send(b'{"type":"subscribe","id":1,"topic":"bench.probe.cross"}')
+            while (await sub_frames.get()).get("id") != 1:
+                pass
+            n = 1
+            while True:
+                # Pub/sub is at-most-once: publish again until one arrives.
+                n += 1
+                pub.send(b'{"type":"publish","id":%d,"topic":"bench.probe.cross","data":{}}' % n)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.5):
+                        while (await sub_frames.get()).get("type") != "message":
+                            pass
+                        return
+    except TimeoutError as exc:
+        raise ServerError(f"no publish crossed between {nodes} workers in {timeout} s") from exc
+    finally:
+        for conn, _ in by_server.values():
+            conn.abort()
+        for conn in spare:
+            conn.abort()
 
 
 class ServerProcess:
@@ -225,14 +349,24 @@ class ServerProcess:
         ServerError: the process exited or never answered the probe in time.
     """
 
-    def __init__(self, spec: TargetSpec, cpu: int | None, log_dir: Path) -> None:
+    def __init__(
+        self,
+        spec: TargetSpec,
+        cpu: int | None,
+        log_dir: Path,
+        redis: RedisProcess | None = None,
+    ) -> None:
         self.spec = spec
-        self.cpu = cpu
+        self.cpu = cpu if spec.pinned else None
         self.log_dir = log_dir
+        self.redis = redis
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.exit_code: int | None = None
         self.log_path = log_dir / f"{spec.name}.log"
+        #: Every worker PID seen (for ``rtcs-w2``), each stopped by :meth:`stop`.
+        self.worker_pids: list[int] = []
+        self.servers: set[str] = set()
 
     @property
     def pid(self) -> int:
@@ -263,7 +397,11 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise ServerError(f"exited with status {self.proc.returncode}: {self.log_tail()}")
             try:
-                asyncio.run(_probe(self.port, 5.0))
+                self.servers.add(asyncio.run(_probe(self.port, 5.0)))
+                if self.spec.nodes > 1:
+                    left = max(1.0, deadline - time.monotonic())
+                    asyncio.run(_probe_cross(self.port, self.spec.nodes, min(10.0, left)))
+                self.worker_pids = descendants(self.pid)
                 return
             except (OSError, TimeoutError, ConnectionError, ServerError, ValueError) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
@@ -280,26 +418,46 @@ class ServerProcess:
             return ""
         return " | ".join(text[-lines:])
 
+    def tree(self) -> list[int]:
+        """The server's PID and its workers' (every process it runs)."""
+        return [self.pid, *self.worker_pids]
+
     def rss_kb(self) -> int:
-        """Resident set size now, in KiB."""
-        return read_status_kb(self.pid)
+        """Resident set size now, in KiB, summed over the process tree."""
+        return sum(read_status_kb(pid) for pid in self.tree())
 
     def cpu_seconds(self) -> float:
-        """CPU seconds used by the server so far."""
-        return read_cpu_seconds(self.pid)
+        """CPU seconds used by the server so far, summed over the process tree."""
+        return sum(read_cpu_seconds(pid) for pid in self.tree())
 
-    def stop(self, timeout: float = 5.0) -> int:
-        """SIGTERM, wait ``timeout``, then SIGKILL; return the exit status."""
+    def redis_cpu_seconds(self) -> float | None:
+        """CPU seconds used by the shared redis-server so far; None without one."""
+        return None if self.redis is None else self.redis.cpu_seconds()
+
+    def stop(self, timeout: float | None = None) -> int:
+        """SIGTERM, wait ``timeout``, then SIGKILL; return the exit status.
+
+        A worker still alive once its parent is gone is stopped by its PID too.
+        """
+        timeout = self.spec.stop_timeout if timeout is None else timeout
         proc = self.proc
         if proc is None:
             return 0
         if proc.poll() is None:
+            self.worker_pids = sorted({*self.worker_pids, *descendants(proc.pid)})
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout)
+        deadline = time.monotonic() + 5.0
+        for pid in self.worker_pids:
+            while pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)  # the worker drains after its parent; polling its exit
+            if pid_alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         self.exit_code = proc.returncode
         return proc.returncode
 
@@ -315,16 +473,145 @@ class ServerProcess:
         self.stop()
 
 
-def targets_by_name(names: Sequence[str]) -> list[TargetSpec]:
-    """Specs for ``names`` (any of rtcs, raw, node), in the order given.
+TARGET_NAMES = ("rtcs", "rtcs-w2", "raw", "node")
+
+
+def targets_by_name(names: Sequence[str], redis_url: str = "") -> list[TargetSpec]:
+    """Specs for ``names`` (any of :data:`TARGET_NAMES`), in the order given.
+
+    ``redis_url`` is the shared Redis that ``rtcs-w2`` uses.
 
     Raises:
-        ValueError: an unknown target name.
+        ValueError: an unknown target name, or ``rtcs-w2`` without ``redis_url``.
     """
-    known = {"rtcs": rtcs_target, "raw": raw_target, "node": node_target}
     out = []
     for name in names:
-        if name not in known:
-            raise ValueError(f"unknown target {name!r}; choose from {', '.join(known)}")
-        out.append(known[name]())
+        if name == "rtcs":
+            out.append(rtcs_target())
+        elif name == "rtcs-w2":
+            if not redis_url:
+                raise ValueError("rtcs-w2 needs a redis_url")
+            out.append(rtcs_w2_target(redis_url))
+        elif name == "raw":
+            out.append(raw_target())
+        elif name == "node":
+            out.append(node_target())
+        else:
+            raise ValueError(f"unknown target {name!r}; choose from {', '.join(TARGET_NAMES)}")
     return out
+
+
+class RedisProcess:
+    """A redis-server on a free 127.0.0.1 port, persistence off; always stopped by PID.
+
+    Obligations: use as a context manager (or call :meth:`stop`).
+
+    Raises (on :meth:`start`):
+        ServerError: ``redis-server`` is not on PATH, or it did not answer PING.
+    """
+
+    def __init__(self, log_dir: Path, start_timeout: float = 10.0) -> None:
+        self.log_dir = log_dir
+        self.start_timeout = start_timeout
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.exit_code: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> RedisProcess:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise ServerError(
+                "rtcs-w2 needs redis-server on PATH (Debian: apt-get install redis-server)"
+            )
+        self.port = free_port()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                HOST,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.log_dir),
+                "--logfile",
+                str(self.log_dir / "redis.log"),
+                "--daemonize",
+                "no",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_child_setup(None),
+        )
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise ServerError(
+                    f"redis-server exited with status {self.proc.returncode}; "
+                    f"see {self.log_dir / 'redis.log'}"
+                )
+            with contextlib.suppress(OSError):
+                if self.command(b"PING") == b"+PONG":
+                    return self
+            if time.monotonic() > deadline:
+                raise ServerError(f"redis-server did not answer PING in {self.start_timeout} s")
+            time.sleep(0.02)  # polling a starting process; nothing to wait on
+
+    def command(self, *args: bytes) -> bytes:
+        """Send one command; return the first line of the reply (RESP)."""
+        request = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+        with socket.create_connection((HOST, self.port), timeout=2.0) as sock:
+            sock.sendall(request)
+            data = b""
+            while b"\r\n" not in data:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    raise ConnectionError("redis closed the connection")
+                data += chunk
+        return data.split(b"\r\n", 1)[0]
+
+    def flush(self) -> None:
+        """Empty every database (between two server starts)."""
+        self.command(b"FLUSHALL")
+
+    def cpu_seconds(self) -> float:
+        return read_cpu_seconds(self.pid)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout``; idempotent."""
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+        self.exit_code = proc.returncode
+
+    def __enter__(self) -> RedisProcess:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,8 +1,15 @@
 """The four workloads; each returns ``{metric key: value}`` for one target.
 
 Sizes come from a :class:`Scale` (``small`` for the smoke test, ``full`` for
-the numbers in the issue). Every phase is bounded by a timeout; a worker that
-does not answer raises :class:`bench.loadgen.LoadgenError`.
+the numbers in the issue, ``medium`` for the scale-out comparison of ``rtcs``
+and ``rtcs-w2``). Every phase is bounded by a timeout; a worker that does not
+answer raises :class:`bench.loadgen.LoadgenError`.
+
+Fan-out and chat also split their latencies by hop: a delivery whose sender
+was welcomed by another worker than its receiver crossed between workers (for
+``rtcs-w2``, through Redis); ``*_same_*`` and ``*_cross_*`` metrics and the
+cross share come from that split (single-process targets have no cross
+deliveries, so no ``*_cross_*`` metrics).
 """
 
 from __future__ import annotations
@@ -62,6 +69,20 @@ SCALES = {
         chat_s=0.5,
         connect_concurrency=25,
     ),
+    "medium": Scale(
+        name="medium",
+        idle_sizes=(1_000,),
+        fanout_subscribers=4_000,
+        fanout_offered=(10_000, 20_000, 40_000, 60_000, 80_000, 100_000, 130_000),
+        fanout_step_s=2.0,
+        reqrep_clients=(100,),
+        reqrep_s=2.0,
+        chat_rooms=400,
+        chat_members=5,
+        chat_rate=1.0,
+        chat_s=5.0,
+        connect_concurrency=50,
+    ),
     "full": Scale(
         name="full",
         idle_sizes=(1_000, 10_000),
@@ -93,6 +114,26 @@ def source_addresses(count: int = 16) -> list[str]:
     return [f"127.0.0.{2 + i}" for i in range(count)]
 
 
+def hop_split(res: Sequence[dict[str, Any]], prefix: str, suffix: str) -> Metrics:
+    """Same-worker and cross-worker latency percentiles and the cross share.
+
+    ``res`` are the workers' ``await_step`` (or ``chat``) replies. Cross
+    metrics only exist when some delivery crossed between workers.
+    """
+    received = sum(r["received"] for r in res)
+    cross = sum(r.get("received_cross", 0) for r in res)
+    same_ms = [x for r in res for x in r.get("same", [])]
+    cross_ms = [x for r in res for x in r.get("cross", [])]
+    out: Metrics = {
+        f"{prefix}cross_share{suffix}": cross / received if received else 0.0,
+        f"{prefix}p99_same_ms{suffix}": percentile(same_ms, 99),
+    }
+    if cross_ms:
+        out[f"{prefix}p50_cross_ms{suffix}"] = percentile(cross_ms, 50)
+        out[f"{prefix}p99_cross_ms{suffix}"] = percentile(cross_ms, 99)
+    return out
+
+
 class Runner:
     """Runs workloads against one target with a shared load generator."""
 
@@ -101,6 +142,8 @@ class Runner:
         self.scale = scale
         self.loadgen_cores = max(1, loadgen_cores)
         self.addrs = source_addresses()
+        #: Connections per ``welcome.server`` (worker) of the last :meth:`connect_all`.
+        self.servers: dict[str, int] = {}
 
     # building blocks ----------------------------------------------------------------
     def split(self, n: int) -> list[int]:
@@ -143,11 +186,20 @@ class Runner:
             timeout=timeout,
         )
         opened = sum(r["opened"] for r in replies)
+        self.servers = {}
+        for r in replies:
+            for server, count in r.get("servers", {}).items():
+                self.servers[server] = self.servers.get(server, 0) + count
         if opened < n:
             failures = [f for r in replies for f in r["failures"]]
             raise RuntimeError(f"only {opened}/{n} connections opened: {failures[:3]}")
         span = max(r["end"] for r in replies) - min(r["start"] for r in replies)
         return opened, opened / span if span > 0 else 0.0
+
+    def busiest_share(self) -> float:
+        """Share of the last connections that landed on the busiest worker."""
+        total = sum(self.servers.values())
+        return max(self.servers.values()) / total if total else 0.0
 
     def close_all(self) -> None:
         self.lg.call_all("close", 60.0)
@@ -186,6 +238,7 @@ class Runner:
         with start_server() as srv:
             try:
                 self.connect_all(srv, n, "fan", topic=FANOUT_TOPIC)
+                out["fanout.busiest_worker_share"] = self.busiest_share()
                 self.lg.call(
                     0,
                     "publisher",
@@ -209,10 +262,11 @@ class Runner:
                 )
                 peak = 0.0
                 sustained = 0.0
+                at_peak: Metrics = {}
                 for step, offered in enumerate(sc.fanout_offered):
                     rate = offered / n
                     cpu0 = self.lg.call_all("cpu", 10.0)
-                    scpu0, t0 = srv.cpu_seconds(), time.monotonic()
+                    scpu0, rcpu0, t0 = srv.cpu_seconds(), srv.redis_cpu_seconds(), time.monotonic()
                     pub = self.lg.call(
                         0,
                         "publish",
@@ -230,7 +284,7 @@ class Runner:
                         step=step,
                         timeout=grace,
                     )
-                    scpu1, t1 = srv.cpu_seconds(), time.monotonic()
+                    scpu1, rcpu1, t1 = srv.cpu_seconds(), srv.redis_cpu_seconds(), time.monotonic()
                     delivered = sum(r["received"] for r in res)
                     expected = pub["sent"] * n
                     last = max((r["last"] for r in res if r["received"]), default=pub["start"])
@@ -238,22 +292,36 @@ class Runner:
                     per_s = delivered / window if window > 0 else 0.0
                     lats = [x for r in res for x in r["latencies"]]
                     p99 = percentile(lats, 99)
-                    peak = max(peak, per_s)
                     kept = delivered >= KEEP_UP * expected and per_s >= KEEP_UP * offered
                     tag = f"fanout.step.{offered}"
                     out[f"{tag}.delivered_per_s"] = per_s
                     out[f"{tag}.p99_ms"] = p99
                     out[f"{tag}.loadgen_cpu_pct"] = self.loadgen_cpu_pct(cpu0, res)
                     out[f"{tag}.server_cpu_pct"] = 100.0 * (scpu1 - scpu0) / (t1 - t0)
+                    if rcpu0 is not None and rcpu1 is not None:
+                        out[f"{tag}.redis_cpu_pct"] = 100.0 * (rcpu1 - rcpu0) / (t1 - t0)
+                    if per_s > peak:
+                        peak = per_s
+                        at_peak = {
+                            key.replace(f"{tag}.", "fanout.", 1) + "@peak": out[key]
+                            for key in (
+                                f"{tag}.loadgen_cpu_pct",
+                                f"{tag}.server_cpu_pct",
+                                f"{tag}.redis_cpu_pct",
+                            )
+                            if key in out
+                        }
                     if offered == LATENCY_REF_OFFERED:
                         out["fanout.p50_ms@10k"] = percentile(lats, 50)
                         out["fanout.p99_ms@10k"] = p99
                         out["fanout.max_ms@10k"] = max(lats, default=0.0)
+                        out.update(hop_split(res, "fanout.", "@10k"))
                     if not kept or p99 > EXPLODED_P99_MS:
                         break
                     sustained = float(offered)
                 out["fanout.peak_deliveries_per_s"] = peak
                 out["fanout.max_sustained_offered"] = sustained
+                out.update(at_peak)
             finally:
                 self.close_all()
         return out
@@ -307,8 +375,9 @@ class Runner:
         with start_server() as srv:
             try:
                 self.connect_all(srv, n, "chat", rooms_per_worker=per_worker)
+                busiest = self.busiest_share()
                 grace = max(3.0, sc.chat_s)
-                scpu0, t0 = srv.cpu_seconds(), time.monotonic()
+                scpu0, rcpu0, t0 = srv.cpu_seconds(), srv.redis_cpu_seconds(), time.monotonic()
                 res = self.lg.call_all(
                     "chat",
                     sc.chat_s + grace + 30,
@@ -318,7 +387,9 @@ class Runner:
                     members=sc.chat_members,
                     timeout=grace,
                 )
-                server_cpu = 100.0 * (srv.cpu_seconds() - scpu0) / (time.monotonic() - t0)
+                wall = time.monotonic() - t0
+                server_cpu = 100.0 * (srv.cpu_seconds() - scpu0) / wall
+                rcpu1 = srv.redis_cpu_seconds()
             finally:
                 self.close_all()
         delivered = sum(r["received"] for r in res)
@@ -328,7 +399,7 @@ class Runner:
         window = max(sc.chat_s, last - start)
         lats = [x for r in res for x in r["latencies"]]
         cpu = sum(r["cpu_window"] for r in res)
-        return {
+        out: Metrics = {
             "chat.offered_per_s": sent * sc.chat_members / sc.chat_s,
             "chat.delivered_per_s": delivered / window,
             "chat.delivered_ratio": delivered / (sent * sc.chat_members) if sent else 0.0,
@@ -336,7 +407,12 @@ class Runner:
             "chat.p99_ms": percentile(lats, 99),
             "chat.loadgen_cpu_pct": 100.0 * cpu / (sc.chat_s * self.loadgen_cores),
             "chat.server_cpu_pct": server_cpu,
+            "chat.busiest_worker_share": busiest,
         }
+        if rcpu0 is not None and rcpu1 is not None:
+            out["chat.redis_cpu_pct"] = 100.0 * (rcpu1 - rcpu0) / wall
+        out.update(hop_split(res, "chat.", ""))
+        return out
 
     def run(self, workload: str, start_server: StartServer) -> Metrics:
         """Run one named workload.

@@ -4,11 +4,17 @@ Runs ``python -m bench --scale small --repeats 1`` exactly as a user would,
 against the raw websockets baseline (always) and rtcs (skipped with the
 runner's reason while rtcs is not runnable), then checks the JSON it wrote:
 numbers exist and are positive, and every process it started is gone.
+
+A second run measures ``rtcs-w2`` (two workers + the redis-server the bench
+starts itself) on the fan-out and chat workloads: skipped when redis-server is
+missing, failed instead when the ``CI`` environment variable is set.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +22,11 @@ from typing import Any
 
 import pytest
 
+from bench.report import build_rows, render_table
 from bench.servers import pid_alive
 
-# About 12 s: two targets x four workloads, each on a fresh server process.
+# About 12 s: two targets x four workloads, each on a fresh server process;
+# about 6 s more for rtcs-w2 on two workloads.
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -32,20 +40,18 @@ HEADLINES = {
 }
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    out = tmp_path_factory.mktemp("bench") / "smoke.json"
+def run_bench(out: Path, *args: str) -> dict[str, Any]:
+    """Run ``python -m bench --scale small --repeats 1 ARGS``; the JSON it wrote."""
     proc = subprocess.run(
         [
             sys.executable,
             "-m",
             "bench",
+            *args,
             "--scale",
             "small",
             "--repeats",
             "1",
-            "--targets",
-            "raw,rtcs",
             "--json",
             str(out),
             "--max-seconds",
@@ -64,15 +70,34 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return result
 
 
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return run_bench(tmp_path_factory.mktemp("bench") / "smoke.json", "--targets", "raw,rtcs")
+
+
+@pytest.fixture(scope="module")
+def smoke_w2(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    if shutil.which("redis-server") is None:
+        reason = "redis-server not installed (apt-get install redis-server)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI is set, so the rtcs-w2 smoke run must run", pytrace=False)
+        pytest.skip(reason)
+    out = tmp_path_factory.mktemp("bench") / "smoke-w2.json"
+    return run_bench(out, "fanout", "chat", "--targets", "rtcs-w2")
+
+
 def runs_of(result: dict[str, Any], target: str) -> dict[str, dict[str, Any]]:
     return {r["workload"]: r for r in result["runs"] if r["target"] == target}
 
 
-def assert_numbers(result: dict[str, Any], target: str) -> None:
+def assert_numbers(
+    result: dict[str, Any], target: str, workloads: tuple[str, ...] = WORKLOADS
+) -> None:
     runs = runs_of(result, target)
-    assert set(runs) == set(WORKLOADS), result["_stderr"][-2000:]
-    for workload, keys in HEADLINES.items():
+    assert set(runs) == set(workloads), result["_stderr"][-2000:]
+    for workload in workloads:
         run = runs[workload]
+        keys = HEADLINES[workload]
         assert "error" not in run, run["error"]
         for key in keys:
             assert run["metrics"][key] > 0, (target, key, run["metrics"])
@@ -103,3 +128,53 @@ def test_every_process_was_stopped(smoke: dict[str, Any]) -> None:
     codes = smoke["loadgen_exit_codes"]
     assert len(codes) == len(smoke["loadgen_pids"]) > 0
     assert all(code is not None for code in codes), codes
+
+
+def assert_stopped(result: dict[str, Any]) -> None:
+    servers = result["servers"]
+    assert servers
+    for server in servers:
+        assert server.get("exit_code") is not None, server
+        assert not pid_alive(server["pid"]), server
+        for pid in server.get("worker_pids", []):
+            assert not pid_alive(pid), server
+
+
+@pytest.mark.redis
+def test_two_workers_with_redis_produce_positive_numbers(smoke_w2: dict[str, Any]) -> None:
+    assert smoke_w2["status"]["rtcs-w2"] == "ok", smoke_w2["_stderr"][-2000:]
+    assert_numbers(smoke_w2, "rtcs-w2", ("fanout", "chat"))
+    runs = runs_of(smoke_w2, "rtcs-w2")
+    # Clients landed on both workers, so some deliveries crossed Redis.
+    for workload, key in (("fanout", "fanout.cross_share@10k"), ("chat", "chat.cross_share")):
+        metrics = runs[workload]["metrics"]
+        assert 0 < metrics[key] < 1, (workload, metrics)
+    assert runs["chat"]["metrics"]["chat.p99_cross_ms"] > 0
+    assert "fanout.redis_cpu_pct@peak" in runs["fanout"]["metrics"]
+
+
+@pytest.mark.redis
+def test_two_workers_and_redis_were_stopped(smoke_w2: dict[str, Any]) -> None:
+    assert_stopped(smoke_w2)
+    assert all(len(s["worker_pids"]) >= 2 for s in smoke_w2["servers"]), smoke_w2["servers"]
+    redis = smoke_w2["redis"]
+    assert redis["exit_code"] is not None
+    assert not pid_alive(redis["pid"])
+
+
+def test_table_has_the_scale_out_columns() -> None:
+    summary = {
+        "fanout.peak_deliveries_per_s": {"rtcs": 50_000.0, "rtcs-w2": 85_000.0, "raw": 60_000.0},
+        "chat.p99_ms": {"rtcs": 2.0, "rtcs-w2": 3.0, "raw": 1.5},
+        "chat.p99_cross_ms": {"rtcs-w2": 4.5},
+    }
+    rows = {r.key: r for r in build_rows(summary, 100)}
+    peak = rows["fanout.peak_deliveries_per_s"]
+    assert peak.ratios == {"rtcs/raw": 50_000 / 60_000, "rtcs-w2/rtcs": 1.7}
+    assert (peak.verdict, peak.scale_verdict) == ("✓", "✓")
+    assert rows["chat.p99_ms"].added_ms == 1.0
+    # The cross-worker hop is measured against one worker's p99 over all deliveries.
+    assert rows["chat.p99_cross_ms"].added_ms == 2.5
+    table = render_table(list(rows.values()), ["rtcs", "rtcs-w2", "raw"])
+    assert "| rtcs-w2/rtcs |" in table
+    assert "+2.50" in table
