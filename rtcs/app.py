@@ -61,8 +61,10 @@ _ROUTE_BY_KIND: dict[EnvelopeKind, str] = {
 }
 # Every actor that must be running for the node to be ready.
 _REQUIRED = (CONNECTIONS, *ROUTE_HANDLERS)
-# Seconds between backend probes (at most half the breaker timeout).
-PROBE_INTERVAL = 1.0
+# Seconds between looks at the backend's health (at most half the breaker
+# timeout), and between probe calls while the breaker is closed.
+PROBE_INTERVAL = 0.25
+PROBE_CALL_INTERVAL = 1.0
 
 
 def build_backends(settings: Settings) -> Backends:
@@ -79,6 +81,7 @@ def build_backends(settings: Settings) -> Backends:
         command_timeout=backend.redis_command_timeout,
         connect_timeout=backend.redis_connect_timeout,
         pool_size=backend.redis_pool_size,
+        ping_interval=backend.redis_ping_interval,
         heartbeat_interval=backend.presence_heartbeat,
         node_ttl=backend.node_ttl,
     )
@@ -244,15 +247,29 @@ class App:
                 ctx.background.submit(presence.join, room, session.user, session.id, self.node_id)
 
     async def _probe_backend(self) -> None:
-        """One cheap backend call about every second, through the breaker.
+        """Watch the shared backend, so the breaker does not wait for client traffic.
 
-        An idle node notices an outage this way, and an open breaker gets the
-        trial calls that close it once the backend is back.
+        Every ``PROBE_INTERVAL``: a broker that reports itself down (its
+        subscription dropped, or Redis stopped answering its pings) trips the
+        breaker at once; about once a second (and whenever an open breaker
+        allows a trial) one cheap call goes through the breaker.
         """
+        breaker, broker = self.breaker, self.raw_backends.broker
         interval = min(PROBE_INTERVAL, self.settings.breaker.timeout / 2)
+        every = max(1, round(PROBE_CALL_INTERVAL / interval))
+        tick = 0
         while True:
             await asyncio.sleep(interval)
-            if self.breaker.state is BreakerState.OPEN and not self.breaker.allow(time.monotonic()):
+            tick += 1
+            now = time.monotonic()
+            state = breaker.state
+            if state is BreakerState.CLOSED:
+                if broker.distributed and not broker.healthy():
+                    breaker.trip(now)
+                    continue
+                if tick % every:
+                    continue
+            elif state is BreakerState.OPEN and not breaker.allow(now):
                 continue
             try:
                 await self._probe()

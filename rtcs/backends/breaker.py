@@ -3,7 +3,9 @@
 States and rules (docs/operations.md, "Degraded mode"):
 
 - CLOSED: calls go through. ``failure_threshold`` consecutive failures ->
-  OPEN. A success resets the count.
+  OPEN. A success resets the count. ``trip`` (the backend reported itself
+  down: its subscription connection dropped or stopped answering) -> OPEN
+  at once.
 - OPEN: calls fail at once (``Unavailable``), nothing reaches the backend.
   Once ``timeout`` seconds have passed, the next call (or probe) is let
   through as a trial -> HALF_OPEN.
@@ -130,6 +132,16 @@ class CircuitBreaker:
             if self._failures >= self.policy.failure_threshold:
                 self._opened_at = now
                 self._fire(BreakerEvent.TRIPPED)
+
+    def trip(self, now: float) -> None:
+        """The backend is known to be down: open now (from CLOSED or HALF_OPEN)."""
+        if self.state is BreakerState.CLOSED:
+            self._opened_at = now
+            self._failures = 0
+            self._fire(BreakerEvent.TRIPPED)
+        elif self.state is BreakerState.HALF_OPEN:
+            self._opened_at = now
+            self._fire(BreakerEvent.TRIAL_FAILED)
 
     def _fire(self, event: BreakerEvent) -> None:
         old = self.state

@@ -9,8 +9,10 @@ through and count for nothing.
 
 The wrappers keep the protocols of ``rtcs.backends.base`` exactly, so the
 actors cannot tell a guarded backend from a bare one. ``probe()`` is one cheap
-call (the stored-session count) that a node runs while the breaker is open,
-so the breaker can close without client traffic.
+call (the stored-session count) through the breaker that also fails while the
+broker is not subscribed: a node runs it periodically, so an idle node notices
+an outage and an open breaker closes without client traffic, but only once
+messages from other nodes flow again.
 """
 
 from __future__ import annotations
@@ -158,4 +160,13 @@ def guard(
         sessions=sessions,
         presence=GuardedPresenceStore(backends.presence, g),
     )
-    return guarded, sessions.count
+
+    async def probe() -> None:
+        async def check() -> None:
+            await backends.sessions.count()
+            if backends.broker.distributed and not backends.broker.healthy():
+                raise Unavailable("broker not subscribed")
+
+        await g.run(check())
+
+    return guarded, probe

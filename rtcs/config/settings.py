@@ -164,6 +164,9 @@ class BackendSettings:
     redis_connect_timeout: float = 0.5
     # Connections per Redis server (per master in a Cluster).
     redis_pool_size: int = 32
+    # Seconds of silence after which the subscriber pings Redis: a frozen Redis
+    # is noticed within this plus redis_command_timeout.
+    redis_ping_interval: float = 0.5
     # Seconds between this node's presence heartbeats.
     presence_heartbeat: float = 10.0
     # Seconds after its last heartbeat that a silent (crashed) node's users drop out.

@@ -127,6 +127,7 @@ def validate(s: Settings, name: Callable[[str], str]) -> Settings:
         "redis_command_timeout",
         "redis_connect_timeout",
         "redis_pool_size",
+        "redis_ping_interval",
         "presence_heartbeat",
         "node_ttl",
     ):

@@ -8,7 +8,7 @@ import pytest
 from rtcs.backends.base import Backends
 from rtcs.backends.breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from rtcs.backends.guarded import guard
-from rtcs.backends.memory import MemorySessionStore, memory_backends
+from rtcs.backends.memory import MemoryBroker, MemorySessionStore, memory_backends
 from rtcs.errors import ConfigError, Unavailable
 from tests.support.waiting import FakeClock
 
@@ -54,6 +54,33 @@ def test_half_open_closes_after_enough_successes() -> None:
     b.succeeded()
     assert b.state is CLOSED and not b.degraded
     assert seen[-1] == (HALF_OPEN, CLOSED)
+
+
+def test_trip_opens_it_at_once_from_closed_and_half_open() -> None:
+    b, seen = breaker(failures=5, timeout=1.0)
+    b.trip(0.0)
+    assert b.state is OPEN and not b.allow(0.5)
+    assert b.allow(1.0) and b.state is HALF_OPEN
+    b.trip(1.2)
+    assert b.state is OPEN and not b.allow(2.1) and b.allow(2.2)
+    assert seen == [(CLOSED, OPEN), (OPEN, HALF_OPEN), (HALF_OPEN, OPEN), (OPEN, HALF_OPEN)]
+
+
+async def test_the_probe_fails_while_the_broker_is_not_subscribed() -> None:
+    class Unsubscribed(MemoryBroker):
+        def __init__(self) -> None:
+            super().__init__()
+            self.distributed = True  # as if other nodes shared it
+
+        def healthy(self) -> bool:
+            return False
+
+    b, _ = breaker(failures=1)
+    plain = memory_backends()
+    _, probe = guard(Backends(Unsubscribed(), plain.sessions, plain.presence), b, FakeClock(0.0))
+    with pytest.raises(Unavailable, match="not subscribed"):
+        await probe()
+    assert b.state is OPEN
 
 
 def test_a_failed_trial_opens_it_again_and_restarts_the_timeout() -> None:
@@ -105,7 +132,8 @@ async def test_guarded_calls_feed_the_breaker_and_fail_fast_while_open() -> None
     sessions = SwitchableSessions()
     plain = memory_backends()
     guarded, probe = guard(Backends(plain.broker, sessions, plain.presence), b, clock)
-    assert await probe() == 0 and b.state is CLOSED
+    await probe()
+    assert b.state is CLOSED and sessions.calls == 1
     sessions.down = True
     for _ in range(2):
         with pytest.raises(Unavailable):
@@ -119,7 +147,8 @@ async def test_guarded_calls_feed_the_breaker_and_fail_fast_while_open() -> None
         await guarded.presence.members("r")
     assert sessions.calls == 3
     clock.advance(5.0)
-    assert await probe() == 0 and b.state is CLOSED and sessions.calls == 4
+    await probe()
+    assert b.state is CLOSED and sessions.calls == 4
 
 
 async def test_errors_that_are_the_callers_fault_do_not_count() -> None:
