@@ -47,7 +47,7 @@ from rtcs.actors.messages import (
     SocketClosed,
     StartConnection,
 )
-from rtcs.actors.session_events import announce_presence, release_connection
+from rtcs.actors.session_events import announce_presence, mirror_attached, release_connection
 from rtcs.backends.base import SessionSnapshot
 from rtcs.errors import (
     AuthError,
@@ -446,7 +446,7 @@ class WebSocketActor(Calls, ActorTypeDispatcher):
                 if address is not None:
                     self.send(address, IndexSession(session))
         # A restored session that cannot be resumed is left for the reaper.
-        self._welcome(identity, plan_claimed(session, last_seq), request_id)
+        self._welcome(identity, plan_claimed(session, last_seq), request_id, claimed=True)
         held, self._held = self._held or [], None
         for frame in held:
             self._on_text(frame)
@@ -468,8 +468,12 @@ class WebSocketActor(Calls, ActorTypeDispatcher):
             degraded=ctx.degraded,
         )
 
-    def _welcome(self, identity: Identity, plan: ResumePlan, request_id: RequestId) -> None:
+    def _welcome(
+        self, identity: Identity, plan: ResumePlan, request_id: RequestId, *, claimed: bool = False
+    ) -> None:
         ctx, handle = self.ctx, self.handle
+        write_behind = ctx.write_behind
+        crash_safe = write_behind is not None and write_behind.crash_safe
         session = plan.session
         if plan.previous is not None and session is not None:
             # The client reconnected before its old socket was noticed gone:
@@ -478,10 +482,13 @@ class WebSocketActor(Calls, ActorTypeDispatcher):
             plan.previous.close(CloseCode.NORMAL, "session resumed by another connection")
         if session is None:
             session = ctx.sessions.create(identity.user, identity.roles)
-        elif ctx.write_behind is not None:
-            ctx.write_behind.delete(session.id)  # resumed here: no one else may
+        elif write_behind is not None and not crash_safe:
+            write_behind.delete(session.id)  # resumed here: no one else may
         session.roles = identity.roles
         ctx.sessions.attach(session, handle)
+        # Crash-safe: stored while attached too (owned by this node; after a
+        # claim, taken over from the node it came from).
+        mirror_attached(ctx, session, take_over=claimed and plan.resumed)
         handle.user = identity.user
         self.session = session
         self.identity = identity

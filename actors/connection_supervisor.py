@@ -17,12 +17,13 @@ from rtcs.actors.messages import (
     BackendStatus,
     OpenConnection,
     ReapDue,
+    SessionAbsent,
     SessionMoved,
     Shutdown,
     StartConnection,
     UnindexSession,
 )
-from rtcs.actors.session_events import release_connection
+from rtcs.actors.session_events import release_connection, snapshot
 from rtcs.errors import CloseCode
 from rtcs.protocol import codec
 from rtcs.protocol.frames import ServerFrame
@@ -117,12 +118,42 @@ class ConnectionSupervisor(NodeSupervisor):
         # A shared session store expires its copies by itself (its TTL).
         for session in ctx.sessions.expired(ctx.clock(), ctx.settings.session.ttl):
             self._forget(session)
+        write_behind = ctx.write_behind
+        if write_behind is not None and write_behind.crash_safe:
+            # Attached sessions' records must not expire while they stay idle.
+            mirrored = [s.id for s in ctx.sessions.attached() if s.mirror is not None]
+            write_behind.keep_alive(mirrored, ctx.settings.session.ttl / 3)
         self._schedule_reap()
 
     def receiveMsg_SessionMoved(self, msg: SessionMoved, sender: ActorAddress) -> None:
-        session = self.ctx.sessions.get(msg.session_id)
-        if session is not None and session.sink is None:
+        ctx = self.ctx
+        session = ctx.sessions.get(msg.session_id)
+        if session is None:
+            return
+        sink = session.sink
+        if sink is None:
             self._forget(session)
+            return
+        write_behind = ctx.write_behind
+        if msg.owned_elsewhere and write_behind is not None and write_behind.crash_safe:
+            # The client resumed on another node before this one noticed its
+            # old socket was gone (docs/protocol.md "Sessions, resume and
+            # replay"): close it, and forget the session here, so that no
+            # later detach saves a stale copy over the new owner's.
+            ctx.log.info(
+                "session resumed elsewhere", session_id=session.id, connection_id=sink.connection_id
+            )
+            self._forget(session)
+            sink.close(CloseCode.NORMAL, "session resumed elsewhere")
+
+    def receiveMsg_SessionAbsent(self, msg: SessionAbsent, sender: ActorAddress) -> None:
+        ctx = self.ctx
+        session = ctx.sessions.get(msg.session_id)
+        write_behind = ctx.write_behind
+        if session is None or session.sink is None or session.mirror is None:
+            return
+        if write_behind is not None and write_behind.crash_safe:
+            write_behind.save(snapshot(ctx, session), ctx.settings.session.ttl)
 
     def _forget(self, session: Session) -> None:
         ctx = self.ctx

@@ -199,7 +199,22 @@ class UnindexSession:
 
 @dataclass(frozen=True, slots=True)
 class SessionMoved:
-    """A detached session was resumed on another node: forget the local copy."""
+    """A shared session's stored record is gone or another node's: forget the
+    local copy if detached.
+
+    ``owned_elsewhere``: the record belongs to another node (the client
+    resumed there). A crash-safe session still attached here then loses its
+    connection too (closed with 1000) and is never saved from here again.
+    """
+
+    session_id: str
+    owned_elsewhere: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SessionAbsent:
+    """An attached crash-safe session has no stored record (the store lost it,
+    e.g. Redis restarted empty): save it again."""
 
     session_id: str
 

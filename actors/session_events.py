@@ -30,6 +30,8 @@ def release_connection(
         ctx.sessions.detach(session, ctx.clock())
         if ctx.write_behind is not None:
             # Other nodes may resume it: store it, then every message it buffers.
+            # The save is owner-checked: refused when another node took the
+            # session over meanwhile (the write-behind then reports it moved).
             ctx.write_behind.save(snapshot(ctx, session), ctx.settings.session.ttl)
             session.mirror = ctx.write_behind.note
         announce_presence(ctx, actor, session, online=False)
@@ -37,8 +39,29 @@ def release_connection(
         ctx.background.submit(ctx.backends.presence.remove_connection, user, connection_id)
 
 
+def mirror_attached(ctx: NodeContext, session: Session, *, take_over: bool) -> None:
+    """Save a just-attached session and mirror it from now on (``session.crash_safe``).
+
+    Every delivery is then noted in the write-behind, and a change of its
+    subscriptions or rooms saves it again (the snapshot taken at the change).
+    ``take_over`` after a claim: the stored record may still name the node
+    the session came from. Nothing happens without a crash-safe write-behind.
+    """
+    write_behind = ctx.write_behind
+    if write_behind is None or not write_behind.crash_safe:
+        return
+    ttl = ctx.settings.session.ttl
+
+    def changed(changed_session: Session) -> None:
+        write_behind.save(snapshot(ctx, changed_session), ttl)
+
+    write_behind.save(snapshot(ctx, session), ttl, take_over=take_over)
+    session.mirror = write_behind.note_attached
+    session.on_change = changed
+
+
 def snapshot(ctx: NodeContext, session: Session) -> SessionSnapshot:
-    """The shareable state of a detached session."""
+    """The shareable state of a session, owned by this node."""
     return SessionSnapshot(
         session_id=session.id,
         user=session.user,

@@ -29,7 +29,13 @@ from rtcs.actors.context import (
     ROUTE_TOPIC,
     NodeContext,
 )
-from rtcs.actors.messages import BackendStatus, RemoteEnvelope, SessionMoved, Shutdown
+from rtcs.actors.messages import (
+    BackendStatus,
+    RemoteEnvelope,
+    SessionAbsent,
+    SessionMoved,
+    Shutdown,
+)
 from rtcs.actors.tree import SystemSupervisor, build_tree
 from rtcs.auth.permissions import Policy
 from rtcs.auth.tokens import TokenVerifier
@@ -173,7 +179,14 @@ class App:
         plugins = load_plugins(settings, ctx)
         if self.backends.broker.distributed:
             ctx.write_behind = SessionWriteBehind(
-                self.backends.sessions, settings.session.replay_buffer, self._session_lost
+                self.backends.sessions,
+                settings.session.replay_buffer,
+                self._session_lost,
+                node=self.node_id,
+                ttl=settings.session.ttl,
+                crash_safe=settings.session.crash_safe,
+                on_moved=self._session_moved,
+                on_absent=self._session_absent,
             )
         await self.backends.broker.start(self.node_id, self._from_broker)
         self._prober = asyncio.get_running_loop().create_task(self._probe_backend())
@@ -286,9 +299,18 @@ class App:
             self.system.tell(address, RemoteEnvelope(envelope))
 
     def _session_lost(self, session_id: str) -> None:
+        self._to_connections(SessionMoved(session_id))
+
+    def _session_moved(self, session_id: str) -> None:
+        self._to_connections(SessionMoved(session_id, owned_elsewhere=True))
+
+    def _session_absent(self, session_id: str) -> None:
+        self._to_connections(SessionAbsent(session_id))
+
+    def _to_connections(self, msg: object) -> None:
         address = self.directory.lookup(CONNECTIONS)
         if address is not None and self.system is not None:
-            self.system.tell(address, SessionMoved(session_id))
+            self.system.tell(address, msg)
 
     def _on_supervisor_event(self, event: SupervisorEvent) -> None:
         if event.kind == "restarted":

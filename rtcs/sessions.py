@@ -80,6 +80,43 @@ class ConnectionIds:
         return self._prefix + format(self._next(), "x")
 
 
+class _Tracked(set[str]):
+    """A session's subscriptions or rooms: a set that tells its session when it
+    changes (the route handlers mutate it with ``add``/``discard``), so a
+    crash-safe session can be saved at the moment of the change."""
+
+    __slots__ = ("_session",)
+
+    def __init__(self, session: Session) -> None:
+        super().__init__()
+        self._session = session
+
+    def add(self, item: str) -> None:
+        if item not in self:
+            super().add(item)
+            self._session.changed()
+
+    def discard(self, item: object) -> None:
+        if item in self:
+            super().discard(item)
+            self._session.changed()
+
+    def remove(self, item: str) -> None:
+        super().remove(item)
+        self._session.changed()
+
+    def update(self, *others: Iterable[str]) -> None:
+        size = len(self)
+        super().update(*others)
+        if len(self) != size:
+            self._session.changed()
+
+    def clear(self) -> None:
+        if self:
+            super().clear()
+            self._session.changed()
+
+
 class Session:
     """One client session. Mutated only on the event-loop thread.
 
@@ -93,6 +130,7 @@ class Session:
         "detached_at",
         "id",
         "mirror",
+        "on_change",
         "roles",
         "rooms",
         "seq",
@@ -107,27 +145,38 @@ class Session:
         self.roles = roles
         self.seq = 0
         self.buffer: deque[tuple[int, bytes]] = deque(maxlen=buffer_size)
-        self.subscriptions: set[str] = set()
-        self.rooms: set[str] = set()
+        self.subscriptions: set[str] = _Tracked(self)
+        self.rooms: set[str] = _Tracked(self)
         self.sink: Sink | None = None
         self.connection_id: str | None = None
         self.detached_at: float | None = None
-        # While detached and shared with other nodes: where buffered messages
-        # are also noted (the write-behind to the shared session store).
+        # While shared with other nodes (detached, or attached and crash-safe):
+        # where delivered messages are also noted (the write-behind to the
+        # shared session store).
         self.mirror: Callable[[str, int, bytes], None] | None = None
+        # While attached and crash-safe: called when subscriptions or rooms change.
+        self.on_change: Callable[[Session], None] | None = None
 
     def __repr__(self) -> str:
         return f"<Session {self.id} user={self.user!r} seq={self.seq}>"
 
     def deliver(self, tail: bytes) -> None:
-        """Deliver one message: next ``seq``, buffer it, write it if attached."""
+        """Deliver one message: next ``seq``, buffer it, write it if attached,
+        note it in the mirror if any."""
         seq = self.seq = self.seq + 1
         self.buffer.append((seq, tail))
         sink = self.sink
         if sink is not None:
             sink.push(with_seq(seq, tail))
-        elif self.mirror is not None:
-            self.mirror(self.id, seq, tail)
+        mirror = self.mirror
+        if mirror is not None:
+            mirror(self.id, seq, tail)
+
+    def changed(self) -> None:
+        """Subscriptions or rooms changed: tell ``on_change``, if set."""
+        on_change = self.on_change
+        if on_change is not None:
+            on_change(self)
 
     def replay_after(self, last_seq: int) -> list[tuple[int, bytes]] | None:
         """The buffered messages with ``seq > last_seq``, in order.
@@ -186,6 +235,7 @@ class SessionRegistry:
         session.connection_id = sink.connection_id
         session.detached_at = None
         session.mirror = None
+        session.on_change = None
         self._detached.pop(session.id, None)
         self._by_connection[sink.connection_id] = session
         self._by_user.setdefault(session.user, set()).add(session)
@@ -201,6 +251,8 @@ class SessionRegistry:
                 del self._by_user[session.user]
         session.sink = None
         session.connection_id = None
+        session.mirror = None
+        session.on_change = None
         session.detached_at = now
         self._detached.pop(session.id, None)
         self._detached[session.id] = session
@@ -255,6 +307,10 @@ class SessionRegistry:
     def attached_of(self, user: str) -> set[Session]:
         """Live (attached) sessions of ``user`` on this node; do not mutate."""
         return self._by_user.get(user) or _EMPTY
+
+    def attached(self) -> list[Session]:
+        """Every attached session of this node."""
+        return list(self._by_connection.values())
 
     def attached_count(self) -> int:
         return len(self._by_connection)

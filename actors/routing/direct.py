@@ -1,15 +1,17 @@
 """``DirectHandler``: direct messages to every live connection of a user, or to one connection.
 
 Direct messages are not buffered for detached sessions (docs/protocol.md ``send``).
-A target not found here is looked up in presence (a connection's live node, a
-user's live connection count) and, when it lives elsewhere, published for the
-other nodes; the receiving node delivers it to the connection or the user's
-live sessions it holds.
+Other nodes are found in presence (a connection's live node, the live nodes
+holding a user's connections) and the message is published to each of those
+nodes' own channels (``broker.publish(envelope, node)``): direct messages need
+no broker interest, and reach no node that holds no target. The receiving node
+delivers it to the connection or the user's live sessions it holds.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from thespian.actors import ActorAddress
 
@@ -48,13 +50,13 @@ class DirectHandler(RouteHandler):
         if to_connection:
             then(None)  # a connection lives on one node: found here, done
         else:
-            self.publish_remote(lambda: envelope, then)  # the user's other nodes
+            self._to_user_nodes(envelope, then, self.unavailable(sender_session, request_id))
 
     def _route_remote(self, msg: RouteDirect, envelope: Envelope, then: Then) -> None:
-        """No target here: publish ``envelope`` if presence knows of one elsewhere.
+        """No target here: publish ``envelope`` to the nodes presence knows hold one.
 
-        A connection is looked up by id (its live node); a user by their live
-        connection count. Neither found: ``offline``.
+        A connection is looked up by id (its live node); a user by the live
+        nodes holding their connections. None found: ``offline``.
         """
         ctx = self.ctx
         session, request_id = msg.session, msg.request_id
@@ -67,18 +69,40 @@ class DirectHandler(RouteHandler):
                 if node is None or node == ctx.node_id:
                     self.error(session, request_id, Offline("connection is offline"))
                 else:
-                    self.publish_remote(lambda: envelope, then)
+                    self.publish_remote(lambda: envelope, then, [node])
 
             self.call(presence.connection_node(envelope.target), located, failed)
             return
 
-        def counted(connections: int) -> None:
-            if connections <= 0:
-                self.error(session, request_id, Offline("user is offline"))
-            else:
-                self.publish_remote(lambda: envelope, then)
+        def offline() -> None:
+            self.error(session, request_id, Offline("user is offline"))
 
-        self.call(presence.user_connections(envelope.target), counted, failed)
+        self._to_user_nodes(envelope, then, failed, offline)
+
+    def _to_user_nodes(
+        self,
+        envelope: Envelope,
+        then: Then,
+        failed: Callable[[BaseException], None],
+        none: Callable[[], None] | None = None,
+    ) -> None:
+        """Publish ``envelope`` to every other live node holding a connection of
+        its user; ``none`` (else ``then``) when there is no such node."""
+        node_id = self.ctx.node_id
+        if not self.ctx.backends.broker.distributed:
+            then(None)  # no other node to reach
+            return
+
+        def located(nodes: list[str]) -> None:
+            others = [node for node in nodes if node != node_id]
+            if others:
+                self.publish_remote(lambda: envelope, then, others)
+            elif none is not None:
+                none()
+            else:
+                then(None)
+
+        self.call(self.ctx.backends.presence.user_nodes(envelope.target), located, failed)
 
     def _targets(self, to_connection: bool, key: str) -> list[Session]:
         """The live sessions a direct message to a user or a connection reaches here."""

@@ -4,6 +4,16 @@ Handlers keep no state that cannot be rebuilt: on every (re)start they rebuild
 their indexes from the node's ``SessionRegistry``, so a router restart never
 loses the subscriptions or rooms of live sessions.
 
+Broker interest. With a distributed broker, the topic and room handlers tell
+it which targets this node needs (``start_listening`` on a target's first
+local interest, ``stop_listening`` on its last): the broker subscribes to
+their shards only. A rebuild first withdraws the handler's whole kind
+(``broker.reset``) and then listens again, so a restart never counts twice.
+Replies that promise delivery (``subscribed``, ``joined``) wait for the
+listen to be live (``await_listening``); when the broker cannot confirm it
+(Redis down) they go out anyway: local delivery works, and the broker
+subscribes when Redis is back.
+
 Fan-out encodes a message once (``codec.message_tail``) and hands the same
 bytes to every recipient session, which splices in its own ``seq``; no actor
 message and no JSON encode per recipient. Fan-outs larger than
@@ -14,15 +24,16 @@ keeps per-publisher order.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 
 from thespian.actors import ActorAddress, WakeupMessage
 
 from rtcs.actors.context import NodeActor
 from rtcs.actors.messages import FanoutContinue
-from rtcs.backends.base import Envelope
+from rtcs.backends.base import Envelope, EnvelopeKind
 from rtcs.errors import ProtocolError, Unavailable
 from rtcs.metrics import DeliveryKind
 from rtcs.protocol import codec
@@ -57,6 +68,8 @@ class RouteHandler(Calls, NodeActor):
         super().__init__()
         self._jobs: deque[_Job] = deque()
         self._continuing = False
+        # Listens in flight, and what waits for each to be live.
+        self._listening: dict[tuple[EnvelopeKind, str], list[Callable[[], None]]] = {}
 
     def configured(self) -> None:
         self.rebuild()
@@ -179,11 +192,18 @@ class RouteHandler(Calls, NodeActor):
 
     # -- cross-node ----------------------------------------------------------------------
 
-    def publish_remote(self, envelope: Callable[[], Envelope], then: Then) -> None:
+    def publish_remote(
+        self,
+        envelope: Callable[[], Envelope],
+        then: Then,
+        nodes: Sequence[str] | None = None,
+    ) -> None:
         """Hand a message to the broker for other nodes, then call ``then``.
 
-        Local delivery never goes through the broker; with no other node to
-        reach (``broker.distributed`` is False) ``then`` runs at once and the
+        ``nodes``: send it to these nodes' own channels (direct messages);
+        by default to every node listening to its target. Local delivery
+        never goes through the broker; with no other node to reach
+        (``broker.distributed`` is False) ``then`` runs at once and the
         envelope is never built.
         """
         broker = self.ctx.backends.broker
@@ -195,7 +215,69 @@ class RouteHandler(Calls, NodeActor):
             self.ctx.metrics.broker_errors.inc()
             then(exc)
 
-        self.call(broker.publish(envelope()), lambda _: then(None), failed)
+        if nodes is None:
+            self.call(broker.publish(envelope()), lambda _: then(None), failed)
+            return
+        built = envelope()
+
+        async def to_each() -> None:
+            # Concurrently: the broker sends them in one pipeline.
+            await asyncio.gather(*(broker.publish(built, node) for node in nodes))
+
+        self.call(to_each(), lambda _: then(None), failed)
+
+    def start_listening(
+        self, kind: EnvelopeKind, target: str, then: Callable[[], None] | None = None
+    ) -> None:
+        """The first local interest in ``target``: tell the broker.
+
+        ``then`` (and whatever ``await_listening`` adds meanwhile) runs once
+        the broker's subscription is live, or could not be confirmed (logged).
+        Without a distributed broker ``then`` runs at once.
+        """
+        broker = self.ctx.backends.broker
+        if not broker.distributed:
+            if then is not None:
+                then()
+            return
+        key = (kind, target)
+        waiters = self._listening[key] = [then] if then is not None else []
+
+        def done() -> None:
+            if self._listening.get(key) is waiters:
+                del self._listening[key]
+            for waiter in waiters:
+                waiter()
+
+        def failed(exc: BaseException) -> None:
+            self.ctx.log.warning(
+                "broker subscription not confirmed; it follows when the broker is back",
+                kind=kind,
+                error=type(exc).__name__,
+            )
+            done()
+
+        self.call(broker.listen(kind, target), lambda _: done(), failed)
+
+    def await_listening(self, kind: EnvelopeKind, target: str, then: Callable[[], None]) -> None:
+        """Run ``then`` once the listen in flight for ``target`` completes (now if none)."""
+        waiters = self._listening.get((kind, target))
+        if waiters is None:
+            then()
+        else:
+            waiters.append(then)
+
+    def stop_listening(self, kind: EnvelopeKind, target: str) -> None:
+        """The last local interest in ``target`` is gone: tell the broker."""
+        broker = self.ctx.backends.broker
+        if broker.distributed:
+            broker.unlisten(kind, target)
+
+    def reset_listening(self, kind: EnvelopeKind) -> None:
+        """Withdraw this handler's whole kind from the broker (before a rebuild)."""
+        broker = self.ctx.backends.broker
+        if broker.distributed:
+            broker.reset(kind)
 
     def finish(self, session: Session, request_id: RequestId) -> Then:
         """The continuation that acks a request once it has been routed."""

@@ -4,6 +4,10 @@ Room membership belongs to the session and survives a reconnect, so room
 messages are buffered for a detached session; *presence* counts attached
 sessions only: a member whose last connection drops "leaves" and "joins"
 again on resume.
+
+The broker listens to a room while a local session (attached or detached:
+a detached member's room messages are buffered) is in it (``RouteHandler``,
+"Broker interest"); ``joined`` is answered once that is live.
 """
 
 from __future__ import annotations
@@ -42,9 +46,17 @@ class RoomHandler(RouteHandler):
 
     def rebuild(self) -> None:
         self.rooms = {}
+        self.reset_listening("room")
         for session in self.ctx.sessions:
             for room in session.rooms:
-                self.rooms.setdefault(room, set()).add(session)
+                self._index(session, room)
+
+    def _index(self, session: Session, room: str) -> None:
+        members = self.rooms.get(room)
+        if members is None:
+            members = self.rooms[room] = set()
+            self.start_listening("room", room)
+        members.add(session)
 
     def _announce(self, room: str, event: PresenceEvent, user: str, skip: Session | None) -> None:
         ctx = self.ctx
@@ -81,7 +93,7 @@ class RoomHandler(RouteHandler):
             )
             return
         session.rooms.add(room)
-        self.rooms.setdefault(room, set()).add(session)
+        self._index(session, room)
 
         async def join() -> tuple[bool, list[str]]:
             became = await presence.join(room, session.user, session.id, ctx.node_id)
@@ -89,7 +101,11 @@ class RoomHandler(RouteHandler):
 
         def joined(result: tuple[bool, list[str]]) -> None:
             became, members = result
-            self._joined(session, room, request_id, members)
+            # Once the broker listens to the room: other nodes' messages
+            # published after ``joined`` reach the client.
+            self.await_listening(
+                "room", room, lambda: self._joined(session, room, request_id, members)
+            )
             if became:
                 self._announce(room, "join", session.user, skip=session)
 
@@ -130,6 +146,7 @@ class RoomHandler(RouteHandler):
             members.discard(session)
             if not members:
                 del self.rooms[room]
+                self.stop_listening("room", room)
 
     # -- room broadcast ----------------------------------------------------------------
 
@@ -209,7 +226,7 @@ class RoomHandler(RouteHandler):
 
     def receiveMsg_IndexSession(self, msg: IndexSession, sender: ActorAddress) -> None:
         for room in msg.session.rooms:
-            self.rooms.setdefault(room, set()).add(msg.session)
+            self._index(msg.session, room)
 
     def receiveMsg_UnindexSession(self, msg: UnindexSession, sender: ActorAddress) -> None:
         for room in msg.session.rooms:

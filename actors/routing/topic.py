@@ -1,8 +1,14 @@
-"""``TopicHandler``: topic subscriptions and publishes over a ``TopicIndex``."""
+"""``TopicHandler``: topic subscriptions and publishes over a ``TopicIndex``.
+
+Besides the index it counts the local sessions per pattern: the broker
+listens to a pattern while that count is above zero (``RouteHandler``,
+"Broker interest"), and ``subscribed`` is answered once that is live.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from thespian.actors import ActorAddress
 
@@ -29,21 +35,47 @@ class TopicHandler(RouteHandler):
     def __init__(self) -> None:
         super().__init__()
         self.index: TopicIndex[Session] = TopicIndex()
+        self.patterns: dict[str, int] = {}  # pattern -> local sessions subscribed
 
     def rebuild(self) -> None:
         self.index = TopicIndex()
+        self.patterns = {}
+        self.reset_listening("topic")
         for session in self.ctx.sessions:
             for pattern in session.subscriptions:
-                self.index.add(pattern, session)
+                self._add(pattern, session)
+
+    def _add(self, pattern: str, session: Session, then: Callable[[], None] | None = None) -> None:
+        """Index ``session`` under ``pattern``; ``then`` runs once the broker listens."""
+        if not self.index.add(pattern, session):
+            if then is not None:
+                self.await_listening("topic", pattern, then)
+            return
+        count = self.patterns.get(pattern, 0)
+        self.patterns[pattern] = count + 1
+        if count == 0:
+            self.start_listening("topic", pattern, then)
+        elif then is not None:
+            self.await_listening("topic", pattern, then)
+
+    def _remove(self, pattern: str, session: Session) -> None:
+        if not self.index.remove(pattern, session):
+            return
+        count = self.patterns.get(pattern, 0) - 1
+        if count > 0:
+            self.patterns[pattern] = count
+            return
+        self.patterns.pop(pattern, None)
+        self.stop_listening("topic", pattern)
 
     def receiveMsg_RouteSubscribe(self, msg: RouteSubscribe, sender: ActorAddress) -> None:
-        self.index.add(msg.pattern, msg.session)
-        msg.session.subscriptions.add(msg.pattern)
-        frame = codec.encode_frame(ServerFrame.SUBSCRIBED, msg.request_id, topic=msg.pattern)
-        self.reply(msg.session, frame, ServerFrame.SUBSCRIBED)
+        session, pattern = msg.session, msg.pattern
+        session.subscriptions.add(pattern)
+        frame = codec.encode_frame(ServerFrame.SUBSCRIBED, msg.request_id, topic=pattern)
+        self._add(pattern, session, lambda: self.reply(session, frame, ServerFrame.SUBSCRIBED))
 
     def receiveMsg_RouteUnsubscribe(self, msg: RouteUnsubscribe, sender: ActorAddress) -> None:
-        self.index.remove(msg.pattern, msg.session)
+        self._remove(msg.pattern, msg.session)
         msg.session.subscriptions.discard(msg.pattern)
         frame = codec.encode_frame(ServerFrame.UNSUBSCRIBED, msg.request_id, topic=msg.pattern)
         self.reply(msg.session, frame, ServerFrame.UNSUBSCRIBED)
@@ -81,8 +113,8 @@ class TopicHandler(RouteHandler):
 
     def receiveMsg_IndexSession(self, msg: IndexSession, sender: ActorAddress) -> None:
         for pattern in msg.session.subscriptions:
-            self.index.add(pattern, msg.session)
+            self._add(pattern, msg.session)
 
     def receiveMsg_UnindexSession(self, msg: UnindexSession, sender: ActorAddress) -> None:
         for pattern in list(msg.session.subscriptions):
-            self.index.remove(pattern, msg.session)
+            self._remove(pattern, msg.session)

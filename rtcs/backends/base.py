@@ -19,7 +19,7 @@ Rules every implementation keeps:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -51,10 +51,17 @@ DeliverFn = Callable[[Envelope], None]
 
 
 class Broker(Protocol):
-    """Carries envelopes to every other node.
+    """Carries envelopes to the other nodes that listen for them.
 
     ``distributed`` is False when there is no other node to reach (the
     single-node memory broker); callers then skip ``publish`` entirely.
+
+    Interest. A node receives a targeted envelope (``topic``, ``room``,
+    ``presence``) only while it ``listen``s to a target whose shard carries it
+    (``shard_key``): a broker may deliver more than was asked for (the memory
+    broker delivers everything), never less. ``global`` and ``filter``
+    envelopes reach every node, and so does an envelope published with
+    ``node=`` (direct messages) reach that node, without any ``listen``.
     """
 
     distributed: bool
@@ -62,9 +69,10 @@ class Broker(Protocol):
     async def start(self, node_id: str, deliver: DeliverFn) -> None:
         """Attach as node ``node_id``; call once before ``publish``.
 
-        ``deliver`` is called on the event loop, in publish order per origin,
-        for every envelope published by another node, and never for this
-        node's own envelopes.
+        ``deliver`` is called on the event loop, in publish order per origin
+        and channel, for every envelope published by another node that this
+        node listens to (see the class docstring), and never for this node's
+        own envelopes.
 
         Raises:
             RuntimeError: the broker was already started or is closed.
@@ -72,12 +80,44 @@ class Broker(Protocol):
         """
         ...
 
-    async def publish(self, envelope: Envelope) -> None:
-        """Send ``envelope`` to every other node (at most once).
+    async def publish(self, envelope: Envelope, node: str | None = None) -> None:
+        """Send ``envelope`` to the other nodes listening for it (at most once).
+
+        With ``node``, send it to that node only (its node channel), whatever
+        it listens to.
 
         Raises:
             Unavailable: the broker is down, not started or closed.
         """
+        ...
+
+    def listen(self, kind: EnvelopeKind, target: str) -> Awaitable[None]:
+        """Declare interest in envelopes of ``kind`` for ``target``.
+
+        The interest is recorded when this is *called* (not awaited), and
+        counted: each ``listen`` needs one ``unlisten``. Await the result to
+        know the subscription is live: once it completes, every envelope
+        published afterwards for ``target`` is delivered. ``target`` may be a
+        topic pattern (``chat.>``).
+
+        Raises (when awaited):
+            Unavailable: the subscription could not be confirmed now; the
+                interest stays recorded and the broker subscribes once the
+                backing service is back.
+        """
+        ...
+
+    def unlisten(self, kind: EnvelopeKind, target: str) -> None:
+        """Withdraw one ``listen(kind, target)``; unknown interest is ignored.
+
+        The broker may keep receiving the target's shard for a while (lazy
+        unsubscribe); nothing is owed to the caller.
+        """
+        ...
+
+    def reset(self, kind: EnvelopeKind) -> None:
+        """Withdraw every interest of ``kind`` at once (a restarted handler
+        calls it before listening again, so nothing is counted twice)."""
         ...
 
     async def close(self) -> None:
@@ -89,13 +129,36 @@ class Broker(Protocol):
         ...
 
 
+ALL_SHARDS = None  # ``shard_key`` result: the target needs every shard
+
+
+def shard_key(kind: EnvelopeKind, target: str) -> str | None:
+    """The key that picks the shard channel an envelope or interest lives on.
+
+    Pure. ``topic``: the first segment, so a topic and every pattern naming
+    that segment (``chat.x``, ``chat.>``, ``chat.*.y``) share one shard; a
+    pattern whose first segment is ``*`` or ``>`` matches topics of every
+    shard: ``ALL_SHARDS`` (None). ``room`` and ``presence``: the room, so a
+    room's presence frames keep their order with its messages. Other kinds:
+    the target itself (``global``/``filter`` travel on their own channel,
+    ``user``/``connection`` on node channels; see the broker).
+    """
+    if kind == "topic":
+        first = target.split(".", 1)[0]
+        return ALL_SHARDS if first in ("*", ">") else first
+    return target
+
+
 @dataclass(frozen=True, slots=True)
 class SessionSnapshot:
-    """A detached session, kept for resume.
+    """A session kept for resume: detached, or attached and mirrored
+    (``session.crash_safe``).
 
     ``seq`` is the last sequence number assigned to the session. ``buffer``
     holds ``(seq, tail)`` of the last messages, oldest first, at most the
-    replay buffer size. ``node`` is the node that detached it.
+    replay buffer size. ``node`` is the node that owns the stored record
+    (the one that saved it); only that node may append to it or save it
+    again without ``take_over``.
     """
 
     session_id: str
@@ -108,10 +171,22 @@ class SessionSnapshot:
 
 
 class SessionStore(Protocol):
-    """Detached sessions, for resume (across nodes with a shared store)."""
+    """Sessions kept for resume (across nodes with a shared store).
 
-    async def save(self, snapshot: SessionSnapshot, ttl: float) -> None:
+    Every stored record names its owner node (``SessionSnapshot.node``).
+    ``save`` without ``take_over``, ``mirror`` and ``touch`` change a record
+    only when it belongs to the calling node, so a node that lost a session
+    to another (the client resumed there) can never overwrite the new
+    owner's copy.
+    """
+
+    async def save(self, snapshot: SessionSnapshot, ttl: float, *, take_over: bool = False) -> bool:
         """Store or replace ``snapshot``; it expires ``ttl`` seconds later.
+
+        When an unexpired record of this session belongs to another node
+        than ``snapshot.node`` and ``take_over`` is False, nothing changes and
+        the result is False (the session moved elsewhere); else True. A node
+        that just claimed the session saves it with ``take_over=True``.
 
         Raises:
             ValueError: ``ttl`` is not positive.
@@ -140,6 +215,40 @@ class SessionStore(Protocol):
 
         Raises:
             ValueError: ``cap`` is negative.
+            Unavailable: the store is down.
+        """
+        ...
+
+    async def mirror(
+        self, node: str, ttl: float | None, cap: int, entries: Sequence[tuple[str, int, bytes]]
+    ) -> tuple[set[str], set[str]]:
+        """Append many ``(session_id, seq, tail)`` at once, for sessions ``node`` owns.
+
+        Per entry, as ``append`` (the newest ``cap`` kept, ``seq`` raised to
+        the max), and, when ``ttl`` is not None, the session's expiry moves
+        to ``ttl`` seconds from now (an attached session must not expire
+        while attached); with ``ttl`` None the expiry does not move (a
+        detached session). Entries of one session are applied in order.
+        Returns ``(absent, moved)``: the ids with no unexpired record, and
+        the ids whose record belongs to another node; nothing is written
+        for either.
+
+        Raises:
+            ValueError: ``cap`` is negative, or ``ttl`` is not positive.
+            Unavailable: the store is down (some entries may be written).
+        """
+        ...
+
+    async def touch(
+        self, node: str, ttl: float, session_ids: Sequence[str]
+    ) -> tuple[set[str], set[str]]:
+        """Move the expiry of sessions ``node`` owns to ``ttl`` seconds from now.
+
+        Keeps idle attached sessions alive. Returns ``(absent, moved)`` as
+        ``mirror`` does; nothing is changed for those.
+
+        Raises:
+            ValueError: ``ttl`` is not positive.
             Unavailable: the store is down.
         """
         ...
@@ -188,6 +297,17 @@ class PresenceStore(Protocol):
 
     async def user_connections(self, user: str) -> int:
         """Number of live connections of ``user`` on every node.
+
+        Raises:
+            Unavailable: the store is down.
+        """
+        ...
+
+    async def user_nodes(self, user: str) -> list[str]:
+        """Sorted ids of the live nodes holding a connection of ``user``.
+
+        A node counts from the user's ``add_connection`` there until the last
+        ``remove_connection``; a dead or dropped node does not count.
 
         Raises:
             Unavailable: the store is down.

@@ -17,7 +17,7 @@ messages from other nodes flow again.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from rtcs.backends.base import (
@@ -25,6 +25,7 @@ from rtcs.backends.base import (
     Broker,
     DeliverFn,
     Envelope,
+    EnvelopeKind,
     PresenceStore,
     SessionSnapshot,
     SessionStore,
@@ -68,7 +69,12 @@ class Guard:
 
 
 class GuardedBroker:
-    """A ``Broker`` whose ``publish`` goes through the breaker."""
+    """A ``Broker`` whose ``publish`` and ``listen`` go through the breaker.
+
+    ``listen`` records the interest in the inner broker whatever the breaker
+    says (the broker subscribes once the backend is back); only waiting for
+    the subscription to be live is refused while the breaker is open.
+    """
 
     def __init__(self, inner: Broker, guard: Guard) -> None:
         self._inner = inner
@@ -78,8 +84,17 @@ class GuardedBroker:
     async def start(self, node_id: str, deliver: DeliverFn) -> None:
         await self._inner.start(node_id, deliver)
 
-    async def publish(self, envelope: Envelope) -> None:
-        await self._guard.run(self._inner.publish(envelope))
+    async def publish(self, envelope: Envelope, node: str | None = None) -> None:
+        await self._guard.run(self._inner.publish(envelope, node))
+
+    def listen(self, kind: EnvelopeKind, target: str) -> Awaitable[None]:
+        return self._guard.run(self._inner.listen(kind, target))
+
+    def unlisten(self, kind: EnvelopeKind, target: str) -> None:
+        self._inner.unlisten(kind, target)
+
+    def reset(self, kind: EnvelopeKind) -> None:
+        self._inner.reset(kind)
 
     async def close(self) -> None:
         await self._inner.close()
@@ -95,14 +110,24 @@ class GuardedSessionStore:
         self._inner = inner
         self._run = guard.run
 
-    async def save(self, snapshot: SessionSnapshot, ttl: float) -> None:
-        await self._run(self._inner.save(snapshot, ttl))
+    async def save(self, snapshot: SessionSnapshot, ttl: float, *, take_over: bool = False) -> bool:
+        return await self._run(self._inner.save(snapshot, ttl, take_over=take_over))
 
     async def claim(self, session_id: str, user: str) -> SessionSnapshot | None:
         return await self._run(self._inner.claim(session_id, user))
 
     async def append(self, session_id: str, seq: int, tail: bytes, cap: int) -> bool:
         return await self._run(self._inner.append(session_id, seq, tail, cap))
+
+    async def mirror(
+        self, node: str, ttl: float | None, cap: int, entries: Sequence[tuple[str, int, bytes]]
+    ) -> tuple[set[str], set[str]]:
+        return await self._run(self._inner.mirror(node, ttl, cap, entries))
+
+    async def touch(
+        self, node: str, ttl: float, session_ids: Sequence[str]
+    ) -> tuple[set[str], set[str]]:
+        return await self._run(self._inner.touch(node, ttl, session_ids))
 
     async def delete(self, session_id: str) -> None:
         await self._run(self._inner.delete(session_id))
@@ -129,6 +154,9 @@ class GuardedPresenceStore:
 
     async def user_connections(self, user: str) -> int:
         return await self._run(self._inner.user_connections(user))
+
+    async def user_nodes(self, user: str) -> list[str]:
+        return await self._run(self._inner.user_nodes(user))
 
     async def connection_node(self, connection_id: str) -> str | None:
         return await self._run(self._inner.connection_node(connection_id))

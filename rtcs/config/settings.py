@@ -136,6 +136,9 @@ class SessionSettings:
     replay_buffer: int = 1000
     # At most this long between checks of detached sessions for expiry.
     reap_interval: float = 1.0
+    # Mirror attached sessions to the shared store too (one store write per
+    # delivery, batched), so they survive the crash of their instance.
+    crash_safe: bool = False
 
 
 @dataclass(frozen=True, slots=True)

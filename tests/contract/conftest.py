@@ -22,7 +22,14 @@ from typing import Protocol
 
 import pytest
 
-from rtcs.backends.base import Backends, Broker, Envelope, PresenceStore, SessionStore
+from rtcs.backends.base import (
+    Backends,
+    Broker,
+    Envelope,
+    EnvelopeKind,
+    PresenceStore,
+    SessionStore,
+)
 from rtcs.backends.memory import MemoryBroker, MemoryHub
 from rtcs.backends.redis import close_backends, redis_backends
 from tests.support import FakeClock, wait_until
@@ -158,14 +165,26 @@ class Node:
     inbox: Inbox
 
 
-@pytest.fixture
-def start_node(impl: Harness) -> Callable[[str], Awaitable[Node]]:
-    """Start a broker on the shared bus as node ``node_id``, recording deliveries."""
+#: What a node started by ``start_node`` listens to unless told otherwise.
+DEFAULT_INTEREST: tuple[tuple[EnvelopeKind, str], ...] = (("topic", "news.>"),)
 
-    async def start(node_id: str) -> Node:
+
+@pytest.fixture
+def start_node(impl: Harness) -> Callable[..., Awaitable[Node]]:
+    """Start a broker on the shared bus as node ``node_id``, recording deliveries.
+
+    The node listens to ``interest`` (``DEFAULT_INTEREST`` by default) before
+    it is returned, each listen confirmed.
+    """
+
+    async def start(
+        node_id: str, interest: tuple[tuple[EnvelopeKind, str], ...] = DEFAULT_INTEREST
+    ) -> Node:
         broker = impl.broker()
         inbox = Inbox()
         await broker.start(node_id, inbox)
+        for kind, target in interest:
+            await broker.listen(kind, target)
         return Node(node_id, broker, inbox)
 
     return start

@@ -34,6 +34,23 @@ async def test_connections_are_counted_per_user(impl: Harness) -> None:
     assert await presence.user_connections("bob") == 1
 
 
+async def test_user_nodes_are_the_nodes_holding_the_users_connections(impl: Harness) -> None:
+    presence = impl.presence()
+    assert await presence.user_nodes("alice") == []
+    await presence.add_connection("alice", "c-1", "n2")
+    await presence.add_connection("alice", "c-2", "n1")
+    await presence.add_connection("alice", "c-3", "n2")
+    await presence.add_connection("bob", "c-4", "n3")
+    assert await presence.user_nodes("alice") == ["n1", "n2"]
+    await presence.remove_connection("alice", "c-1")
+    assert await presence.user_nodes("alice") == ["n1", "n2"]
+    await presence.remove_connection("alice", "c-3")
+    assert await presence.user_nodes("alice") == ["n1"]
+    await presence.drop_node("n1")
+    assert await presence.user_nodes("alice") == []
+    assert await presence.user_nodes("bob") == ["n3"]
+
+
 async def test_adding_a_connection_twice_counts_it_once(impl: Harness) -> None:
     presence = impl.presence()
     await presence.add_connection("alice", "c-1", "n1")

@@ -10,6 +10,7 @@ their own (module-scoped) server, never the shared one.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis, RedisCluster
 
-from rtcs.backends.base import Backends, Envelope, SessionSnapshot
+from rtcs.backends.base import Backends, Envelope, EnvelopeKind, SessionSnapshot
 from rtcs.backends.redis import (
     RedisBroker,
     RedisPresenceStore,
@@ -40,7 +41,7 @@ redis_cluster = servers.redis_cluster
 
 COMMAND_TIMEOUT = 0.5  # the default; a frozen call must fail within about this
 FROZEN_LIMIT = 1.0  # "about": the brief's bound, with slack for a slow machine
-FAST = {  # quick failure detection, so these tests stay short
+FAST: dict[str, Any] = {  # quick failure detection, so these tests stay short
     "ping_interval": 0.2,
     "reconnect_backoff": 0.05,
     "reconnect_backoff_max": 0.2,
@@ -84,11 +85,21 @@ class Nodes:
         self.built.append(backends)
         return backends
 
-    async def start(self, url: str, node_id: str, **options: Any) -> tuple[RedisBroker, Inbox]:
+    async def start(
+        self,
+        url: str,
+        node_id: str,
+        *,
+        interest: tuple[tuple[EnvelopeKind, str], ...] = (("topic", "news.>"),),
+        **options: Any,
+    ) -> tuple[RedisBroker, Inbox]:
+        """A started broker listening to ``interest`` (confirmed), and its inbox."""
         broker = self(url, **options).broker
         assert isinstance(broker, RedisBroker)
         inbox = Inbox()
         await broker.start(node_id, inbox)
+        for kind, target in interest:
+            await broker.listen(kind, target)
         return broker, inbox
 
 
@@ -196,6 +207,116 @@ async def test_the_reader_resubscribes_after_redis_restarts(
     assert b._reader is not None and not b._reader.done()  # the same reader task
 
 
+# -- interest: shards, node channels, re-subscription -----------------------------
+
+
+def other_shard_topic(keys: Keys, than: str) -> str:
+    """A topic whose shard differs from topic ``than``'s."""
+    taken = keys.channel(env("x", target=than))
+    return next(
+        topic
+        for topic in (f"t{i}.x" for i in range(1000))
+        if keys.channel(env("x", target=topic)) != taken
+    )
+
+
+def subscribed(broker: RedisBroker) -> set[bytes]:
+    return set().union(*(sub.channels for sub in broker._subscribers))
+
+
+@pytest.mark.parametrize("mode", ["redis", "redis-cluster"])
+async def test_a_node_gets_no_traffic_of_shards_it_does_not_listen_to(
+    mode: str, redis_server: RedisServer, redis_cluster: RedisClusterServers, nodes: Nodes
+) -> None:
+    url = redis_server.url if mode == "redis" else redis_cluster.url
+    keys = Keys("rtcs", 16)
+    elsewhere = other_shard_topic(keys, "news.x")
+    a, _ = await nodes.start(url, "a", interest=())
+    b, inbox = await nodes.start(url, "b", interest=(("topic", "news.>"),), **FAST)
+    assert subscribed(b) == {
+        keys.global_channel,
+        keys.node_channel("b"),
+        keys.channel(env("x", target="news.x")),
+    }
+    await a.publish(env("a", b"not for b", target=elsewhere))
+    await a.publish(env("a", b"for b", target="news.x"))
+    # Same origin, and one connection (or the marker's channel after the
+    # other's publish was acknowledged): had b received the first, it would be first.
+    assert await inbox.wait_for(1) == [env("a", b"for b", target="news.x")]
+    # The last unlisten unsubscribes (lazily); our own unsubscribe is no failure.
+    reader = b._reader
+    b.unlisten("topic", "news.>")
+    await wait_until(lambda: subscribed(b) == {keys.global_channel, keys.node_channel("b")})
+    await a.publish(env("a", b"late", target="news.x"))
+    await a.publish(Envelope("a", "global", "", b"marker"))
+    await inbox.wait_for(2)
+    assert [e.tail for e in inbox.items] == [b"for b", b"marker"]
+    assert b.healthy() and reader is not None and b._reader is reader and not reader.done()
+
+
+async def test_a_subscriber_connection_with_no_channel_answers_pings(
+    redis_cluster: RedisClusterServers, nodes: Nodes
+) -> None:
+    # A node id whose node channel lives with bus:all: the other masters'
+    # connections carry no subscription at all (they answer PING with PONG).
+    probe = RedisCluster.from_url(split_url(redis_cluster.url, None)[0])
+    keys = Keys("rtcs", 16)
+    try:
+        await probe.initialize()
+        home = probe.get_node_from_key(keys.global_channel.decode())
+        assert home is not None
+        node_id = next(
+            f"n-{i}"
+            for i in range(10_000)
+            if probe.get_node_from_key(keys.node_channel(f"n-{i}").decode()) == home
+        )
+    finally:
+        await probe.aclose()
+    b, _ = await nodes.start(redis_cluster.url, node_id, interest=(), **FAST)
+    assert len(b._subscribers) == len(redis_cluster.nodes)
+    idle = [sub for sub in b._subscribers if not sub.channels]
+    assert idle
+    since = time.monotonic()
+    loop_since = asyncio.get_running_loop().time()
+    await wait_until(lambda: all(sub.last_seen > loop_since + 0.5 for sub in idle), 3.0)
+    assert time.monotonic() - since >= 0.5
+    assert b.healthy()
+
+
+async def test_listen_while_redis_is_down_is_unavailable_and_resubscribed_later(
+    server: RedisServer, nodes: Nodes
+) -> None:
+    keys = Keys("rtcs", 16)
+    elsewhere = other_shard_topic(keys, "news.x")
+    a, _ = await nodes.start(server.url, "a", interest=(), **FAST)
+    b, inbox = await nodes.start(server.url, "b", interest=(("topic", "news.>"),), **FAST)
+    server.kill()
+    await wait_until(lambda: not b.healthy(), 3.0)
+    with pytest.raises(Unavailable):
+        await b.listen("topic", elsewhere)  # recorded all the same
+    b.unlisten("topic", "news.>")  # withdrawn while down: not re-subscribed
+    server.restart()
+    await wait_until(b.healthy, 5.0)
+    assert keys.channel(env("x", target=elsewhere)) in subscribed(b)
+    assert keys.channel(env("x", target="news.x")) not in subscribed(b)
+    await a.publish(env("a", b"after", target=elsewhere))
+    assert await inbox.wait_for(1) == [env("a", b"after", target=elsewhere)]
+
+
+async def test_direct_envelopes_use_the_node_channel_across_a_restart(
+    server: RedisServer, nodes: Nodes
+) -> None:
+    a, _ = await nodes.start(server.url, "a", interest=(), **FAST)
+    b, inbox = await nodes.start(server.url, "b", interest=(), **FAST)
+    server.kill()
+    await wait_until(lambda: not b.healthy(), 3.0)
+    server.restart()
+    await wait_until(b.healthy, 5.0)
+    sent = Envelope("a", "user", "alice", b"hi")
+    await a.publish(sent, "b")
+    assert await inbox.wait_for(1) == [sent]
+
+
 # -- garbage on a channel --------------------------------------------------------
 
 
@@ -245,6 +366,7 @@ async def test_a_deliver_callback_that_raises_does_not_stop_the_reader(
             raise RuntimeError("a bug downstream")
 
     await b.start("b", deliver)
+    await b.listen("topic", "news.sport")
     await a.publish(env("a", b"boom"))
     await a.publish(env("a", b"fine"))
     await wait_until(lambda: len(seen) == 2)

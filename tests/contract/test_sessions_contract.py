@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import pytest
@@ -159,3 +160,123 @@ async def test_a_session_saved_by_one_node_is_claimed_by_another(impl: Harness) 
 
 async def test_healthy(impl: Harness) -> None:
     assert impl.sessions().healthy()
+
+
+# -- owned records and mirroring (session.crash_safe) ---------------------------------
+
+
+def owned(node: str, session_id: str = "s-1", seq: int = 3) -> SessionSnapshot:
+    return replace(snap(session_id=session_id, seq=seq), node=node)
+
+
+async def test_save_reports_that_it_stored(impl: Harness) -> None:
+    store = impl.sessions()
+    assert await store.save(snap(), TTL) is True
+    assert await store.save(snap(seq=4), TTL) is True  # its own record: replaced
+
+
+async def test_another_nodes_plain_save_is_refused_and_take_over_wins(impl: Harness) -> None:
+    store = impl.sessions()
+    assert await store.save(owned("n1", seq=3), TTL)
+    assert await store.save(owned("n2", seq=9), TTL) is False
+    claimed = await store.claim("s-1", "alice")
+    assert claimed is not None and (claimed.node, claimed.seq) == ("n1", 3)
+    await store.save(owned("n1", seq=3), TTL)
+    assert await store.save(owned("n2", seq=9), TTL, take_over=True) is True
+    assert await store.save(owned("n1", seq=4), TTL) is False  # n1 lost it for good
+    claimed = await store.claim("s-1", "alice")
+    assert claimed is not None and (claimed.node, claimed.seq) == ("n2", 9)
+
+
+async def test_an_expired_record_of_another_node_does_not_block_a_save(impl: Harness) -> None:
+    store = impl.sessions()
+    await store.save(owned("n1"), TTL)
+    await impl.advance(TTL * 1.5)
+    assert await store.save(owned("n2"), TTL) is True
+
+
+async def test_mirror_appends_in_order_and_reports_absent_and_moved(impl: Harness) -> None:
+    store = impl.sessions()
+    await store.save(owned("n1", "s-a", seq=0), TTL)
+    await store.save(replace(owned("n1", "s-b", seq=0), buffer=()), TTL)
+    await store.save(owned("n2", "s-c"), TTL)
+    entries = [
+        ("s-a", 4, b"a4"),
+        ("s-b", 1, b"b1"),
+        ("s-c", 4, b"c4"),
+        ("s-a", 5, b"a5"),
+        ("s-x", 1, b"x1"),
+    ]
+    absent, moved = await store.mirror("n1", TTL, 10, entries)
+    assert (absent, moved) == ({"s-x"}, {"s-c"})
+    a = await store.claim("s-a", "alice")
+    assert a is not None and a.seq == 5
+    assert a.buffer == ((2, b"two"), (3, b"three"), (4, b"a4"), (5, b"a5"))
+    b = await store.claim("s-b", "alice")
+    assert b is not None and (b.seq, b.buffer) == (1, ((1, b"b1"),))
+    c = await store.claim("s-c", "alice")
+    assert c is not None and c.seq == 3 and c.buffer == snap().buffer  # untouched
+    assert await store.claim("s-x", "alice") is None  # nothing created
+
+
+async def test_mirror_keeps_the_newest_up_to_cap_and_never_lowers_seq(impl: Harness) -> None:
+    store = impl.sessions()
+    await store.save(owned("n1", seq=10), TTL)
+    entries = [("s-1", seq, f"m{seq}".encode()) for seq in (4, 5, 6)]
+    assert await store.mirror("n1", TTL, 2, entries) == (set(), set())
+    claimed = await store.claim("s-1", "alice")
+    assert claimed is not None
+    assert claimed.buffer == ((5, b"m5"), (6, b"m6")) and claimed.seq == 10
+
+
+async def test_mirror_with_a_zero_cap_keeps_no_buffer(impl: Harness) -> None:
+    store = impl.sessions()
+    await store.save(owned("n1"), TTL)
+    assert await store.mirror("n1", TTL, 0, [("s-1", 4, b"x")]) == (set(), set())
+    claimed = await store.claim("s-1", "alice")
+    assert claimed is not None and claimed.buffer == () and claimed.seq == 4
+
+
+async def test_mirror_moves_the_expiry_on(impl: Harness) -> None:
+    store = impl.sessions()
+    await store.save(owned("n1"), TTL)
+    await impl.advance(TTL * 0.6)
+    await store.mirror("n1", TTL, 10, [("s-1", 4, b"four")])
+    await impl.advance(TTL * 0.6)  # past the saved expiry
+    assert await store.count() == 1
+    claimed = await store.claim("s-1", "alice")
+    assert claimed is not None and claimed.buffer[-1] == (4, b"four")
+
+
+async def test_mirror_without_ttl_keeps_the_expiry(impl: Harness) -> None:
+    store = impl.sessions()
+    await store.save(owned("n1"), TTL)
+    await impl.advance(TTL * 0.6)
+    assert await store.mirror("n1", None, 10, [("s-1", 4, b"four")]) == (set(), set())
+    await impl.advance(TTL * 0.6)
+    assert await store.claim("s-1", "alice") is None
+
+
+async def test_mirror_of_nothing_and_bad_arguments(impl: Harness) -> None:
+    store = impl.sessions()
+    assert await store.mirror("n1", TTL, 10, []) == (set(), set())
+    with pytest.raises(ValueError):
+        await store.mirror("n1", TTL, -1, [("s-1", 1, b"x")])
+    with pytest.raises(ValueError):
+        await store.mirror("n1", 0, 10, [("s-1", 1, b"x")])
+
+
+async def test_touch_moves_the_expiry_of_own_records_only(impl: Harness) -> None:
+    store = impl.sessions()
+    await store.save(owned("n1", "s-a"), TTL)
+    await store.save(owned("n2", "s-b"), TTL)
+    await impl.advance(TTL * 0.6)
+    absent, moved = await store.touch("n1", TTL, ["s-a", "s-b", "s-x"])
+    assert (absent, moved) == ({"s-x"}, {"s-b"})
+    await impl.advance(TTL * 0.6)
+    assert await store.claim("s-b", "alice") is None  # not moved on: expired
+    claimed = await store.claim("s-a", "alice")
+    assert claimed is not None and claimed.buffer == snap().buffer
+    assert await store.touch("n1", TTL, []) == (set(), set())
+    with pytest.raises(ValueError):
+        await store.touch("n1", 0, ["s-a"])

@@ -43,6 +43,8 @@ SETTINGS = {
     "RTCS_BACKEND_NODE_TTL": str(NODE_TTL),
     "RTCS_BACKEND_PRESENCE_HEARTBEAT": "1",
     "RTCS_SERVER_DRAIN_TIMEOUT": "1",
+    # Attached sessions are mirrored too: they survive a killed instance.
+    "RTCS_SESSION_CRASH_SAFE": "true",
 }
 
 
@@ -415,27 +417,28 @@ async def test_a_killed_instance_is_taken_out_and_its_clients_resume_on_the_othe
     await quiet(again)
 
 
-@pytest.mark.xfail(
-    reason="a session is written to Redis only when it detaches; a SIGKILLed instance "
-    "never detaches its sessions, so they cannot be resumed elsewhere (issue scale-out)",
-    strict=True,
-)
 async def test_a_killed_instances_clients_resume_with_exact_replay(topology: Topology) -> None:
+    # session.crash_safe: attached sessions are mirrored to Redis, so a client
+    # of a SIGKILLed instance resumes elsewhere with everything that instance
+    # delivered (here: 3-5 were sent to carol, but she had processed only 2).
     carol = await topology.via_haproxy("rtcs-1", "carol")
     erin = await topology.on("rtcs-2", "erin")
     await carol.subscribe("news")
-    for n in (1, 2):
+    for n in (1, 2, 3, 4, 5):
         await erin.publish("news", n)
-    assert [(await carol.expect("message"))["data"] for _ in range(2)] == [1, 2]
+    assert [(await carol.expect("message"))["data"] for _ in range(5)] == [1, 2, 3, 4, 5]
     session = carol.welcome["session_id"]
+    # rtcs-1 writes the attached session behind its deliveries: all five are there.
+    await wait_until(lambda: topology.session_seq(session) == b"5", TIMEOUT)
     topology.nodes["rtcs-1"].kill()
     assert await carol.closed() is not None
-    for n in (3, 4, 5):  # carol misses these
-        await erin.publish("news", n)
     await topology.haproxy.wait_states({"rtcs-1": "DOWN"}, timeout=TIMEOUT)
     again = await topology.client("carol", topology.haproxy.url, f"?session={session}&last_seq=2")
     assert again.welcome["server"] == "rtcs-2"
     assert again.welcome["resumed"] is True, again.welcome
+    assert again.welcome["replayed"] == 3
     replay = [await again.expect("message", topic="news") for _ in range(3)]
     assert [(m["seq"], m["data"]) for m in replay] == [(3, 3), (4, 4), (5, 5)]
+    await erin.publish("news", 6)  # and live again, once, with the next seq
+    await again.expect("message", topic="news", seq=6, data=6)
     await quiet(again)

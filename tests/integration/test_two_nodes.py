@@ -9,7 +9,7 @@ wiring (``backend.kind = "redis"``), breaker included.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from websockets.asyncio.client import connect
@@ -31,16 +31,35 @@ from tests.support.waiting import wait_until_returns
 async def pair(
     request: pytest.FixtureRequest, node_factory: Callable[..., Awaitable[Node]]
 ) -> tuple[Node, Node]:
-    if request.param == "memory":
+    return await start_pair(request.param, node_factory)
+
+
+async def start_pair(
+    kind: str, node_factory: Callable[..., Awaitable[Node]], **settings: Any
+) -> tuple[Node, Node]:
+    if kind == "memory":
         hub = MemoryHub()
-        a = await node_factory(memory_backends(hub), **{"server.node_id": "node-a"})
-        b = await node_factory(memory_backends(hub), **{"server.node_id": "node-b"})
+        a = await node_factory(memory_backends(hub), **settings, **{"server.node_id": "node-a"})
+        b = await node_factory(memory_backends(hub), **settings, **{"server.node_id": "node-b"})
         return a, b
-    url = shared_server().url if request.param == "redis" else shared_cluster().url
-    shared = {"backend.kind": "redis", "backend.redis_url": url}
+    url = shared_server().url if kind == "redis" else shared_cluster().url
+    shared = {"backend.kind": "redis", "backend.redis_url": url, **settings}
     a = await node_factory(None, **shared, **{"server.node_id": "node-a"})
     b = await node_factory(None, **shared, **{"server.node_id": "node-b"})
     return a, b
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("redis-cluster", marks=pytest.mark.redis),
+    ]
+)
+async def crash_safe_pair(
+    request: pytest.FixtureRequest, node_factory: Callable[..., Awaitable[Node]]
+) -> tuple[Node, Node]:
+    return await start_pair(request.param, node_factory, **{"session.crash_safe": True})
 
 
 async def test_publish_reaches_subscribers_on_the_other_node(pair: tuple[Node, Node]) -> None:
@@ -148,5 +167,81 @@ async def test_session_resumes_on_the_other_node(pair: tuple[Node, Node]) -> Non
     await alice.publish("news", 4)
     await again.expect("message", seq=4, data=4)
     await wait_until(lambda: ctx.sessions.get(session) is None)
+    await again.request({"type": "ping"}, "pong")
+    await again.silent()
+
+
+async def resume_on(node: Node, user: str, session: str, last_seq: int) -> Client:
+    ws = await connect(
+        node.url + f"?session={session}&last_seq={last_seq}",
+        additional_headers={"Authorization": f"Bearer {node.token(user)}"},
+    )
+    return Client(ws)
+
+
+async def test_crash_safe_take_over_across_nodes(crash_safe_pair: tuple[Node, Node]) -> None:
+    """The client reconnects to b while a still holds its old connection."""
+    a, b = crash_safe_pair
+    ctx_a, ctx_b = a.app.ctx, b.app.ctx
+    assert ctx_a is not None and ctx_b is not None and ctx_a.write_behind is not None
+    alice, bob = await a.client("alice"), await a.client("bob")
+    await bob.subscribe("news")
+    for n in (1, 2, 3):
+        await alice.publish("news", n)
+    assert [(await bob.expect("message"))["seq"] for _ in range(3)] == [1, 2, 3]
+    session = bob.welcome["session_id"]
+    # a mirrors the attached session: the shared store has all three
+    await ctx_a.write_behind.flush()
+    # bob's old socket is still open on a; he resumes on b having seen only 1
+    again = await resume_on(b, "bob", session, 1)
+    welcome = await again.expect("welcome", resumed=True, session_id=session, server="node-b")
+    assert welcome["replayed"] == 2
+    assert [(await again.expect("message"))["data"] for _ in range(2)] == [2, 3]
+    assert ctx_b.write_behind is not None
+    await ctx_b.write_behind.flush()  # b's record (taken over) is stored
+    # a notices at its next write for the session: closes the stale socket with 1000
+    await alice.publish("news", 4)
+    assert await bob.closed() == 1000
+    await wait_until(lambda: ctx_a.sessions.get(session) is None)
+    await again.expect("message", seq=4, data=4)
+    await alice.publish("news", 5)
+    await again.expect("message", seq=5, data=5)
+    await again.request({"type": "ping"}, "pong")
+    await again.silent()  # nothing twice
+    # a's detach of the stale connection did not overwrite b's record: a
+    # detach on b, then a resume back on a, replays exactly what b stored
+    await again.ws.close()
+    await wait_until(lambda: cast(Session, ctx_b.sessions.get(session)).sink is None)
+    await alice.publish("news", 6)
+    await ctx_b.write_behind.flush()
+    back = await resume_on(a, "bob", session, 5)
+    welcome = await back.expect("welcome", resumed=True, session_id=session, server="node-a")
+    assert welcome["replayed"] == 1
+    await back.expect("message", seq=6, data=6)
+    await back.request({"type": "ping"}, "pong")
+    await back.silent()
+
+
+async def test_crash_safe_subscription_changes_reach_the_store(
+    crash_safe_pair: tuple[Node, Node],
+) -> None:
+    a, b = crash_safe_pair
+    ctx_a = a.app.ctx
+    assert ctx_a is not None and ctx_a.write_behind is not None
+    alice, bob = await a.client("alice"), await a.client("bob")
+    await bob.subscribe("news")
+    await bob.subscribe("sport")
+    await bob.request({"type": "unsubscribe", "topic": "news"}, "unsubscribed")
+    await bob.request({"type": "join", "room": "lobby"}, "joined")
+    await ctx_a.write_behind.flush()
+    session = bob.welcome["session_id"]
+    again = await resume_on(b, "bob", session, 0)
+    await again.expect("welcome", resumed=True, replayed=0, server="node-b")
+    await alice.publish("news", "not any more")
+    await alice.publish("sport", "yes")
+    await again.expect("message", topic="sport", data="yes", seq=1)
+    await alice.request({"type": "join", "room": "lobby"}, "joined")
+    await alice.request({"type": "broadcast", "room": "lobby", "data": "room"})
+    await again.expect("message", room="lobby", data="room", seq=2)
     await again.request({"type": "ping"}, "pong")
     await again.silent()

@@ -115,3 +115,10 @@ def test_a_target_always_lands_on_one_valid_shard(target: str, shards: int) -> N
     # A room's presence frames travel with its messages: same channel, same order.
     assert keys.channel(Envelope("n", "presence", target, b"")) == keys.shard_channels[shard]
     assert keys.channel(Envelope("n", "global", "", b"")) == keys.global_channel
+    # A topic is carried by the shard of its first segment, which every
+    # pattern naming that segment listens to.
+    first = target.split(".", 1)[0]
+    if first not in ("*", ">"):
+        channel = keys.shard_channels[shard_of(first, shards)]
+        assert keys.channel(Envelope("n", "topic", target, b"")) == channel
+        assert keys.interest("topic", f"{first}.>") == (channel,)

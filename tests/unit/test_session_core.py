@@ -213,3 +213,64 @@ def test_a_claim_answered_by_the_store() -> None:
     assert plan_claimed(session, 1).verdict is ResumeVerdict.TOO_OLD
     plan = plan_claimed(session, 4)
     assert plan.verdict is ResumeVerdict.RESUME and [s for s, _ in plan.replay] == [5]
+
+
+def test_attached_delivery_is_mirrored_too() -> None:
+    session = Session("s-1", "alice", (), buffer_size=10)
+    sink = Sink()
+    session.sink = sink
+    mirrored: list[tuple[str, int]] = []
+    session.mirror = lambda sid, seq, _tail: mirrored.append((sid, seq))
+    session.deliver(tail(1))
+    session.deliver(tail(2))
+    assert len(sink.frames) == 2 and mirrored == [("s-1", 1), ("s-1", 2)]
+
+
+def test_changes_of_subscriptions_and_rooms_are_reported() -> None:
+    session = Session("s-1", "alice", (), buffer_size=10)
+    seen: list[tuple[set[str], set[str]]] = []
+    session.subscriptions.add("quiet")  # no hook yet: nothing reported
+    session.on_change = lambda s: seen.append((set(s.subscriptions), set(s.rooms)))
+    session.subscriptions.add("news")
+    session.subscriptions.add("news")  # no change, no report
+    session.rooms.add("lobby")
+    session.subscriptions.discard("nothing")
+    session.subscriptions.discard("quiet")
+    session.rooms.update(["lobby"])
+    session.rooms.update(["a", "b"])
+    session.rooms.remove("a")
+    session.subscriptions.clear()
+    session.subscriptions.clear()
+    assert seen == [
+        ({"quiet", "news"}, set()),
+        ({"quiet", "news"}, {"lobby"}),
+        ({"news"}, {"lobby"}),
+        ({"news"}, {"lobby", "a", "b"}),
+        ({"news"}, {"lobby", "b"}),
+        (set(), {"lobby", "b"}),
+    ]
+
+
+def test_attach_and_detach_clear_the_mirror_and_the_change_hook() -> None:
+    registry = SessionRegistry(10)
+    session = registry.create("alice", ())
+    session.mirror = lambda sid, seq, _tail: None
+    session.on_change = lambda s: None
+    registry.attach(session, Sink())
+    assert session.mirror is None and session.on_change is None
+    session.mirror = lambda sid, seq, _tail: None
+    session.on_change = lambda s: None
+    assert registry.attached() == [session]
+    registry.detach(session, 1.0)
+    assert session.mirror is None and session.on_change is None
+    assert registry.attached() == []
+
+
+def test_a_restored_session_reports_no_change() -> None:
+    registry = SessionRegistry(10)
+    calls: list[Session] = []
+    session = registry.restore(
+        "s-1", "alice", (), seq=0, buffer=(), subscriptions=["a"], rooms=["r"], now=0.0
+    )
+    session.on_change = calls.append
+    assert session.subscriptions == {"a"} and session.rooms == {"r"} and calls == []

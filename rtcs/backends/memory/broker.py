@@ -7,15 +7,20 @@ Several brokers sharing one ``MemoryHub`` act as nodes of one cluster inside a
 process: each envelope reaches every other started broker, asynchronously
 (``loop.call_soon``) and in publish order, never the origin. Tests use this to
 run several nodes without Redis.
+
+Interest costs nothing in memory, so the memory broker ignores it: ``listen``
+completes at once and every node gets every envelope (a broker may deliver
+more than was asked for). ``publish(envelope, node=...)`` does reach that node
+only, as a Redis node channel would.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-from rtcs.backends.base import DeliverFn, Envelope
+from rtcs.backends.base import DeliverFn, Envelope, EnvelopeKind
 from rtcs.backends.memory.presence import MemoryPresenceStore
 from rtcs.backends.memory.sessions import MemorySessionStore
 from rtcs.errors import Unavailable
@@ -53,8 +58,14 @@ class MemoryHub:
         """Ids of the attached nodes, sorted."""
         return sorted(self._brokers)
 
-    def fan_out(self, envelope: Envelope) -> None:
-        """Schedule ``envelope`` for every attached broker except its origin."""
+    def fan_out(self, envelope: Envelope, node: str | None = None) -> None:
+        """Schedule ``envelope`` for every attached broker except its origin
+        (for broker ``node`` only, when given)."""
+        if node is not None:
+            broker = self._brokers.get(node)
+            if broker is not None and node != envelope.origin:
+                broker._schedule(envelope)
+            return
         for node_id, broker in self._brokers.items():
             if node_id != envelope.origin:
                 broker._schedule(envelope)
@@ -86,8 +97,9 @@ class MemoryBroker:
         self._deliver = deliver
         self._loop = asyncio.get_running_loop()
 
-    async def publish(self, envelope: Envelope) -> None:
-        """Hand ``envelope`` to every other node of the hub (none without a hub).
+    async def publish(self, envelope: Envelope, node: str | None = None) -> None:
+        """Hand ``envelope`` to every other node of the hub (to ``node`` only,
+        when given; none without a hub).
 
         Raises:
             Unavailable: the broker is not started or is closed.
@@ -95,7 +107,21 @@ class MemoryBroker:
         if self._deliver is None or self._closed:
             raise Unavailable("broker is not running")
         if self._hub is not None:
-            self._hub.fan_out(envelope)
+            self._hub.fan_out(envelope, node)
+
+    def listen(self, kind: EnvelopeKind, target: str) -> Awaitable[None]:
+        """Live at once: this broker delivers everything.
+
+        Raises (when awaited):
+            Unavailable: the broker is not started or is closed.
+        """
+        return _live(self._deliver is not None and not self._closed)
+
+    def unlisten(self, kind: EnvelopeKind, target: str) -> None:
+        """Nothing to withdraw."""
+
+    def reset(self, kind: EnvelopeKind) -> None:
+        """Nothing to withdraw."""
 
     async def close(self) -> None:
         """Detach from the hub; envelopes already scheduled are dropped."""
@@ -126,6 +152,11 @@ class MemoryBroker:
         if self._closed or self._deliver is None or envelope.origin == self._node_id:
             return
         self._deliver(envelope)
+
+
+async def _live(running: bool) -> None:
+    if not running:
+        raise Unavailable("broker is not running")
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -42,6 +42,10 @@ class MemoryPresenceStore:
         """Number of live connections of ``user``."""
         return len(self._connections.get(user, ()))
 
+    async def user_nodes(self, user: str) -> list[str]:
+        """Sorted ids of the nodes holding a connection of ``user``."""
+        return sorted(set(self._connections.get(user, {}).values()))
+
     async def connection_node(self, connection_id: str) -> str | None:
         """The node holding ``connection_id``, or None (a dropped node holds nothing)."""
         return self._nodes.get(connection_id)

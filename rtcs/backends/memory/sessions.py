@@ -1,4 +1,4 @@
-"""In-memory store of detached sessions, with expiry by an injected clock.
+"""In-memory store of sessions kept for resume, with expiry by an injected clock.
 
 Expired sessions are purged lazily on every access (cheaply, from a heap of
 expiry times) and by ``purge()``, so memory holds only sessions saved within
@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from rtcs.backends.base import SessionSnapshot
@@ -23,6 +23,10 @@ class _Stored:
     snapshot: SessionSnapshot
     buffer: deque[tuple[int, bytes]]
     expires_at: float
+    # The time of this session's one authoritative heap entry. Moving the
+    # expiry later (mirror, touch) pushes nothing: when the entry surfaces
+    # before ``expires_at``, it is pushed again for ``expires_at``.
+    scheduled: float
 
 
 class MemorySessionStore:
@@ -38,8 +42,11 @@ class MemorySessionStore:
         # stay until they surface and are then checked against _sessions.
         self._expiries: list[tuple[float, str]] = []
 
-    async def save(self, snapshot: SessionSnapshot, ttl: float) -> None:
+    async def save(self, snapshot: SessionSnapshot, ttl: float, *, take_over: bool = False) -> bool:
         """Store or replace ``snapshot``; it expires ``ttl`` seconds from now.
+
+        Returns False, changing nothing, when a live record belongs to another
+        node and ``take_over`` is False.
 
         Raises:
             ValueError: ``ttl`` is not positive.
@@ -48,13 +55,18 @@ class MemorySessionStore:
             raise ValueError(f"session ttl must be positive, got {ttl!r}")
         now = self._clock()
         self._purge(now)
+        current = self._sessions.get(snapshot.session_id)
+        if current is not None and not take_over and current.snapshot.node != snapshot.node:
+            return False
         expires_at = now + ttl
         self._sessions[snapshot.session_id] = _Stored(
             snapshot=replace(snapshot, buffer=()),
             buffer=deque(snapshot.buffer),
             expires_at=expires_at,
+            scheduled=expires_at,
         )
         heapq.heappush(self._expiries, (expires_at, snapshot.session_id))
+        return True
 
     async def claim(self, session_id: str, user: str) -> SessionSnapshot | None:
         """Remove and return the session when it is live and owned by ``user``."""
@@ -75,12 +87,64 @@ class MemorySessionStore:
         stored = self._live(session_id)
         if stored is None:
             return False
-        if stored.buffer.maxlen != cap:
-            stored.buffer = deque(stored.buffer, maxlen=cap)
-        stored.buffer.append((seq, tail))
-        if seq > stored.snapshot.seq:
-            stored.snapshot = replace(stored.snapshot, seq=seq)
+        _append(stored, seq, tail, cap)
         return True
+
+    async def mirror(
+        self, node: str, ttl: float | None, cap: int, entries: Sequence[tuple[str, int, bytes]]
+    ) -> tuple[set[str], set[str]]:
+        """Append entries of sessions ``node`` owns; with ``ttl``, move their expiry.
+
+        Raises:
+            ValueError: ``cap`` is negative, or ``ttl`` is not positive.
+        """
+        if cap < 0:
+            raise ValueError(f"buffer cap must not be negative, got {cap!r}")
+        if ttl is not None and not ttl > 0:
+            raise ValueError(f"session ttl must be positive, got {ttl!r}")
+        now = self._clock()
+        self._purge(now)
+        absent: set[str] = set()
+        moved: set[str] = set()
+        for session_id, seq, tail in entries:
+            stored = self._owned(session_id, node, absent, moved)
+            if stored is not None:
+                _append(stored, seq, tail, cap)
+                if ttl is not None:
+                    stored.expires_at = now + ttl
+        return absent, moved
+
+    async def touch(
+        self, node: str, ttl: float, session_ids: Sequence[str]
+    ) -> tuple[set[str], set[str]]:
+        """Move the expiry of sessions ``node`` owns to ``ttl`` seconds from now.
+
+        Raises:
+            ValueError: ``ttl`` is not positive.
+        """
+        if not ttl > 0:
+            raise ValueError(f"session ttl must be positive, got {ttl!r}")
+        now = self._clock()
+        self._purge(now)
+        absent: set[str] = set()
+        moved: set[str] = set()
+        for session_id in session_ids:
+            stored = self._owned(session_id, node, absent, moved)
+            if stored is not None:
+                stored.expires_at = now + ttl
+        return absent, moved
+
+    def _owned(
+        self, session_id: str, node: str, absent: set[str], moved: set[str]
+    ) -> _Stored | None:
+        stored = self._sessions.get(session_id)
+        if stored is None:
+            absent.add(session_id)
+        elif stored.snapshot.node != node:
+            moved.add(session_id)
+        else:
+            return stored
+        return None
 
     async def delete(self, session_id: str) -> None:
         """Forget the session, if any."""
@@ -108,10 +172,23 @@ class MemorySessionStore:
         removed = 0
         expiries = self._expiries
         while expiries and expiries[0][0] <= now:
-            expires_at, session_id = heapq.heappop(expiries)
+            scheduled, session_id = heapq.heappop(expiries)
             stored = self._sessions.get(session_id)
-            # A replaced session has a later expiry: its old heap entry is stale.
-            if stored is not None and stored.expires_at <= expires_at:
+            # The heap entry of a replaced session is stale: not its scheduled one.
+            if stored is None or stored.scheduled != scheduled:
+                continue
+            if stored.expires_at <= now:
                 del self._sessions[session_id]
                 removed += 1
+            else:  # the expiry moved later (mirror, touch): look again then
+                stored.scheduled = stored.expires_at
+                heapq.heappush(expiries, (stored.expires_at, session_id))
         return removed
+
+
+def _append(stored: _Stored, seq: int, tail: bytes, cap: int) -> None:
+    if stored.buffer.maxlen != cap:
+        stored.buffer = deque(stored.buffer, maxlen=cap)
+    stored.buffer.append((seq, tail))
+    if seq > stored.snapshot.seq:
+        stored.snapshot = replace(stored.snapshot, seq=seq)

@@ -58,8 +58,11 @@ def redis_backends(
             ``rediss+cluster://``) names one seed node of a Redis Cluster.
         prefix: first part of every key and channel name, so deployments can
             share a Redis; no braces (they would become the Cluster hash tag).
-        shards: number of pub/sub channels targets hash onto
-            (``crc32(target) % shards``); ``global``/``filter`` use one more.
+        shards: number of pub/sub channels topics and rooms hash onto
+            (``crc32(shard_key) % shards``: a topic's first segment, a room's
+            name); a node subscribes only to those it listens to.
+            ``global``/``filter`` use one more channel, direct messages each
+            node's own channel.
         command_timeout: seconds a command may take (socket timeout); a call
             against a frozen Redis fails after about this long.
         connect_timeout: seconds to establish a connection.

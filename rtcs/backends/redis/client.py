@@ -5,8 +5,9 @@ One ``Link`` per node holds one redis-py asyncio client: ``Redis`` over a
 per master) for a Cluster. The broker, the session store and the presence
 store share it; the last one to close it closes the client.
 
-Failure rules, the same for every call (DESIGN.md §4: redis-py's default retry
-turns one call against a frozen Redis into 9.6 s):
+Failure rules, the same for every call (docs/architecture.md, "Library
+behaviour": redis-py's default retry turns one call against a frozen Redis
+into 9.6 s):
 
 - retries are pinned to none (``Retry(NoBackoff(), 0)``), on the client and on
   every connection;

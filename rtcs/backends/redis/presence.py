@@ -237,6 +237,19 @@ class RedisPresenceStore:
             touched, nodes = await pipe.execute()
         return _live_count(nodes, _dead(touched))
 
+    async def user_nodes(self, user: str) -> list[str]:
+        """Sorted ids of the live nodes holding a connection of ``user``.
+
+        Raises:
+            Unavailable: Redis is down.
+        """
+        async with self._guard("user_nodes"):
+            pipe = self._pipeline()
+            pipe.hvals(self._keys.user_connections(user))
+            touched, nodes = await pipe.execute()
+        dead = _dead(touched)
+        return sorted({cast(bytes, node).decode() for node in nodes if node not in dead})
+
     async def connection_node(self, connection_id: str) -> str | None:
         """The node holding ``connection_id``, or None (also when that node is dead).
 

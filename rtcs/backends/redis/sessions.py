@@ -1,4 +1,4 @@
-"""Detached sessions in Redis: one hash and one list per session, on one slot.
+"""Sessions kept for resume in Redis: one hash and one list per session, on one slot.
 
 Keys (``wire.Keys``), with the session id as the Cluster hash tag:
 
@@ -20,6 +20,12 @@ moves; it trims the list to ``cap`` with ``LTRIM`` and raises ``seq`` to the
 max. Expired keys are invisible to scripts, so "no unexpired session" is just
 "no meta hash".
 
+``node`` in the hash is the record's owner. ``save`` (unless ``take_over``),
+``mirror`` and ``touch`` check it inside their script, so a node never writes
+over a record another node owns. ``mirror`` is ``append`` for many sessions
+in one pipeline (one script call per session); with a TTL it also moves the
+expiry of both keys (an attached, crash-safe session).
+
 The index is written in the same pipeline as the session (a different slot in
 Cluster mode, so not atomically): it can only over-count, for a session claimed
 or deleted while its index update failed, and only until that entry's expiry.
@@ -27,6 +33,7 @@ or deleted while its index update failed, and only until that entry's expiry.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rtcs.backends.base import SessionSnapshot
@@ -35,14 +42,19 @@ from rtcs.backends.redis.wire import Keys, WireError, pack_strings, unpack_strin
 from rtcs.errors import Unavailable
 
 _SAVE = Script("""
--- KEYS: meta, buf. ARGV: ttl_ms, user, seq, node, subs, rooms, entries...
+-- KEYS: meta, buf. ARGV: ttl_ms, user, seq, node, subs, rooms, take_over, entries...
+-- 0: another node owns the live record (nothing changed); 1: saved.
+if ARGV[7] ~= '1' then
+  local owner = redis.call('HGET', KEYS[1], 'node')
+  if owner and owner ~= ARGV[4] then return 0 end
+end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('HSET', KEYS[1], 'user', ARGV[2], 'seq', ARGV[3], 'node', ARGV[4],
            'subs', ARGV[5], 'rooms', ARGV[6])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 local n = #ARGV
-if n > 6 then
-  for i = 7, n, 256 do
+if n > 7 then
+  for i = 8, n, 256 do
     redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 255, n)))
   end
   redis.call('PEXPIRE', KEYS[2], ARGV[1])
@@ -75,6 +87,57 @@ else
 end
 if tonumber(ARGV[1]) > tonumber(redis.call('HGET', KEYS[1], 'seq')) then
   redis.call('HSET', KEYS[1], 'seq', ARGV[1])
+end
+return 1
+""")
+
+_MIRROR = Script("""
+-- KEYS: meta, buf. ARGV: node, ttl_ms (0: the expiry does not move), cap,
+-- then seq, entry pairs. 0: no live session; 2: another node's; 1: appended.
+local owner = redis.call('HGET', KEYS[1], 'node')
+if not owner then return 0 end
+if owner ~= ARGV[1] then return 2 end
+local ttl = tonumber(ARGV[2])
+local cap = tonumber(ARGV[3])
+local top = redis.call('HGET', KEYS[1], 'seq')
+local raised = false
+for i = 4, #ARGV, 2 do
+  if cap > 0 then redis.call('RPUSH', KEYS[2], ARGV[i + 1]) end
+  if tonumber(ARGV[i]) > tonumber(top) then top = ARGV[i]; raised = true end
+end
+if raised then redis.call('HSET', KEYS[1], 'seq', top) end
+if cap > 0 then
+  redis.call('LTRIM', KEYS[2], -cap, -1)
+else
+  redis.call('DEL', KEYS[2])
+end
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+else
+  local expires = redis.call('PEXPIRETIME', KEYS[1])
+  if expires > 0 then redis.call('PEXPIREAT', KEYS[2], expires) end
+end
+return 1
+""")
+
+_TOUCH = Script("""
+-- KEYS: meta, buf. ARGV: node, ttl_ms. 0: no live session; 2: another node's; 1: moved on.
+local owner = redis.call('HGET', KEYS[1], 'node')
+if not owner then return 0 end
+if owner ~= ARGV[1] then return 2 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1
+""")
+
+_INDEX_TOUCH = Script("""
+-- KEYS: index. ARGV: ttl_ms, session ids... Moves the expiry of listed entries
+-- that exist (XX) to now + ttl, never earlier (GT).
+local t = redis.call('TIME')
+local expires = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', 'GT', expires, ARGV[i])
 end
 return 1
 """)
@@ -112,16 +175,17 @@ class RedisSessionStore:
             raise Unavailable("session store is closed")
         return Guard(self._health, self._deadline, what)
 
-    async def save(self, snapshot: SessionSnapshot, ttl: float) -> None:
+    async def save(self, snapshot: SessionSnapshot, ttl: float, *, take_over: bool = False) -> bool:
         """Store or replace ``snapshot`` for ``ttl`` seconds (millisecond precision).
+
+        Returns False, changing nothing, when a live record belongs to another
+        node and ``take_over`` is False (checked inside the script).
 
         Raises:
             ValueError: ``ttl`` is not positive.
             Unavailable: Redis is down.
         """
-        if not ttl > 0:
-            raise ValueError(f"session ttl must be positive, got {ttl!r}")
-        ttl_ms = max(1, round(ttl * 1000))
+        ttl_ms = _ttl_ms(ttl)
         meta, buf = self._keys.session(snapshot.session_id)
         args: list[Any] = [
             ttl_ms,
@@ -130,13 +194,17 @@ class RedisSessionStore:
             snapshot.node,
             pack_strings(snapshot.subscriptions),
             pack_strings(snapshot.rooms),
+            1 if take_over else 0,
         ]
         args += [b"%d:" % seq + tail for seq, tail in snapshot.buffer]
         async with self._guard("save"):
             pipe = self._link.client.pipeline(transaction=False)
             _SAVE.queue(pipe, [meta, buf], args)
+            # Queued whatever the save says: a refused save can only make the
+            # index over-count, until the entry's expiry.
             _INDEX_ADD.queue(pipe, [self._keys.sessions_index], [snapshot.session_id, ttl_ms])
-            await pipe.execute()
+            saved, _ = await pipe.execute()
+        return bool(saved)
 
     async def claim(self, session_id: str, user: str) -> SessionSnapshot | None:
         """Remove and return the session when it is live and ``user``'s (atomic).
@@ -180,6 +248,61 @@ class RedisSessionStore:
             done = await _APPEND(self._link.client, [meta, buf], [seq, b"%d:" % seq + tail, cap])
         return bool(done)
 
+    async def mirror(
+        self, node: str, ttl: float | None, cap: int, entries: Sequence[tuple[str, int, bytes]]
+    ) -> tuple[set[str], set[str]]:
+        """Append entries of sessions ``node`` owns, in one pipeline: one script
+        call per session (on its slot), plus one index update when ``ttl`` moves
+        the expiry.
+
+        Raises:
+            ValueError: ``cap`` is negative, or ``ttl`` is not positive.
+            Unavailable: Redis is down.
+        """
+        if cap < 0:
+            raise ValueError(f"buffer cap must not be negative, got {cap!r}")
+        ttl_ms = 0 if ttl is None else _ttl_ms(ttl)
+        by_session: dict[str, list[Any]] = {}
+        for session_id, seq, tail in entries:
+            args = by_session.get(session_id)
+            if args is None:
+                args = by_session[session_id] = [node, ttl_ms, cap]
+            args += (seq, b"%d:" % seq + tail)
+        if not by_session:
+            return set(), set()
+        async with self._guard("mirror"):
+            pipe = self._link.client.pipeline(transaction=False)
+            for session_id, args in by_session.items():
+                _MIRROR.queue(pipe, list(self._keys.session(session_id)), args)
+            if ttl_ms:
+                self._queue_index_touch(pipe, ttl_ms, by_session)
+            results = await pipe.execute()
+        return _verdicts(by_session, results)
+
+    async def touch(
+        self, node: str, ttl: float, session_ids: Sequence[str]
+    ) -> tuple[set[str], set[str]]:
+        """Move the expiry of sessions ``node`` owns, in one pipeline.
+
+        Raises:
+            ValueError: ``ttl`` is not positive.
+            Unavailable: Redis is down.
+        """
+        ttl_ms = _ttl_ms(ttl)
+        ids = list(dict.fromkeys(session_ids))
+        if not ids:
+            return set(), set()
+        async with self._guard("touch"):
+            pipe = self._link.client.pipeline(transaction=False)
+            for session_id in ids:
+                _TOUCH.queue(pipe, list(self._keys.session(session_id)), [node, ttl_ms])
+            self._queue_index_touch(pipe, ttl_ms, ids)
+            results = await pipe.execute()
+        return _verdicts(ids, results)
+
+    def _queue_index_touch(self, pipe: Any, ttl_ms: int, ids: Iterable[str]) -> None:
+        _INDEX_TOUCH.queue(pipe, [self._keys.sessions_index], [ttl_ms, *ids])
+
     async def delete(self, session_id: str) -> None:
         """Forget the session, if any.
 
@@ -211,6 +334,24 @@ class RedisSessionStore:
         if not self._closed:
             self._closed = True
             await self._link.release()
+
+
+def _ttl_ms(ttl: float) -> int:
+    if not ttl > 0:
+        raise ValueError(f"session ttl must be positive, got {ttl!r}")
+    return max(1, round(ttl * 1000))
+
+
+def _verdicts(ids: Iterable[str], results: Sequence[Any]) -> tuple[set[str], set[str]]:
+    """``(absent, moved)`` from the per-session script results (0, 2; 1 is done)."""
+    absent: set[str] = set()
+    moved: set[str] = set()
+    for session_id, result in zip(ids, results, strict=False):
+        if result == 0:
+            absent.add(session_id)
+        elif result == 2:
+            moved.add(session_id)
+    return absent, moved
 
 
 def _entry(raw: bytes) -> tuple[int, bytes]:

@@ -22,10 +22,13 @@ per string a 4-byte length and its UTF-8 (``pack_strings`` /
 ``unpack_strings``).
 
 Channels: an envelope with a target travels on one of ``shards`` channels,
-``<prefix>:bus:<crc32(target) % shards>``; ``global`` and ``filter`` (no
-target) travel on ``<prefix>:bus:all``. Hashing by target alone keeps every
-envelope of one target (a room's messages and its presence frames) on one
-channel, hence in publish order.
+``<prefix>:bus:<crc32(key) % shards>``, where ``key`` is
+``base.shard_key(kind, target)``: a topic's first segment (so a pattern names
+its shard: ``chat.>`` needs the shard of ``chat``), a room's name (its
+messages and presence frames share one channel, hence keep publish order).
+``global`` and ``filter`` (no target) travel on ``<prefix>:bus:all``. An
+envelope for one node (direct messages) travels on that node's channel
+``<prefix>:node:{<node>}`` (braces: the Cluster hash tag).
 
 Key names put the entity between braces, a Redis Cluster hash tag, so that all
 keys of one session (or user, room, node) live on one slot and a Lua script
@@ -40,7 +43,7 @@ import struct
 import zlib
 from typing import NamedTuple, get_args
 
-from rtcs.backends.base import Envelope, EnvelopeKind
+from rtcs.backends.base import ALL_SHARDS, Envelope, EnvelopeKind, shard_key
 
 VERSION = 1
 KINDS: tuple[EnvelopeKind, ...] = get_args(EnvelopeKind)
@@ -198,14 +201,31 @@ class Keys:
         self.nodes = f"{prefix}:nodes"
 
     def channel(self, envelope: Envelope) -> bytes:
-        """The channel ``envelope`` is published on."""
+        """The channel ``envelope`` is published on (when not sent to one node)."""
         if envelope.kind in UNTARGETED:
             return self.global_channel
-        return self.shard_channels[shard_of(envelope.target, self.shards)]
+        key = shard_key(envelope.kind, envelope.target)
+        if key is ALL_SHARDS:  # not a valid topic; any shard will do
+            return self.shard_channels[0]
+        return self.shard_channels[shard_of(key, self.shards)]
 
-    def all_channels(self) -> tuple[bytes, ...]:
-        """Every channel a node listening to everything subscribes to."""
-        return (*self.shard_channels, self.global_channel)
+    def interest(self, kind: EnvelopeKind, target: str) -> tuple[bytes, ...]:
+        """The channels a node listening to ``kind``/``target`` must subscribe to.
+
+        Every envelope ``channel`` puts on a channel for a matching target is
+        on one of these: one shard, or every shard for a topic pattern whose
+        first segment is a wildcard; the global channel for ``global``/``filter``.
+        """
+        if kind in UNTARGETED:
+            return (self.global_channel,)
+        key = shard_key(kind, target)
+        if key is ALL_SHARDS:
+            return self.shard_channels
+        return (self.shard_channels[shard_of(key, self.shards)],)
+
+    def node_channel(self, node: str) -> bytes:
+        """The channel of envelopes sent to ``node`` alone (on the node's slot)."""
+        return f"{self.prefix}:node:{{{node}}}".encode()
 
     def session(self, session_id: str) -> tuple[str, str]:
         """The session's ``meta`` hash and ``buf`` list, on one slot."""
