@@ -12,6 +12,8 @@ already-encoded bytes.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, assert_never
 
 from thespian.actors import (
@@ -48,7 +50,7 @@ from rtcs.actors.messages import (
     StartConnection,
 )
 from rtcs.actors.session_events import announce_presence, mirror_attached, release_connection
-from rtcs.backends.base import SessionSnapshot
+from rtcs.backends.base import EnvelopeKind, SessionSnapshot
 from rtcs.errors import (
     AuthError,
     CloseCode,
@@ -445,6 +447,33 @@ class WebSocketActor(Calls, ActorTypeDispatcher):
                 address = ctx.directory.lookup(name)
                 if address is not None:
                     self.send(address, IndexSession(session))
+            interests = _interests(session)
+            broker = ctx.backends.broker
+            if interests and broker.distributed:
+                # This node may not have listened to these topics and rooms
+                # yet: welcome only once their subscriptions are live, so
+                # nothing published elsewhere from now on is missed (what
+                # arrives meanwhile is buffered in the session and replayed).
+                waits = [broker.listen(kind, target) for kind, target in interests]
+
+                def live(_: object = None) -> None:
+                    for kind, target in interests:
+                        broker.unlisten(kind, target)
+                    self._finish_claim(identity, session, last_seq, request_id)
+
+                self.call(_all(waits), live, live)
+                return
+        self._finish_claim(identity, session, last_seq, request_id)
+
+    def _finish_claim(
+        self,
+        identity: Identity,
+        session: Session | None,
+        last_seq: int,
+        request_id: RequestId,
+    ) -> None:
+        if self.handle.closing:
+            return
         # A restored session that cannot be resumed is left for the reaper.
         self._welcome(identity, plan_claimed(session, last_seq), request_id, claimed=True)
         held, self._held = self._held or [], None
@@ -516,6 +545,21 @@ class WebSocketActor(Calls, ActorTypeDispatcher):
             announce_presence(ctx, self, session, online=True)
         add = ctx.backends.presence.add_connection
         ctx.background.submit(add, session.user, handle.connection_id, ctx.node_id)
+
+
+def _interests(session: Session) -> list[tuple[EnvelopeKind, str]]:
+    """What a session needs this node's broker to listen to (its topics and rooms)."""
+    found: list[tuple[EnvelopeKind, str]] = [("topic", p) for p in session.subscriptions]
+    found += [("room", room) for room in session.rooms]
+    return found
+
+
+async def _all(waits: list[Awaitable[None]]) -> None:
+    """Await every subscription; the first failure is raised after all settled."""
+    results = await asyncio.gather(*waits, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 def _forbidden(action: str, topic: str | None) -> Forbidden:
