@@ -85,6 +85,7 @@ from rtcs.errors import Unavailable
 _log = logging.getLogger("rtcs.backends.redis")
 
 PUBLISH_BATCH = 512  # envelopes per pipeline at most
+DRAIN_BATCH = 1024  # buffered replies handled per reader turn at most
 
 Waiters = list["asyncio.Future[None]"]
 
@@ -577,6 +578,7 @@ class RedisBroker:
                         reply = reads[sub].result()
                         sub.last_seen = now
                         self._handle(sub, reply)
+                        await self._drain(sub)
                         reads[sub] = asyncio.ensure_future(sub.conn.read_response(timeout=math.inf))
                     await sub.keepalive(now, options.ping_interval, options.command_timeout)
         finally:
@@ -584,6 +586,22 @@ class RedisBroker:
             for future in pending:
                 future.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _drain(self, sub: _Subscriber) -> None:
+        """Handle the replies already received on ``sub`` before waiting again.
+
+        One reply per turn of the wait above would fall behind under load (a
+        busy event loop turns slowly): what is buffered is handled now, at
+        most ``DRAIN_BATCH`` replies, each read bounded by the command timeout.
+        """
+        timeout = self._options.command_timeout
+        for _ in range(DRAIN_BATCH):
+            if not await sub.conn.can_read():
+                return
+            reply = await sub.conn.read_response(timeout=timeout)
+            if reply is None:  # a partial reply did not complete in time
+                return
+            self._handle(sub, reply)
 
     def _handle(self, sub: _Subscriber, reply: Any) -> None:
         kind = reply[0] if isinstance(reply, list) and reply else None
