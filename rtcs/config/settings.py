@@ -169,7 +169,7 @@ class BackendSettings:
     redis_pool_size: int = 32
     # Seconds of silence after which the subscriber pings Redis: a frozen Redis
     # is noticed within this plus redis_command_timeout.
-    redis_ping_interval: float = 0.5
+    redis_ping_interval: float = 0.25
     # Seconds between this node's presence heartbeats.
     presence_heartbeat: float = 10.0
     # Seconds after its last heartbeat that a silent (crashed) node's users drop out.
