@@ -214,7 +214,12 @@ class WebSocketActor(Calls, ActorTypeDispatcher):
             command = codec.decode(msg.text, max_depth=ctx.settings.limits.max_json_depth)
         except ProtocolError as exc:
             metrics.frame_in(None)
-            self._error(exc.request_id, exc)
+            # Invalid frames spend the rate limiter's error budget
+            # (docs/protocol.md "Limits and close codes").
+            if self.limiter.penalize(ctx.clock()) is Verdict.CLOSE:
+                handle.close(CloseCode.RATE_LIMITED, "error budget exhausted")
+            else:
+                self._error(exc.request_id, exc)
             return
         metrics.frame_in(command.TYPE)
         now = ctx.clock()

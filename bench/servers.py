@@ -20,6 +20,7 @@ import contextlib
 import ctypes
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -37,13 +38,16 @@ from bench.wsclient import BenchConnection, connect
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NODE_DIR = REPO_ROOT / "bench" / "node"
-DEV_SECRET = "rtcs-insecure-development-secret"
 HOST = "127.0.0.1"
+# The HS256 secret of this run: given to every rtcs target (RTCS_JWT_SECRET), so
+# the bench never uses, or creates, the user's development secret file.
+BENCH_SECRET = secrets.token_urlsafe(48)
 PR_SET_PDEATHSIG = 1
 
 # rtcs protects itself per address and per user; a benchmark from one machine
 # must lift those limits or it measures the limiter.
 RTCS_BENCH_ENV = {
+    "RTCS_JWT_SECRET": BENCH_SECRET,
     "RTCS_LIMITS_MAX_CONNECTIONS_PER_ADDRESS": "100000",
     "RTCS_LIMITS_MAX_CONNECTIONS_PER_USER": "100000",
     "RTCS_LIMITS_MAX_CONNECTIONS_PER_NODE": "100000",
@@ -57,10 +61,10 @@ class ServerError(RuntimeError):
 
 
 def mint_token(sub: str, ttl: float = 3600.0) -> str:
-    """An HS256 token for ``sub`` signed with rtcs' loopback development secret."""
+    """An HS256 token for ``sub`` signed with this run's :data:`BENCH_SECRET`."""
     return jwt.encode(
         {"sub": sub, "exp": int(time.time() + ttl), "roles": ["user"]},
-        DEV_SECRET,
+        BENCH_SECRET,
         algorithm="HS256",
     )
 

@@ -161,8 +161,9 @@ class App:
         settings = self.settings
         if settings.auth.using_dev_secret:
             self.log.warning(
-                "auth.secret is not set: using the insecure development secret (loopback only);"
-                " set RTCS_JWT_SECRET for anything else"
+                "auth.secret is not set: using this installation's development secret"
+                " (loopback only); set RTCS_JWT_SECRET for anything else",
+                dev_secret_file=settings.auth.dev_secret_file,
             )
         ctx = self.ctx = NodeContext(
             settings=settings,

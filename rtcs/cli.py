@@ -45,7 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--instance-counter", metavar="NAME", help=argparse.SUPPRESS)
     parser.add_argument("--parent-fd", type=int, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command")
-    token = sub.add_parser("token", help="print a token signed with the configured key")
+    token = sub.add_parser(
+        "token",
+        help="print a token signed with the configured key (without one, on loopback:"
+        " the development secret the server uses too, from auth.dev_secret_file)",
+    )
     token.add_argument("sub", help="the user id (the token's sub claim)")
     token.add_argument("--roles", default="", help="comma-separated roles, e.g. admin,user")
     token.add_argument("--ttl", type=float, default=3600.0, help="seconds until it expires")
@@ -192,7 +196,11 @@ def _token(settings: Any, args: argparse.Namespace) -> int:
     from rtcs.auth.tokens import mint
 
     roles = [r.strip() for r in args.roles.split(",") if r.strip()]
-    if args.ttl <= 0:
+    if not args.ttl > 0:
         raise ConfigError("--ttl", args.ttl, "must be positive")
+    limit = settings.auth.max_token_lifetime
+    if args.ttl > limit:
+        # The server would refuse the token: say so instead of minting it.
+        raise ConfigError("--ttl", args.ttl, f"must not exceed auth.max_token_lifetime ({limit:g})")
     print(mint(settings.auth, args.sub, roles=roles, ttl=args.ttl, session=args.session))
     return 0

@@ -10,7 +10,9 @@ loggers and stdlib loggers (``logging.getLogger("rtcs.runtime")``, websockets,
 Bind ``connection_id`` and ``user`` once per connection with ``get_logger(name,
 connection_id=..., user=...)``. Tokens and message bodies are never logged:
 callers leave them out, and ``redact`` replaces the values of the keys in
-``REDACTED_KEYS`` as a second line of defence.
+``REDACTED_KEYS`` as a second line of defence. Third-party loggers that print
+request headers or frames at DEBUG (``QUIET_LOGGERS``: websockets, redis-py)
+never write below INFO, whatever ``log.level`` says (docs/operations.md, "Logs").
 """
 
 from __future__ import annotations
@@ -38,6 +40,13 @@ LEVELS = {
 }
 FORMATS = ("json", "console")
 
+#: Loggers (and their children) held at INFO or above even at ``log.level =
+#: "debug"``: at DEBUG, websockets prints every request header (bearer tokens,
+#: cookies) and every frame (message bodies), and redis-py prints commands
+#: (published bodies). Their records below INFO are also dropped by the handler,
+#: in case a library lowers its own level.
+QUIET_LOGGERS = ("websockets", "rtcs.gateway.websockets", "redis")
+
 # Marks the handler configure() installs, so a second call replaces it instead
 # of adding another and printing every line twice.
 _HANDLER_NAME = "rtcs"
@@ -63,6 +72,17 @@ def redact(_logger: object, _method: str, event_dict: EventDict) -> EventDict:
         elif isinstance(value, Mapping):
             event_dict[key] = _redacted(value)
     return event_dict
+
+
+def _is_quiet(name: str) -> bool:
+    return any(name == q or name.startswith(q + ".") for q in QUIET_LOGGERS)
+
+
+class _QuietFloor(logging.Filter):
+    """Drops records below INFO from ``QUIET_LOGGERS``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.INFO or not _is_quiet(record.name)
 
 
 def _shared_processors() -> list[Processor]:
@@ -124,16 +144,19 @@ def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = No
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(formatter)
+    handler.addFilter(_QuietFloor())
 
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(numeric)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(numeric, logging.INFO))
     # websockets logs every connection opened and closed at INFO; rtcs counts
     # those in metrics instead, so that logger speaks from WARNING unless debugging.
-    quiet = numeric if numeric <= logging.DEBUG else max(numeric, logging.WARNING)
-    logging.getLogger("rtcs.gateway.websockets").setLevel(quiet)
+    if numeric > logging.DEBUG:
+        logging.getLogger("rtcs.gateway.websockets").setLevel(max(numeric, logging.WARNING))
 
 
 def get_logger(name: str, **bind: Any) -> structlog.stdlib.BoundLogger:

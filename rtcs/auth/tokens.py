@@ -2,8 +2,9 @@
 
 The verifier pins the algorithms from the configuration, caps the token length
 before decoding anything, requires ``exp`` and ``sub``, checks ``aud``/``iss``
-when configured and checks the time claims against an explicit ``now`` (so
-tests and the connection actor share one clock). Every failure is an
+when configured, refuses a ``typ`` claim other than ``"access"`` and checks the
+time claims against an explicit ``now`` (so tests and the connection actor
+share one clock), including ``auth.max_token_lifetime``. Every failure is an
 :class:`~rtcs.errors.AuthError` whose reason is short and never contains the
 token (docs/architecture.md, "Library behaviour", lists the PyJWT traps this guards against).
 """
@@ -31,9 +32,12 @@ from rtcs.errors import AuthError, ConfigError
 if TYPE_CHECKING:
     from rtcs.config import AuthSettings
 
-__all__ = ["MAX_SUB_LENGTH", "Identity", "TokenVerifier", "mint"]
+__all__ = ["ACCESS_TYP", "MAX_SUB_LENGTH", "Identity", "TokenVerifier", "mint"]
 
 MAX_SUB_LENGTH = 256
+#: The only accepted value of a token's ``typ`` claim (compared exactly, case
+#: included; an absent claim is accepted too). Not the JOSE header's ``typ``.
+ACCESS_TYP = "access"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +83,17 @@ def _load_jwks(path: str) -> jwt.PyJWKSet:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """True for a finite int or float (never a bool) that a float can hold.
+
+    JSON allows integers of any size: ``10**309`` does not fit a float, and
+    comparing or converting it later must not raise.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond the float range
+        return False
 
 
 class TokenVerifier:
@@ -123,8 +137,11 @@ class TokenVerifier:
 
         Raises:
             AuthError: the token is too large, malformed, signed with another
-                algorithm or key, expired, not yet valid, for another audience or
-                issuer, or its ``sub``, ``roles`` or ``session`` claim is ill-typed.
+                algorithm or key, not an access token (``typ``), expired, not yet
+                valid, valid for longer than ``auth.max_token_lifetime``, for
+                another audience or issuer, or its ``exp``, ``nbf``, ``iat``,
+                ``sub``, ``roles`` or ``session`` claim is ill-typed (time
+                claims must be finite numbers a float can hold).
         """
         if not isinstance(token, str) or not token:
             raise AuthError("missing token")
@@ -257,12 +274,24 @@ class TokenVerifier:
             raise AuthError("malformed token") from None
 
     def _identity(self, payload: dict[str, Any], now: float) -> Identity:
+        """The claim checks both decoding paths share (docs/protocol.md, "Authentication").
+
+        Raises:
+            AuthError: a claim check fails.
+        """
+        # A refresh or ID token signed with the same key is not a credential here.
+        if payload.get("typ", ACCESS_TYP) != ACCESS_TYP:
+            raise AuthError("not an access token")
         leeway = self._auth.leeway
         exp = payload["exp"]
         if not _is_number(exp):
             raise AuthError("bad exp claim")
         if exp <= now - leeway:
             raise AuthError("token expired")
+        # NumericDates are whole seconds and mint() rounds exp up, so the limit
+        # is rounded up too: a token minted for exactly the limit is accepted.
+        if exp > math.ceil(now + self._auth.max_token_lifetime) + leeway:
+            raise AuthError("token lifetime too long")
         for claim in ("nbf", "iat"):
             if claim in payload:
                 value = payload[claim]
@@ -337,12 +366,17 @@ def mint(
 
     Raises:
         ConfigError: no secret, or no readable private key for RS256/ES256.
-        ValueError: an empty or too long ``sub``, or a ``ttl`` that is not positive.
+        ValueError: an empty or too long ``sub``, or a ``ttl`` that is not
+            positive or exceeds ``auth.max_token_lifetime``.
     """
     if not sub or len(sub) > MAX_SUB_LENGTH:
         raise ValueError(f"sub must be 1 to {MAX_SUB_LENGTH} characters")
     if not ttl > 0:
         raise ValueError("ttl must be positive")
+    if ttl > auth.max_token_lifetime:
+        raise ValueError(
+            f"ttl must not exceed auth.max_token_lifetime ({auth.max_token_lifetime} s)"
+        )
     issued = time.time() if now is None else now
     claims: dict[str, Any] = dict(extra or {})
     claims.update(sub=sub, iat=int(issued), exp=math.ceil(issued + ttl), roles=list(roles))

@@ -13,9 +13,10 @@ Every bad value raises :class:`~rtcs.errors.ConfigError` naming the key (the
 dotted key, or the environment variable it came from) and the value. Unknown
 sections and keys in the file are errors, so a typo never passes silently.
 
-This package does no I/O besides reading the TOML file and checking that the
-configured key and certificate files are readable; it never reads
-``os.environ`` itself: the caller passes the environment in.
+This package does no I/O besides reading the TOML file, checking that the
+configured key and certificate files are readable, and reading (on first use
+creating) the development secret file; it never reads ``os.environ`` itself:
+the caller passes the environment in.
 
 The package, one concern per module:
 
@@ -23,14 +24,14 @@ The package, one concern per module:
   allowed values (algorithms, strategies, log levels, supervisor names);
 - :mod:`rtcs.config.sources`: the schema, text and type coercion, the file,
   environment and override layers, and :func:`load`;
-- :mod:`rtcs.config.validation`: ranges, choices, files and combinations.
+- :mod:`rtcs.config.validation`: ranges, choices, files and combinations;
+- :mod:`rtcs.config.devsecret`: the per-installation development secret file.
 """
 
 from rtcs.config.settings import (
     ALGORITHMS,
     ASYMMETRIC_ALGORITHMS,
     BACKEND_KINDS,
-    DEV_SECRET,
     HMAC_ALGORITHMS,
     LOG_FORMATS,
     LOG_LEVELS,
@@ -56,7 +57,6 @@ __all__ = [
     "ALGORITHMS",
     "ASYMMETRIC_ALGORITHMS",
     "BACKEND_KINDS",
-    "DEV_SECRET",
     "HMAC_ALGORITHMS",
     "LOG_FORMATS",
     "LOG_LEVELS",

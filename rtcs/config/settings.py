@@ -21,10 +21,6 @@ from rtcs.logs import FORMATS, LEVELS
 from rtcs.protocol.codec import DEFAULT_MAX_DEPTH
 from rtcs.runtime.policy import Strategy
 
-#: The HS256 secret used when none is configured and the server only listens on
-#: a loopback address. Anyone can mint tokens with it: development only.
-DEV_SECRET = "rtcs-insecure-development-secret"
-
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "ES256"})
 ALGORITHMS = HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS
@@ -37,6 +33,9 @@ REDIS_SCHEMES = frozenset({"redis", "rediss", "unix", "redis+cluster", "rediss+c
 
 # What a secret is shown as in errors and in ``as_dict(redact=True)``.
 REDACTED = "***"
+
+# Field metadata of a value load() derives, which is not a setting.
+DERIVED = "derived"
 
 
 def is_loopback(host: str) -> bool:
@@ -75,8 +74,10 @@ class ServerSettings:
 class AuthSettings:
     """``[auth]``: how tokens are verified and where they may come from.
 
-    ``secret`` holds the effective secret: :data:`DEV_SECRET` when none was
-    configured on a loopback host (then :attr:`using_dev_secret` is true).
+    ``secret`` holds the effective secret: when none was configured on a
+    loopback host, the random development secret read from (or created in)
+    ``dev_secret_file`` (:mod:`rtcs.config.devsecret`); then ``dev_secret_file``
+    holds the file's effective path and :attr:`using_dev_secret` is true.
     """
 
     algorithms: tuple[str, ...] = ("HS256",)
@@ -91,12 +92,14 @@ class AuthSettings:
     allow_query_token: bool = True
     auth_timeout: float = 5.0
     max_token_bytes: int = 8192
+    # Seconds a token's exp may lie beyond now (plus leeway); further: refused.
+    max_token_lifetime: float = 86400.0
     dev_secret_on_loopback: bool = True
-
-    @property
-    def using_dev_secret(self) -> bool:
-        """True when tokens are checked with the public :data:`DEV_SECRET`."""
-        return self.secret == DEV_SECRET
+    # Empty: $XDG_STATE_HOME/rtcs/dev-secret, else ~/.local/state/rtcs/dev-secret.
+    dev_secret_file: str = ""
+    # Not a setting (no key, no variable): set by load() when ``secret`` is the
+    # development secret from ``dev_secret_file``.
+    using_dev_secret: bool = field(default=False, metadata={DERIVED: True})
 
     @property
     def uses_hmac(self) -> bool:

@@ -15,10 +15,12 @@ import os
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from rtcs.config import devsecret
 from rtcs.config.settings import (
+    DERIVED,
     REDACTED,
     SUPERVISORS,
     AuthSettings,
@@ -60,6 +62,11 @@ def load(
     When ``rtcs.auth.permissions`` is importable, the ``rbac`` mapping is checked
     with ``Policy.from_mapping``.
 
+    With an HS* algorithm, no secret and a loopback host, the development
+    secret is read from ``auth.dev_secret_file`` (created there on first use);
+    its default location comes from ``XDG_STATE_HOME`` or ``HOME`` in
+    ``environ`` (see :func:`rtcs.config.devsecret.default_path`).
+
     Raises:
         ConfigError: a missing or unparsable file, an unknown section or key, a
             value of the wrong type or out of range, or an inconsistent
@@ -71,16 +78,23 @@ def load(
         _apply_file(values, path)
     if environ:
         _apply_env(values, names, environ)
-    return _build(values, names, overrides or {})
+    env = dict(environ or {})
+    return _build(values, names, overrides or {}, lambda: devsecret.default_path(env))
 
 
 def override(settings: Settings, overrides: Mapping[str, Any]) -> Settings:
     """``settings`` with dotted keys replaced, validated like :func:`load`.
 
+    The development secret is decided again (``settings.auth.dev_secret_file``
+    already holds its path): a new host may not accept it.
+
     Raises:
         ConfigError: an unknown key or a bad value.
     """
-    return _build(_flatten(settings), {}, overrides)
+    values = _flatten(settings)
+    if settings.auth.using_dev_secret:
+        values["auth.secret"] = ""
+    return _build(values, {}, overrides, lambda: devsecret.default_path({}))
 
 
 # --- the schema: dotted key -> kind ------------------------------------------------
@@ -104,6 +118,8 @@ def _kinds_of(cls: type) -> dict[str, type]:
     hints = typing.get_type_hints(cls)
     kinds: dict[str, type] = {}
     for f in dataclasses.fields(cls):
+        if f.metadata.get(DERIVED):
+            continue  # filled in by validation, never set by the user
         hint = hints[f.name]
         kinds[f.name] = tuple if typing.get_origin(hint) is tuple else hint
     return kinds
@@ -283,7 +299,12 @@ def _apply_env(values: dict[str, Any], names: dict[str, str], environ: Mapping[s
         names[dotted] = var
 
 
-def _build(values: dict[str, Any], names: dict[str, str], overrides: Mapping[str, Any]) -> Settings:
+def _build(
+    values: dict[str, Any],
+    names: dict[str, str],
+    overrides: Mapping[str, Any],
+    dev_secret_file: Callable[[], str],
+) -> Settings:
     values = dict(values)
     names = dict(names)
     for dotted, value in overrides.items():
@@ -319,4 +340,4 @@ def _build(values: dict[str, Any], names: dict[str, str], overrides: Mapping[str
         rbac=values["rbac"],
         plugins=values["plugins"],
     )
-    return validate(settings, lambda dotted: names.get(dotted, dotted))
+    return validate(settings, lambda dotted: names.get(dotted, dotted), dev_secret_file)

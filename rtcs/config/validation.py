@@ -15,10 +15,10 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from rtcs.config import devsecret
 from rtcs.config.settings import (
     ALGORITHMS,
     BACKEND_KINDS,
-    DEV_SECRET,
     HMAC_ALGORITHMS,
     LOG_FORMATS,
     LOG_LEVELS,
@@ -39,14 +39,20 @@ __all__ = ["validate"]
 _HMAC_MIN_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 
 
-def validate(s: Settings, name: Callable[[str], str]) -> Settings:
+def validate(
+    s: Settings, name: Callable[[str], str], dev_secret_file: Callable[[], str]
+) -> Settings:
     """Check ``s``; return it with the effective auth secret filled in.
 
     ``name`` maps a dotted key to the name errors show (the environment
-    variable the value came from, or the key itself).
+    variable the value came from, or the key itself). ``dev_secret_file``
+    returns the default location of the development secret, used when it is
+    needed and ``auth.dev_secret_file`` is empty: then the file is read, or
+    created (:func:`rtcs.config.devsecret.read_or_create`).
 
     Raises:
-        ConfigError: the first bad value or inconsistent combination.
+        ConfigError: the first bad value or inconsistent combination, or a
+            development secret file that cannot be created, read or trusted.
     """
 
     def fail(dotted: str, value: object, reason: str) -> typing.NoReturn:
@@ -99,7 +105,13 @@ def validate(s: Settings, name: Callable[[str], str]) -> Settings:
         ):
             fail("server.allowed_origins", origin, "expected an origin like https://app.example")
 
-    s = dataclasses.replace(s, auth=_validate_auth(s.auth, server.host, fail, positive, readable))
+    def dev_secret(auth: AuthSettings) -> AuthSettings:
+        path = os.path.abspath(auth.dev_secret_file or dev_secret_file())
+        secret = devsecret.read_or_create(path, name("auth.dev_secret_file"))
+        return dataclasses.replace(auth, secret=secret, dev_secret_file=path, using_dev_secret=True)
+
+    auth = _validate_auth(s.auth, server.host, fail, positive, readable, dev_secret)
+    s = dataclasses.replace(s, auth=auth)
 
     limits = s.limits
     for f in dataclasses.fields(limits):
@@ -200,6 +212,7 @@ def _validate_auth(
     fail: Callable[[str, object, str], typing.NoReturn],
     positive: Callable[[str, float], None],
     readable: Callable[[str, str], None],
+    dev_secret: Callable[[AuthSettings], AuthSettings],
 ) -> AuthSettings:
     """Check the auth section; return it with the effective secret filled in."""
     if not auth.algorithms:
@@ -216,22 +229,22 @@ def _validate_auth(
         fail("auth.leeway", auth.leeway, "must not be negative")
     positive("auth.auth_timeout", auth.auth_timeout)
     positive("auth.max_token_bytes", auth.max_token_bytes)
+    positive("auth.max_token_lifetime", auth.max_token_lifetime)
     if not auth.cookie_name or any(c in auth.cookie_name for c in ' ;,="\t'):
         fail("auth.cookie_name", auth.cookie_name, "must be a non-empty cookie name")
     if auth.private_key_file:
         readable("auth.private_key_file", auth.private_key_file)
 
     if hmac:
-        if auth.secret == DEV_SECRET and not is_loopback(host):
-            fail("auth.secret", REDACTED, "the development secret is only accepted on loopback")
         if not auth.secret:
             if not (auth.dev_secret_on_loopback and is_loopback(host)):
                 fail(
                     "auth.secret",
                     "",
-                    "required when server.host is not loopback; set RTCS_JWT_SECRET",
+                    "required when server.host is not loopback (the development secret"
+                    " is for loopback only); set RTCS_JWT_SECRET",
                 )
-            auth = dataclasses.replace(auth, secret=DEV_SECRET)
+            auth = dev_secret(auth)
         strongest = max(hmac, key=_HMAC_MIN_SECRET_BYTES.__getitem__)
         need = _HMAC_MIN_SECRET_BYTES[strongest]
         if len(auth.secret.encode()) < need:

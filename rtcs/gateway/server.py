@@ -6,9 +6,9 @@ port, turns each text frame into a ``ClientText`` actor message and each
 socket close into ``SocketClosed``. Everything the actors write goes through
 the connection's bounded ``ConnectionHandle``.
 
-HTTP refusals before the upgrade (docs/protocol.md): 400 bad resume parameters,
-401 bad token, 403 origin not allowed, 404 unknown path, 429 too many
-connections from one address, 503 not ready.
+HTTP refusals before the upgrade (docs/protocol.md): 400 bad resume parameters
+or a repeated ``Host``/``Origin`` header, 401 bad token, 403 origin not allowed,
+404 unknown path, 429 too many connections from one address, 503 not ready.
 """
 
 from __future__ import annotations
@@ -162,6 +162,11 @@ class Gateway:
                 HTTPStatus.SERVICE_UNAVAILABLE, {"status": "unavailable", "reason": reason}
             )
         headers = request.headers
+        duplicate = _duplicate_header(headers)
+        if duplicate is not None:
+            # Which one would count is ambiguous (and Headers.get raises).
+            metrics.handshake_rejected(400)
+            return _text(HTTPStatus.BAD_REQUEST, f"more than one {duplicate} header\n")
         origin = headers.get("Origin")
         own = own_origin(self._scheme, headers.get("Host")) if origin is not None else None
         if not origin_allowed(origin, settings.server.allowed_origins, own):
@@ -318,6 +323,21 @@ def _close_code(handle: ConnectionHandle, ws: ServerConnection) -> int:
 async def _wait_closed(ws: ServerConnection) -> None:
     with contextlib.suppress(Exception):
         await ws.wait_closed()
+
+
+#: Request headers that must appear at most once (else HTTP 400). Others are
+#: lists and are joined: ``Sec-WebSocket-Protocol`` (by websockets too) and
+#: ``Cookie`` with "; "; two ``Authorization`` headers join into one bad
+#: credential (HTTP 401).
+_SINGLE_HEADERS = ("Host", "Origin")
+
+
+def _duplicate_header(headers: Headers) -> str | None:
+    """The first of ``_SINGLE_HEADERS`` that the request repeats, else None."""
+    for name in _SINGLE_HEADERS:
+        if len(headers.get_all(name)) > 1:
+            return name
+    return None
 
 
 def _select_subprotocol(connection: ServerConnection, offered: Any) -> Any:

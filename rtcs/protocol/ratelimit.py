@@ -1,8 +1,9 @@
 """Per-connection rate limiting (docs/protocol.md "Limits and close codes").
 
 Excess frames are answered with ``rate_limited``; a client that keeps
-exceeding the limit is closed with 4029. The caller passes ``now`` (a
-monotonic clock in seconds) to every call.
+exceeding the limit is closed with 4029. Invalid frames (``bad_request``,
+``bad_topic``) spend the same error budget (``RateLimiter.penalize``). The
+caller passes ``now`` (a monotonic clock in seconds) to every call.
 
 Pure: no I/O, no clock.
 """
@@ -65,10 +66,11 @@ class Verdict(enum.Enum):
 
 
 class RateLimiter:
-    """A token bucket plus a count of recent rejections.
+    """A token bucket plus a count of recent rejections (the error budget).
 
     ``check`` answers CLOSE once more than ``close_after`` frames were
-    rejected within the last ``window`` seconds. Rejections are counted in
+    rejected within the last ``window`` seconds; frames rejected as invalid
+    (``penalize``) count the same. Rejections are counted in
     ``_SLOTS`` fixed sub-windows of ``window / _SLOTS`` seconds each, so memory
     is constant; the window is therefore accurate to one sub-window (rejections
     between ``window * (1 - 1/_SLOTS)`` and ``window`` seconds old may or may not
@@ -101,6 +103,18 @@ class RateLimiter:
         """Account one client frame arriving at ``now`` and return its verdict."""
         if self._bucket.take(now):
             return Verdict.ALLOW
+        return self._reject(now)
+
+    def penalize(self, now: float) -> Verdict:
+        """Count one invalid frame arriving at ``now`` against the error budget.
+
+        The frame takes no token (it is not served); it counts as one
+        rejection. Returns REJECT (answer it with its error) or CLOSE (the
+        budget is spent: close with 4029), never ALLOW.
+        """
+        return self._reject(now)
+
+    def _reject(self, now: float) -> Verdict:
         current = math.floor(now / self._width)
         slot = current % self._SLOTS
         if self._ids[slot] != current:

@@ -5,24 +5,31 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import stat
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import jwt
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
-from rtcs.config import DEV_SECRET
 from tests.integration.conftest import ENV, TIMEOUT, Client
 from tests.integration.conftest import run_cli as run
 from tests.support.redis_server import free_port
 
+# The token signed with the well-known development secret of earlier versions.
+OLD_PUBLIC_SECRET = "rtcs-insecure-development-secret"
 
-def test_token_command_mints_a_verifiable_token() -> None:
-    result = run("token", "alice", "--roles", "admin,ops", "--ttl", "60")
+
+def test_token_command_mints_a_verifiable_token(tmp_path: Path) -> None:
+    env = {"XDG_STATE_HOME": str(tmp_path)}
+    result = run("token", "alice", "--roles", "admin,ops", "--ttl", "60", env=env)
     assert result.returncode == 0, result.stderr
-    claims = jwt.decode(result.stdout.strip(), DEV_SECRET, algorithms=["HS256"])
+    secret = (tmp_path / "rtcs" / "dev-secret").read_text().strip()
+    claims = jwt.decode(result.stdout.strip(), secret, algorithms=["HS256"])
     assert claims["sub"] == "alice" and claims["roles"] == ["admin", "ops"]
     assert 55 <= claims["exp"] - claims["iat"] <= 61
 
@@ -60,8 +67,16 @@ def test_public_host_without_secret_is_refused() -> None:
     assert result.returncode == 2 and "auth.secret" in result.stderr
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
+def test_dev_secret_file_must_be_private(tmp_path: Path) -> None:
+    path = tmp_path / "dev-secret"
+    path.write_text("x" * 64)
+    path.chmod(0o644)
+    result = run("token", "alice", env={"RTCS_AUTH_DEV_SECRET_FILE": str(path)})
+    assert result.returncode == 2 and "RTCS_AUTH_DEV_SECRET_FILE" in result.stderr
+    assert "x" * 64 not in result.stderr + result.stdout
+
+
+async def _start(env: dict[str, str]) -> tuple[asyncio.subprocess.Process, int]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -72,7 +87,7 @@ async def server() -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
         "info",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        env={**ENV, "RTCS_SERVER_DRAIN_TIMEOUT": "5"},
+        env={**ENV, "RTCS_SERVER_DRAIN_TIMEOUT": "5", **env},
     )
     port = 0
     async with asyncio.timeout(TIMEOUT * 2):
@@ -85,9 +100,44 @@ async def server() -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
                 continue
             if entry.get("event") == "rtcs started":
                 port = entry["port"]
+    return proc, port
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
+    proc, port = await _start({})
     yield proc, port
     if proc.returncode is None:
         proc.kill()
+        await proc.wait()
+
+
+async def test_quick_start_token_is_accepted_and_the_old_public_secret_is_not(
+    tmp_path: Path,
+) -> None:
+    # The README's quick start, in a state directory of its own: the server
+    # and `rtcs token` share the development secret the first of them created.
+    env = {"XDG_STATE_HOME": str(tmp_path)}
+    proc, port = await _start(env)
+    try:
+        result = run("token", "alice", "--roles", "user", env=env)
+        assert result.returncode == 0, result.stderr
+        url = f"ws://127.0.0.1:{port}/ws"
+        bearer = {"Authorization": f"Bearer {result.stdout.strip()}"}
+        async with connect(url, additional_headers=bearer) as ws:
+            await Client(ws).expect("welcome", user="alice")
+        forged = jwt.encode(
+            {"sub": "mallory", "roles": ["admin"], "exp": int(time.time()) + 60},
+            OLD_PUBLIC_SECRET,
+            algorithm="HS256",
+        )
+        with pytest.raises(InvalidStatus) as info:
+            await connect(url, additional_headers={"Authorization": f"Bearer {forged}"})
+        assert info.value.response.status_code == 401
+        assert stat.S_IMODE((tmp_path / "rtcs" / "dev-secret").stat().st_mode) == 0o600
+    finally:
+        if proc.returncode is None:
+            proc.kill()
         await proc.wait()
 
 

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from rtcs import config, logs, metrics
-from rtcs.config import DEV_SECRET, Settings, SupervisorSettings, load, sources
+from rtcs.config import Settings, SupervisorSettings, devsecret, load, sources
 from rtcs.errors import ConfigError
 from rtcs.protocol.codec import DEFAULT_MAX_DEPTH
 from rtcs.runtime.policy import Strategy
@@ -72,7 +72,8 @@ def test_shipped_file_names_every_field() -> None:
                 keys = {f.name for f in dataclasses.fields(SupervisorSettings)}
                 assert set(document[section][sup.name]) == keys
         else:
-            assert set(document[section]) == {f.name for f in dataclasses.fields(cls)}, section
+            keys = {f.name for f in dataclasses.fields(cls) if not f.metadata.get("derived")}
+            assert set(document[section]) == keys, section
     assert set(document) == {*sources.SECTIONS, "rbac", "plugins"}
 
 
@@ -119,7 +120,7 @@ def test_env_parsing_of_each_type() -> None:
         "RTCS_SUPERVISION_ROUTER_STRATEGY": "one_for_one",
         "RTCS_LOG_LEVEL": "DEBUG",
         "RTCS_CONFIG": "/not/a/setting",  # not a section: left alone
-        "HOME": "/root",
+        "PATH": "/usr/bin",  # not RTCS_*: left alone
     }
     settings = load(environ=env)
     assert settings.server.allowed_origins == ("https://a.example", "http://b.example:8080")
@@ -211,6 +212,7 @@ def test_bad_env_values_name_the_variable(env: dict[str, str], key: str, value: 
         ("[heartbeat]\ninterval = -5", "heartbeat.interval", -5.0),
         ("[auth]\nmax_token_bytes = 0", "auth.max_token_bytes", 0),
         ("[auth]\nleeway = -1", "auth.leeway", -1.0),
+        ("[auth]\nmax_token_lifetime = 0", "auth.max_token_lifetime", 0.0),
         ('[auth]\nalgorithms = ["none"]', "auth.algorithms", "none"),
         ("[auth]\nalgorithms = []", "auth.algorithms", []),
         ('[auth]\nalgorithms = ["HS256", "RS256"]', "auth.algorithms", ["HS256", "RS256"]),
@@ -385,11 +387,43 @@ def test_every_log_level_the_logger_knows_is_accepted() -> None:
 # --- auth: secrets and keys ----------------------------------------------------------
 
 
-def test_dev_secret_on_loopback() -> None:
+def test_dev_secret_on_loopback(tmp_path: Path) -> None:
+    env = {"XDG_STATE_HOME": str(tmp_path)}
+    path = tmp_path / "rtcs" / "dev-secret"
     for host in ("127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"):
-        auth = load(overrides={"server.host": host}).auth
-        assert auth.secret == DEV_SECRET
+        auth = load(environ=env, overrides={"server.host": host}).auth
+        assert auth.secret == path.read_text().strip()
+        assert len(auth.secret) >= 64
         assert auth.using_dev_secret
+        assert auth.dev_secret_file == str(path)
+        assert "rtcs-insecure" not in auth.secret
+
+
+def test_dev_secret_file_setting(tmp_path: Path) -> None:
+    path = tmp_path / "elsewhere" / "secret"
+    auth = load(environ={"RTCS_AUTH_DEV_SECRET_FILE": str(path)}).auth
+    assert auth.using_dev_secret and auth.secret == path.read_text().strip()
+    path.chmod(0o640)
+    with pytest.raises(ConfigError) as info:
+        load(environ={"RTCS_AUTH_DEV_SECRET_FILE": str(path)})
+    assert (info.value.key, info.value.value) == ("RTCS_AUTH_DEV_SECRET_FILE", str(path))
+    with pytest.raises(ConfigError) as info:
+        load(overrides={"auth.dev_secret_file": str(path)})
+    assert info.value.key == "auth.dev_secret_file"
+
+
+def test_configured_secret_never_touches_the_dev_secret_file(tmp_path: Path) -> None:
+    env = {"XDG_STATE_HOME": str(tmp_path), "RTCS_JWT_SECRET": SECRET}
+    auth = load(environ=env).auth
+    assert auth.secret == SECRET and not auth.using_dev_secret and auth.dev_secret_file == ""
+    assert not (tmp_path / "rtcs").exists()
+
+
+def test_default_dev_secret_location() -> None:
+    assert devsecret.default_path({"XDG_STATE_HOME": "/s", "HOME": "/h"}) == "/s/rtcs/dev-secret"
+    assert devsecret.default_path({"HOME": "/h"}) == "/h/.local/state/rtcs/dev-secret"
+    # A relative XDG_STATE_HOME is invalid (XDG base directory spec): ignored.
+    assert devsecret.default_path({"XDG_STATE_HOME": "s", "HOME": "/h"}).startswith("/h/")
 
 
 def test_no_secret_on_public_host_is_an_error() -> None:
@@ -404,6 +438,12 @@ def test_dev_secret_can_be_disabled_on_loopback() -> None:
     with pytest.raises(ConfigError) as info:
         load(overrides={"auth.dev_secret_on_loopback": False})
     assert info.value.key == "auth.secret"
+
+
+def test_with_overrides_keeps_the_dev_secret() -> None:
+    settings = load()
+    changed = settings.with_overrides({"server.port": 0})
+    assert changed.auth == settings.auth and changed.auth.using_dev_secret
 
 
 def test_dev_secret_is_refused_when_moving_to_a_public_host() -> None:

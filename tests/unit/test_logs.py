@@ -11,16 +11,19 @@ import pytest
 import structlog
 
 from rtcs.errors import ConfigError
-from rtcs.logs import REDACTED, configure, get_logger, redact
+from rtcs.logs import QUIET_LOGGERS, REDACTED, configure, get_logger, redact
 
 
 @pytest.fixture(autouse=True)
 def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    quiet = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+    for name, quiet_level in quiet.items():
+        logging.getLogger(name).setLevel(quiet_level)
     structlog.reset_defaults()
 
 
@@ -141,3 +144,30 @@ def test_unknown_level_or_format_names_the_setting(level: str, fmt: str, key: st
     with pytest.raises(ConfigError) as raised:
         configure(level=level, fmt=fmt, stream=io.StringIO())
     assert raised.value.key == key
+
+
+@pytest.mark.parametrize(
+    "name", ["websockets.server", "websockets.client", "rtcs.gateway.websockets", "redis.client"]
+)
+def test_third_party_loggers_never_write_below_info(stream: io.StringIO, name: str) -> None:
+    configure(level="debug", stream=stream)
+    third_party = logging.getLogger(name)
+    assert not third_party.isEnabledFor(logging.DEBUG)
+    third_party.debug("> Authorization: Bearer eyJ.secret")
+    # Even if the library lowers its own level, the handler drops the record.
+    third_party.setLevel(logging.DEBUG)
+    try:
+        third_party.debug('< TEXT \'{"data": "private"}\'')
+    finally:
+        third_party.setLevel(logging.NOTSET)
+    third_party.info("connection open")
+    assert [line["event"] for line in lines(stream)] == ["connection open"]
+    get_logger("rtcs.gateway").debug("rtcs debug lines still appear")
+    assert lines(stream)[-1]["event"] == "rtcs debug lines still appear"
+
+
+def test_websockets_connection_lines_are_quiet_unless_debugging(stream: io.StringIO) -> None:
+    configure(level="info", stream=stream)
+    logging.getLogger("rtcs.gateway.websockets").info("connection open")
+    logging.getLogger("rtcs.gateway.websockets").warning("slow")
+    assert [line["event"] for line in lines(stream)] == ["slow"]

@@ -310,3 +310,116 @@ def test_mint_asymmetric_needs_a_private_key(tmp_path: Path) -> None:
 def test_mint_rejects_bad_arguments(sub: str, ttl: float) -> None:
     with pytest.raises(ValueError):
         mint(hs_auth(), sub, ttl=ttl)
+
+
+# --- typ, lifetime and absurd time claims (docs/protocol.md, "Authentication") -------
+
+# A header field the HMAC fast path leaves to PyJWT: every check below runs on both paths.
+PATHS = pytest.mark.parametrize("headers", [None, {"cty": "x"}], ids=["fast", "pyjwt"])
+
+
+def raw_token(payload: str, headers: dict[str, str] | None = None) -> str:
+    """An HS256 token over ``payload`` exactly as written (NaN, 1e400, 10**309 …)."""
+    return jwt.api_jws.PyJWS().encode(payload.encode(), SECRET, algorithm="HS256", headers=headers)
+
+
+@PATHS
+@pytest.mark.parametrize("typ", ["access", None])
+def test_typ_access_or_absent_is_accepted(headers: dict[str, str] | None, typ: str | None) -> None:
+    body = claims() if typ is None else claims(typ=typ)
+    token = jwt.encode(body, SECRET, algorithm="HS256", headers=headers)
+    assert jwt.get_unverified_header(token)["typ"] == "JWT"  # the header's typ is another thing
+    assert TokenVerifier(hs_auth()).verify(token, now=NOW).user == "alice"
+
+
+@PATHS
+@pytest.mark.parametrize(
+    "typ", ["refresh", "Access", "ACCESS", "id", "", None, 1, True, ["access"]]
+)
+def test_typ_other_than_access_is_refused(headers: dict[str, str] | None, typ: object) -> None:
+    token = jwt.encode(claims(typ=typ), SECRET, algorithm="HS256", headers=headers)
+    assert reason(TokenVerifier(hs_auth()), token) == "not an access token"
+
+
+def test_typ_refresh_is_refused_with_asymmetric_keys(tmp_path: Path) -> None:
+    private, public, _ = write_pem_keys(tmp_path, "ec")
+    auth = asym_auth("ES256", public=public, private=private)
+    token = mint(auth, "bob", extra={"typ": "refresh"}, now=NOW)
+    assert reason(TokenVerifier(auth), token) == "not an access token"
+
+
+@PATHS
+def test_max_token_lifetime(headers: dict[str, str] | None) -> None:
+    verifier = TokenVerifier(hs_auth())
+    limit = verifier._auth.max_token_lifetime
+    assert limit == 86400
+    longest = jwt.encode(claims(exp=NOW + limit), SECRET, algorithm="HS256", headers=headers)
+    assert verifier.verify(longest, now=NOW).user == "alice"
+    longer = jwt.encode(claims(exp=NOW + limit + 1), SECRET, algorithm="HS256", headers=headers)
+    assert reason(verifier, longer) == "token lifetime too long"
+    assert verifier.verify(longer, now=NOW + 1).user == "alice"  # once it is close enough
+
+
+def test_max_token_lifetime_is_configurable_and_leeway_extends_it() -> None:
+    token = hs_token(claims(exp=NOW + 70))
+    assert reason(TokenVerifier(hs_auth(max_token_lifetime=60)), token) == "token lifetime too long"
+    strict_with_leeway = TokenVerifier(hs_auth(max_token_lifetime=60, leeway=10))
+    assert strict_with_leeway.verify(token, now=NOW).user == "alice"
+
+
+@pytest.mark.parametrize("issued", [NOW, NOW + 0.25, NOW + 0.999])
+def test_a_token_minted_for_the_whole_lifetime_is_accepted(issued: float) -> None:
+    # mint() rounds exp up to a whole second; the limit is rounded up alike.
+    auth = hs_auth(max_token_lifetime=60)
+    token = mint(auth, "alice", ttl=60, now=issued)
+    assert TokenVerifier(auth).verify(token, now=issued).user == "alice"
+
+
+def test_mint_refuses_a_ttl_beyond_the_lifetime_limit() -> None:
+    with pytest.raises(ValueError, match="max_token_lifetime"):
+        mint(hs_auth(max_token_lifetime=60), "alice", ttl=61)
+
+
+ABSURD = ["1" + "0" * 309, "-1" + "0" * 309, "1e400", "-1e400", "NaN", "Infinity", "-Infinity"]
+ABSURD += ["true", "false", '"1700000000"', "[1700000000]", '{"v": 1}']
+
+
+@PATHS
+@pytest.mark.parametrize("value", ABSURD)
+def test_absurd_exp_is_a_clean_refusal(headers: dict[str, str] | None, value: str) -> None:
+    token = raw_token(f'{{"sub": "alice", "exp": {value}}}', headers)
+    assert reason(TokenVerifier(hs_auth()), token) == "bad exp claim"
+
+
+@PATHS
+@pytest.mark.parametrize("claim", ["nbf", "iat"])
+@pytest.mark.parametrize("value", ABSURD)
+def test_absurd_nbf_and_iat_are_a_clean_refusal(
+    headers: dict[str, str] | None, claim: str, value: str
+) -> None:
+    token = raw_token(f'{{"sub": "alice", "exp": {int(NOW) + 60}, "{claim}": {value}}}', headers)
+    assert reason(TokenVerifier(hs_auth()), token) == f"bad {claim} claim"
+
+
+@PATHS
+def test_huge_but_finite_time_claims_are_refused(headers: dict[str, str] | None) -> None:
+    verifier = TokenVerifier(hs_auth())
+    far = raw_token('{"sub": "alice", "exp": 1e308}', headers)
+    assert reason(verifier, far) == "token lifetime too long"
+    big_int = raw_token('{"sub": "alice", "exp": 1' + "0" * 300 + "}", headers)
+    assert reason(verifier, big_int) == "token lifetime too long"
+    future = raw_token(f'{{"sub": "alice", "exp": {int(NOW) + 60}, "nbf": 1e308}}', headers)
+    assert reason(verifier, future) == "token not yet valid"
+
+
+@PATHS
+def test_null_exp_is_refused(headers: dict[str, str] | None) -> None:
+    # PyJWT treats a null required claim as missing; the fast path as ill-typed.
+    token = raw_token('{"sub": "alice", "exp": null}', headers)
+    assert reason(TokenVerifier(hs_auth()), token) in {"missing claim: exp", "bad exp claim"}
+
+
+def test_an_integer_too_long_for_json_is_malformed() -> None:
+    # Python refuses to parse integers of more than 4300 digits.
+    token = raw_token('{"sub": "alice", "exp": 1' + "0" * 5000 + "}")
+    assert reason(TokenVerifier(hs_auth(max_token_bytes=16384)), token) == "malformed token"

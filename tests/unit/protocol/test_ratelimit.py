@@ -92,3 +92,27 @@ def test_old_rejections_age_out_of_the_window() -> None:
 def test_limiter_rejects_bad_settings(close_after: int, window: float) -> None:
     with pytest.raises(ValueError):
         RateLimiter(1, 1, close_after, window, 0.0)
+
+
+def test_invalid_frames_spend_the_error_budget() -> None:
+    limiter = RateLimiter(rate=100, burst=100, close_after=2, window=10.0, now=0.0)
+    assert [limiter.penalize(0.0) for _ in range(3)] == [
+        Verdict.REJECT,
+        Verdict.REJECT,
+        Verdict.CLOSE,
+    ]
+
+
+def test_penalties_take_no_token_and_share_the_window_with_rejections() -> None:
+    limiter = RateLimiter(rate=0.001, burst=1, close_after=2, window=10.0, now=0.0)
+    assert limiter.penalize(0.0) is Verdict.REJECT
+    assert limiter.check(0.0) is Verdict.ALLOW  # the penalty took no token
+    assert limiter.check(1.0) is Verdict.REJECT
+    assert limiter.penalize(2.0) is Verdict.CLOSE  # third strike of either kind
+
+
+def test_penalties_age_out_of_the_window() -> None:
+    limiter = RateLimiter(rate=1, burst=1, close_after=1, window=5.0, now=0.0)
+    assert limiter.penalize(0.0) is Verdict.REJECT
+    assert limiter.penalize(10.0) is Verdict.REJECT
+    assert limiter.penalize(10.1) is Verdict.CLOSE
