@@ -294,7 +294,7 @@ class WebSocketActor(Calls, ActorTypeDispatcher):
 
     def _on_subscribe(self, cmd: Subscribe) -> None:
         ctx, session = self.ctx, self._session()
-        if not ctx.policy.can_subscribe(session.roles, cmd.topic):
+        if not ctx.policy.can_subscribe(session.roles, cmd.topic, session.user):
             raise _forbidden("subscribe", cmd.topic)
         if cmd.topic in session.subscriptions:
             frame = codec.encode_frame(ServerFrame.SUBSCRIBED, cmd.id, topic=cmd.topic)
@@ -314,7 +314,7 @@ class WebSocketActor(Calls, ActorTypeDispatcher):
 
     def _on_publish(self, cmd: Publish) -> None:
         ctx, session = self.ctx, self._session()
-        if not ctx.policy.can_publish(session.roles, cmd.topic):
+        if not ctx.policy.can_publish(session.roles, cmd.topic, session.user):
             raise _forbidden("publish to", cmd.topic)
         self._route(ROUTE_TOPIC, RoutePublish(session, cmd.topic, cmd.data, cmd.id))
 

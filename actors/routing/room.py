@@ -8,6 +8,10 @@ again on resume.
 The broker listens to a room while a local session (attached or detached:
 a detached member's room messages are buffered) is in it (``RouteHandler``,
 "Broker interest"); ``joined`` is answered once that is live.
+
+Only members broadcast into a room, and a room's presence needs membership or
+the role's ``presence_rooms`` (docs/protocol.md "Permissions"): both are
+checked here, in order after the session's joins and leaves.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from rtcs.actors.messages import (
 )
 from rtcs.actors.routing.handler import RouteHandler, ignore_failure
 from rtcs.backends.base import Envelope
+from rtcs.errors import Forbidden
 from rtcs.protocol import codec
 from rtcs.protocol.frames import RequestId, ServerFrame
 from rtcs.sessions import Session
@@ -154,6 +159,11 @@ class RoomHandler(RouteHandler):
         ctx = self.ctx
         started = time.perf_counter()
         session = msg.session
+        # Checked here, not in the connection actor: a join sent just before
+        # is handled first (docs/protocol.md "Permissions").
+        if msg.room not in session.rooms:
+            self.error(session, msg.request_id, Forbidden("only members broadcast into a room"))
+            return
         tail = codec.message_tail(
             room=msg.room, from_user=session.user, data=msg.data, ts=self.now_ms()
         )
@@ -172,6 +182,11 @@ class RoomHandler(RouteHandler):
         failed = self.unavailable(session, request_id)
         if msg.room is not None:
             room = msg.room
+            if room not in session.rooms and not self.ctx.policy.can_presence_room(
+                session.roles, room
+            ):
+                self.error(session, request_id, Forbidden("not allowed to query presence of room"))
+                return
 
             def members(users: list[str]) -> None:
                 frame = codec.encode_frame(

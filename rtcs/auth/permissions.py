@@ -16,9 +16,20 @@ Configuration (already parsed from TOML into a mapping)::
     broadcast = ["room"]         # any of "room", "global", "filter"
     direct = true                # may send direct messages
     rooms = true                 # may join and leave rooms
-    presence = true              # may query presence
+    presence = true              # may query presence (of users; of rooms: see below)
+    presence_rooms = []          # rooms whose presence it may query without joining
 
 Every key of a role is optional; a missing key grants nothing.
+
+``{user}`` as a whole segment of a topic pattern (allow and deny lists alike)
+stands for the user's id (the token's ``sub``): ``subscribe = ["user.{user}.>"]``
+lets each user subscribe to their own inbox only. A user id that is not a valid
+topic segment makes such a pattern match nothing, in an allow list and in a
+deny list alike.
+
+A room's presence may be queried by its members, and by a role whose
+``presence_rooms`` holds the room's name or a prefix followed by ``*``
+(``"team-*"``; ``"*"`` is every room); both also need ``presence``.
 
 Pure: no I/O, no clock.
 """
@@ -33,20 +44,22 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from rtcs.errors import BadTopic, ConfigError
-from rtcs.protocol.frames import BROADCAST_KINDS, BroadcastKind
-from rtcs.protocol.topics import covers, matches, overlaps, validate_pattern
+from rtcs.errors import BadRequest, BadTopic, ConfigError
+from rtcs.protocol.frames import BROADCAST_KINDS, BroadcastKind, validate_room
+from rtcs.protocol.topics import covers, matches, overlaps, validate_pattern, validate_topic
 
 __all__ = [
     "BROADCAST_SCOPES",
     "DEFAULT_RBAC",
     "EVERYONE",
+    "USER",
     "BroadcastScope",
     "Policy",
     "Role",
 ]
 
 EVERYONE: Final = "*"
+USER: Final = "{user}"  # a topic pattern segment that stands for the user's id
 BroadcastScope = BroadcastKind
 BROADCAST_SCOPES: Final[frozenset[str]] = frozenset(BROADCAST_KINDS)
 
@@ -69,11 +82,29 @@ DEFAULT_RBAC: dict[str, Any] = {
             "direct": True,
             "rooms": True,
             "presence": True,
+            "presence_rooms": ["*"],
         },
     }
 }
 
-_CACHE_SIZE = 4096  # distinct (roles, topic) decisions remembered per policy
+_CACHE_SIZE = 4096  # distinct (roles, topic[, user]) decisions remembered per policy
+
+
+def _expand(pattern: str, user: str | None) -> str | None:
+    """``pattern`` with its ``{user}`` segments replaced by ``user``.
+
+    None (matches nothing) when ``pattern`` has a ``{user}`` segment and
+    ``user`` is None or not a valid topic segment.
+    """
+    if USER not in pattern:
+        return pattern
+    if user is None or "." in user:
+        return None
+    try:
+        validate_topic(user)
+    except BadTopic:
+        return None
+    return ".".join(user if seg == USER else seg for seg in pattern.split("."))
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,23 +120,40 @@ class Role:
     direct: bool = False
     rooms: bool = False
     presence: bool = False
+    presence_rooms: tuple[str, ...] = ()
 
-    def may_subscribe(self, pattern: str) -> bool:
-        """True if an allow pattern covers ``pattern`` and no deny pattern overlaps it."""
-        return any(covers(a, pattern) for a in self.subscribe) and not any(
-            overlaps(d, pattern) for d in self.subscribe_deny
+    def may_subscribe(self, pattern: str, user: str | None = None) -> bool:
+        """True if an allow pattern covers ``pattern`` and no deny pattern overlaps it.
+
+        ``{user}`` segments stand for ``user`` (see the module docstring).
+        """
+        allow = (_expand(a, user) for a in self.subscribe)
+        deny = (_expand(d, user) for d in self.subscribe_deny)
+        return any(a is not None and covers(a, pattern) for a in allow) and not any(
+            d is not None and overlaps(d, pattern) for d in deny
         )
 
-    def may_publish(self, topic: str) -> bool:
-        """True if an allow pattern matches ``topic`` and no deny pattern does."""
-        return any(matches(a, topic) for a in self.publish) and not any(
-            matches(d, topic) for d in self.publish_deny
+    def may_publish(self, topic: str, user: str | None = None) -> bool:
+        """True if an allow pattern matches ``topic`` and no deny pattern does.
+
+        ``{user}`` segments stand for ``user`` (see the module docstring).
+        """
+        allow = (_expand(a, user) for a in self.publish)
+        deny = (_expand(d, user) for d in self.publish_deny)
+        return any(a is not None and matches(a, topic) for a in allow) and not any(
+            d is not None and matches(d, topic) for d in deny
+        )
+
+    def may_query_room(self, room: str) -> bool:
+        """True if ``presence_rooms`` names ``room`` or a prefix of it followed by ``*``."""
+        return any(
+            room.startswith(p[:-1]) if p.endswith("*") else room == p for p in self.presence_rooms
         )
 
 
 _PATTERN_KEYS = ("subscribe", "subscribe_deny", "publish", "publish_deny")
 _BOOL_KEYS = ("direct", "rooms", "presence")
-_ROLE_KEYS = frozenset((*_PATTERN_KEYS, *_BOOL_KEYS, "broadcast"))
+_ROLE_KEYS = frozenset((*_PATTERN_KEYS, *_BOOL_KEYS, "broadcast", "presence_rooms"))
 
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -133,10 +181,7 @@ def _role_from_mapping(name: str, m: Any, key: str) -> Role:
         if k in m:
             patterns = _strings(m[k], f"{key}.{k}")
             for p in patterns:
-                try:
-                    validate_pattern(p)
-                except BadTopic:
-                    raise ConfigError(f"{key}.{k}", p, "invalid topic pattern") from None
+                _check_pattern(p, f"{key}.{k}")
             fields[k] = tuple(patterns)
     if "broadcast" in m:
         scopes = _strings(m["broadcast"], f"{key}.broadcast")
@@ -151,7 +196,30 @@ def _role_from_mapping(name: str, m: Any, key: str) -> Role:
             if not isinstance(m[k], bool):
                 raise ConfigError(f"{key}.{k}", m[k], "must be true or false")
             fields[k] = m[k]
+    if "presence_rooms" in m:
+        rooms = _strings(m["presence_rooms"], f"{key}.presence_rooms")
+        for r in rooms:
+            try:
+                if r != "*":
+                    validate_room(r.removesuffix("*"))
+            except BadRequest:
+                raise ConfigError(
+                    f"{key}.presence_rooms", r, "must be a room name, or a prefix followed by '*'"
+                ) from None
+        fields["presence_rooms"] = tuple(rooms)
     return Role(name=name, **fields)
+
+
+def _check_pattern(p: str, key: str) -> None:
+    """Raise ConfigError naming ``key`` unless ``p`` is a valid pattern (``{user}`` allowed)."""
+    segments = p.split(".")
+    if any(USER in seg and seg != USER for seg in segments):
+        raise ConfigError(key, p, f"{USER} must be a whole segment")
+    try:
+        # Any valid segment stands in for the user id here.
+        validate_pattern(".".join("u" if seg == USER else seg for seg in segments))
+    except BadTopic:
+        raise ConfigError(key, p, "invalid topic pattern") from None
 
 
 class Policy:
@@ -162,14 +230,21 @@ class Policy:
     ignored. Topic decisions are cached per policy in a bounded LRU.
     """
 
-    __slots__ = ("_publish", "_roles", "_subscribe")
+    __slots__ = ("_per_user", "_publish", "_roles", "_subscribe")
 
     def __init__(self, roles: Iterable[Role]) -> None:
         self._roles: Mapping[str, Role] = types.MappingProxyType({r.name: r for r in roles})
-        self._subscribe: Callable[[tuple[str, ...], str], bool] = functools.lru_cache(
+        # Only a policy with ``{user}`` patterns has per-user decisions: the
+        # others keep one cache entry per (roles, topic) for every user.
+        self._per_user = any(
+            USER in p
+            for r in self._roles.values()
+            for p in (*r.subscribe, *r.subscribe_deny, *r.publish, *r.publish_deny)
+        )
+        self._subscribe: Callable[[tuple[str, ...], str, str | None], bool] = functools.lru_cache(
             maxsize=_CACHE_SIZE
         )(self._decide_subscribe)
-        self._publish: Callable[[tuple[str, ...], str], bool] = functools.lru_cache(
+        self._publish: Callable[[tuple[str, ...], str, str | None], bool] = functools.lru_cache(
             maxsize=_CACHE_SIZE
         )(self._decide_publish)
 
@@ -220,19 +295,33 @@ class Policy:
             found.append(everyone)
         return found
 
-    def _decide_subscribe(self, roles: tuple[str, ...], pattern: str) -> bool:
-        return any(r.may_subscribe(pattern) for r in self._applicable(roles))
+    def _decide_subscribe(self, roles: tuple[str, ...], pattern: str, user: str | None) -> bool:
+        return any(r.may_subscribe(pattern, user) for r in self._applicable(roles))
 
-    def _decide_publish(self, roles: tuple[str, ...], topic: str) -> bool:
-        return any(r.may_publish(topic) for r in self._applicable(roles))
+    def _decide_publish(self, roles: tuple[str, ...], topic: str, user: str | None) -> bool:
+        return any(r.may_publish(topic, user) for r in self._applicable(roles))
 
-    def can_subscribe(self, roles: Iterable[str], pattern: str) -> bool:
-        """May a user with ``roles`` subscribe to the valid topic or pattern ``pattern``?"""
-        return self._subscribe(roles if isinstance(roles, tuple) else tuple(roles), pattern)
+    def can_subscribe(self, roles: Iterable[str], pattern: str, user: str | None = None) -> bool:
+        """May user ``user`` with ``roles`` subscribe to the valid topic or pattern ``pattern``?
 
-    def can_publish(self, roles: Iterable[str], topic: str) -> bool:
-        """May a user with ``roles`` publish to the valid concrete ``topic``?"""
-        return self._publish(roles if isinstance(roles, tuple) else tuple(roles), topic)
+        ``user`` is the token's ``sub``; ``{user}`` patterns match nothing without it.
+        """
+        return self._subscribe(
+            roles if isinstance(roles, tuple) else tuple(roles),
+            pattern,
+            user if self._per_user else None,
+        )
+
+    def can_publish(self, roles: Iterable[str], topic: str, user: str | None = None) -> bool:
+        """May user ``user`` with ``roles`` publish to the valid concrete ``topic``?
+
+        ``user`` is the token's ``sub``; ``{user}`` patterns match nothing without it.
+        """
+        return self._publish(
+            roles if isinstance(roles, tuple) else tuple(roles),
+            topic,
+            user if self._per_user else None,
+        )
 
     def can_broadcast(self, roles: Iterable[str], scope: BroadcastScope) -> bool:
         """May a user with ``roles`` broadcast with ``scope`` (``room``, ``global``, ``filter``)?"""
@@ -247,5 +336,9 @@ class Policy:
         return any(r.rooms for r in self._applicable(roles))
 
     def can_presence(self, roles: Iterable[str]) -> bool:
-        """May a user with ``roles`` query presence?"""
+        """May a user with ``roles`` query presence (of users, and of rooms it is a member of)?"""
         return any(r.presence for r in self._applicable(roles))
+
+    def can_presence_room(self, roles: Iterable[str], room: str) -> bool:
+        """May a user with ``roles`` query the presence of ``room`` without being a member?"""
+        return any(r.presence and r.may_query_room(room) for r in self._applicable(roles))

@@ -140,6 +140,37 @@ async def test_rooms_presence_and_broadcast(node: Node) -> None:
     assert event["event"] == "leave" and event["user"] == "bob"
 
 
+async def test_only_members_broadcast_or_query_a_rooms_presence(node: Node) -> None:
+    alice, bob = await node.client("alice"), await node.client("bob")
+    await alice.request({"type": "join", "room": "lobby"}, "joined")
+    error = await bob.request({"type": "broadcast", "room": "lobby", "data": 1}, "error")
+    assert error["code"] == "forbidden"
+    error = await bob.request({"type": "presence", "room": "lobby"}, "error")
+    assert error["code"] == "forbidden"
+    state = await alice.request({"type": "presence", "room": "lobby"}, "presence_state")
+    assert state["members"] == ["alice"]
+    admin = await node.client("root", ("admin",))  # presence_rooms = ["*"] by default
+    state = await admin.request({"type": "presence", "room": "lobby"}, "presence_state")
+    assert state["members"] == ["alice"]
+    await alice.request({"type": "ping"}, "pong")
+    await alice.silent()  # nothing of Bob's broadcast arrived
+
+
+async def test_user_placeholder_keeps_inboxes_private(node_factory: NodeFactory) -> None:
+    rbac = {"roles": {"*": {"subscribe": ["user.{user}.>"], "publish": ["user.*.inbox"]}}}
+    node = await node_factory(rbac=rbac)
+    alice, bob = await node.client("alice"), await node.client("bob")
+    await alice.subscribe("user.alice.>")
+    for topic in ("user.bob.>", "user.bob.inbox", "user.*.inbox"):
+        error = await alice.request({"type": "subscribe", "topic": topic}, "error")
+        assert error["code"] == "forbidden"
+    await bob.publish("user.alice.inbox", "hi")
+    await alice.expect("message", topic="user.alice.inbox", data="hi")
+    odd = await node.client("a.b")  # not a topic segment: {user} matches nothing
+    error = await odd.request({"type": "subscribe", "topic": "user.a.b.>"}, "error")
+    assert error["code"] == "forbidden"
+
+
 async def test_user_presence_counts_connections(node: Node) -> None:
     alice = await node.client("alice")
     await node.client("bob")

@@ -68,6 +68,7 @@ async def test_router_all_for_one_restart_keeps_subscriptions(
     alice, bob = await node.client("alice"), await node.client("bob")
     await bob.subscribe("news.>")
     await bob.request({"type": "join", "room": "r"}, "joined")
+    await alice.request({"type": "join", "room": "r"}, "joined")  # members broadcast
     before = _addresses(node)
     connections = node.app.directory.require("connections").actorAddressString
     _crash_once(monkeypatch, TopicHandler, "receiveMsg_RoutePublish")
@@ -111,6 +112,7 @@ async def test_router_strategy_is_configuration(
     alice, bob = await node.client("alice"), await node.client("bob")
     await bob.subscribe("t")
     await bob.request({"type": "join", "room": "r"}, "joined")
+    await alice.request({"type": "join", "room": "r"}, "joined")  # members broadcast
     before = _addresses(node)
     _crash_once(monkeypatch, handler, method)
     if crashed == "topic":

@@ -31,6 +31,7 @@ async def test_resume_replays_exactly_the_missed_messages(node: Node) -> None:
     alice, bob = await node.client("alice"), await node.client("bob")
     await bob.subscribe("news")
     await bob.request({"type": "join", "room": "r1"}, "joined")
+    await alice.request({"type": "join", "room": "r1"}, "joined")  # members broadcast
     await alice.publish("news", 1)
     await bob.expect("message", seq=1)
     session = bob.welcome["session_id"]

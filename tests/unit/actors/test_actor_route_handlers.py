@@ -138,6 +138,49 @@ async def test_room_broadcast_reaches_members_rebuilt_from_the_registry(bed: Act
     assert c_sink.frames == []
 
 
+async def test_only_members_broadcast_into_a_room(bed: ActorBed) -> None:
+    alice, a_sink = bed.session("alice")
+    _, b_sink = bed.session("bob")
+    alice.rooms.add("r")
+    admin, root_sink = bed.session("root", ("admin",))  # no role makes a non-member a member
+    rooms = bed.start(RoomHandler)
+
+    bed.tell(rooms, RouteRoomBroadcast(admin, "r", "x", 1))
+
+    (error,) = await root_sink.wait_for(1)
+    assert (error["type"], error["id"], error["code"]) == ("error", 1, "forbidden")
+    assert a_sink.frames == [] and b_sink.frames == []
+    assert alice.seq == 0
+
+
+@asyncio_only
+async def test_room_presence_needs_membership_or_presence_rooms(bed: ActorBed) -> None:
+    rooms = bed.start(RoomHandler)
+    alice, a_sink = bed.session("alice")
+    bob, b_sink = bed.session("bob")
+    admin, root_sink = bed.session("root", ("admin",))  # default: presence_rooms = ["*"]
+    bed.tell(rooms, RouteJoin(alice, "r", 1))
+    await a_sink.wait_for(1)
+
+    bed.tell(rooms, RoutePresence(bob, "r", None, 2))
+    bed.tell(rooms, RoutePresence(alice, "r", None, 3))
+    bed.tell(rooms, RoutePresence(admin, "r", None, 4))
+
+    (error,) = await b_sink.wait_for(1)
+    assert (error["type"], error["id"], error["code"]) == ("error", 2, "forbidden")
+    assert (await a_sink.wait_for(2))[1] == {
+        "type": "presence_state",
+        "id": 3,
+        "room": "r",
+        "members": ["alice"],
+    }
+    assert (await root_sink.wait_for(1))[0]["members"] == ["alice"]
+    # Joining first, in the same order, makes Bob a member.
+    bed.tell(rooms, RouteJoin(bob, "r", 5))
+    bed.tell(rooms, RoutePresence(bob, "r", None, 6))
+    assert (await b_sink.wait_type("presence_state"))["id"] == 6
+
+
 @asyncio_only
 async def test_join_and_leave_announce_presence(bed: ActorBed) -> None:
     rooms = bed.start(RoomHandler)

@@ -105,6 +105,83 @@ def test_missing_keys_grant_nothing() -> None:
     assert not Policy.from_mapping({}).can_publish((), "a")
 
 
+def test_user_placeholder_expands_to_the_users_id() -> None:
+    policy = Policy.from_mapping(
+        rbac(**{"*": {"subscribe": ["user.{user}.>", "chat.>"], "publish": ["user.{user}.out"]}})
+    )
+    assert policy.can_subscribe((), "user.alice.>", "alice")
+    assert policy.can_subscribe((), "user.alice.inbox", "alice")
+    assert not policy.can_subscribe((), "user.bob.>", "alice")
+    assert not policy.can_subscribe((), "user.*.inbox", "alice")  # covers other users' inboxes
+    assert not policy.can_subscribe((), "user.alice.>")  # no user: {user} matches nothing
+    assert policy.can_subscribe((), "chat.x")
+    assert policy.can_publish((), "user.bob.out", "bob")
+    assert not policy.can_publish((), "user.bob.out", "alice")
+    # Decisions are per user, also when cached.
+    for _ in range(2):
+        assert policy.can_subscribe((), "user.bob.x", "bob")
+        assert not policy.can_subscribe((), "user.bob.x", "carol")
+
+
+@pytest.mark.parametrize("sub", ["a.b", "", "x" * 65, "*", ">", "{user}", "a b", "é"])
+def test_a_sub_that_is_not_a_segment_matches_nothing(sub: str) -> None:
+    policy = Policy.from_mapping(
+        rbac(
+            **{
+                "*": {
+                    "subscribe": ["user.{user}.>"],
+                    "publish": ["user.{user}"],
+                    "publish_deny": ["user.{user}"],
+                }
+            }
+        )
+    )
+    for pattern in ("user.a.b.>", "user.a.b", "user.a.>", "user.*.>", "user.>"):
+        assert not policy.can_subscribe((), pattern, sub)
+    for topic in ("user.a.b", "user.a", "user.x"):
+        assert not policy.can_publish((), topic, sub)
+
+
+def test_deny_lists_expand_the_placeholder_like_allow_lists() -> None:
+    policy = Policy.from_mapping(
+        rbac(
+            **{
+                "*": {
+                    "subscribe": ["feed.>"],
+                    "subscribe_deny": ["feed.{user}.>"],
+                    "publish": ["feed.>"],
+                    "publish_deny": ["feed.*.{user}"],
+                }
+            }
+        )
+    )
+    assert not policy.can_subscribe((), "feed.alice.x", "alice")
+    assert not policy.can_subscribe((), "feed.*.x", "alice")  # overlaps feed.alice.x
+    assert policy.can_subscribe((), "feed.bob.x", "alice")
+    assert not policy.can_publish((), "feed.x.alice", "alice")
+    assert policy.can_publish((), "feed.x.bob", "alice")
+    # A sub that is not a segment: the deny matches nothing, as an allow would.
+    assert policy.can_publish((), "feed.x.y", "x.y")
+
+
+def test_presence_of_rooms_without_membership() -> None:
+    roles: dict[str, dict[str, Any]] = {
+        "*": {"presence": True},
+        "support": {"presence": True, "presence_rooms": ["help", "team-*"]},
+        "mute": {"presence_rooms": ["*"]},  # needs presence too
+    }
+    policy = Policy.from_mapping(rbac(**roles))
+    assert policy.can_presence(())
+    assert not policy.can_presence_room((), "help")
+    assert policy.can_presence_room(("support",), "help")
+    assert policy.can_presence_room(("support",), "team-a")
+    assert not policy.can_presence_room(("support",), "helpdesk")
+    assert not policy.can_presence_room(("mute",), "help")
+    default = Policy.default()
+    assert not default.can_presence_room((), "lobby")
+    assert default.can_presence_room(("admin",), "lobby")
+
+
 def test_decisions_are_cached_and_consistent(default: Policy) -> None:
     for _ in range(3):
         assert not default.can_publish(("user",), "system.x")
@@ -136,12 +213,27 @@ def test_default_mapping_is_not_aliased() -> None:
         ({"roles": {"admin": {"rooms": 1}}}, "rbac.roles.admin.rooms"),
         ({"roles": {"admin": {"presence": None}}}, "rbac.roles.admin.presence"),
         ({"roles": {"": {}}}, "rbac.roles"),
+        ({"roles": {"a": {"subscribe": ["user.{user}x"]}}}, "rbac.roles.a.subscribe"),
+        ({"roles": {"a": {"subscribe_deny": ["x{user}"]}}}, "rbac.roles.a.subscribe_deny"),
+        ({"roles": {"a": {"publish": ["{user}{user}"]}}}, "rbac.roles.a.publish"),
+        ({"roles": {"a": {"publish_deny": ["a.{users}"]}}}, "rbac.roles.a.publish_deny"),
+        ({"roles": {"a": {"publish": ["a.>.{user}"]}}}, "rbac.roles.a.publish"),
+        ({"roles": {"a": {"presence_rooms": "x"}}}, "rbac.roles.a.presence_rooms"),
+        ({"roles": {"a": {"presence_rooms": ["a b"]}}}, "rbac.roles.a.presence_rooms"),
+        ({"roles": {"a": {"presence_rooms": ["a*b"]}}}, "rbac.roles.a.presence_rooms"),
     ],
 )
 def test_config_errors_name_the_key(mapping: Any, key: str) -> None:
     with pytest.raises(ConfigError) as info:
         Policy.from_mapping(mapping)
     assert info.value.key == key
+
+
+def test_user_placeholder_as_a_whole_segment_loads() -> None:
+    role = Policy.from_mapping(
+        rbac(a={"subscribe": ["{user}", "user.{user}.>", "*.{user}"], "publish_deny": ["{user}.>"]})
+    ).roles["a"]
+    assert role.subscribe == ("{user}", "user.{user}.>", "*.{user}")
 
 
 def test_key_prefix() -> None:
