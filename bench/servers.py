@@ -102,21 +102,26 @@ def raw_target() -> TargetSpec:
     )
 
 
+def _rtcs_command(port: int, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "rtcs",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        *extra,
+        "--log-level",
+        "warning",
+    ]
+
+
 def rtcs_target() -> TargetSpec:
     """rtcs itself: one worker, in-memory backend, limits lifted for the benchmark."""
     return TargetSpec(
         "rtcs",
-        lambda port: [
-            sys.executable,
-            "-m",
-            "rtcs",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
+        lambda port: _rtcs_command(port),
         env=dict(RTCS_BENCH_ENV),
         ready_timeout=30.0,
     )
@@ -134,19 +139,7 @@ def rtcs_w2_target(redis_url: str) -> TargetSpec:
     )
     return TargetSpec(
         "rtcs-w2",
-        lambda port: [
-            sys.executable,
-            "-m",
-            "rtcs",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            "--log-level",
-            "warning",
-        ],
+        lambda port: _rtcs_command(port, "--workers", "2"),
         env=env,
         ready_timeout=45.0,
         pinned=False,

@@ -21,6 +21,7 @@ import enum
 import itertools
 import os
 import secrets
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -83,38 +84,47 @@ class ConnectionIds:
 class _Tracked(set[str]):
     """A session's subscriptions or rooms: a set that tells its session when it
     changes (the route handlers mutate it with ``add``/``discard``), so a
-    crash-safe session can be saved at the moment of the change."""
+    crash-safe session can be saved at the moment of the change.
+
+    It refers to its session weakly: a strong reference would make every
+    session a reference cycle, freed only by the cyclic collector.
+    """
 
     __slots__ = ("_session",)
 
     def __init__(self, session: Session) -> None:
         super().__init__()
-        self._session = session
+        self._session = weakref.ref(session)
+
+    def _changed(self) -> None:
+        session = self._session()
+        if session is not None:
+            session.changed()
 
     def add(self, item: str) -> None:
         if item not in self:
             super().add(item)
-            self._session.changed()
+            self._changed()
 
     def discard(self, item: object) -> None:
         if item in self:
             super().discard(item)
-            self._session.changed()
+            self._changed()
 
     def remove(self, item: str) -> None:
         super().remove(item)
-        self._session.changed()
+        self._changed()
 
     def update(self, *others: Iterable[str]) -> None:
         size = len(self)
         super().update(*others)
         if len(self) != size:
-            self._session.changed()
+            self._changed()
 
     def clear(self) -> None:
         if self:
             super().clear()
-            self._session.changed()
+            self._changed()
 
 
 class Session:
@@ -125,6 +135,7 @@ class Session:
     """
 
     __slots__ = (
+        "__weakref__",
         "buffer",
         "connection_id",
         "detached_at",

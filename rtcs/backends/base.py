@@ -170,6 +170,28 @@ class SessionSnapshot:
     node: str
 
 
+def check_ttl(ttl: float) -> float:
+    """``ttl`` if it is a positive number of seconds (what every store requires).
+
+    Raises:
+        ValueError: it is not.
+    """
+    if not ttl > 0:
+        raise ValueError(f"session ttl must be positive, got {ttl!r}")
+    return ttl
+
+
+def check_cap(cap: int) -> int:
+    """``cap`` if it is a replay buffer size a store accepts (0 or more).
+
+    Raises:
+        ValueError: it is negative.
+    """
+    if cap < 0:
+        raise ValueError(f"buffer cap must not be negative, got {cap!r}")
+    return cap
+
+
 class SessionStore(Protocol):
     """Sessions kept for resume (across nodes with a shared store).
 

@@ -18,7 +18,6 @@ stopped by its own pid. Waits poll with a deadline.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import re
@@ -34,6 +33,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.children import die_with_parent, stop
 from tests.support.redis_server import free_port
 from tests.support.waiting import wait_until
 
@@ -42,7 +42,6 @@ HAPROXY_CFG = ROOT / "conf" / "haproxy.cfg"
 NGINX_CONF = ROOT / "conf" / "nginx.conf"
 START_TIMEOUT = 15.0  # seconds for a process to be up
 STOP_TIMEOUT = 5.0
-_PR_SET_PDEATHSIG = 1
 
 # A server line of conf/haproxy.cfg: "    server NAME ADDRESS[ options]".
 HAPROXY_SERVER = re.compile(r"^(\s*server\s+)(\S+)\s+(\S+)(.*)$", re.MULTILINE)
@@ -108,12 +107,6 @@ def render_nginx(text: str, listen: str, servers: Mapping[str, str]) -> str:
     return NGINX_LISTEN.sub(lambda m: f"{m.group(1)}{listen}{m.group(3)}", out)
 
 
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: SIGKILL when the test process dies.
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 def _spawn(args: list[str], log: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
@@ -122,20 +115,12 @@ def _spawn(args: list[str], log: Path, env: Mapping[str, str]) -> subprocess.Pop
             stdout=out,
             stderr=subprocess.STDOUT,
             env=dict(env),
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent(signal.SIGKILL),
         )
 
 
 def _stop(proc: subprocess.Popen[bytes] | None) -> None:
-    """SIGTERM, SIGKILL after ``STOP_TIMEOUT``, reap; nothing for an exited process."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(STOP_TIMEOUT)
+    stop(proc, STOP_TIMEOUT)
 
 
 class RtcsProcess:

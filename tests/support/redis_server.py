@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -40,12 +39,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.children import die_with_parent, stop
+
 START_TIMEOUT = 10.0  # seconds for a server to answer PING / a cluster to say ok
 STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL
 POLL = 0.02  # seconds between two readiness probes
 CLUSTER_NODE_TIMEOUT_MS = 5000  # longer than any freeze a test does: no failover
-
-_PR_SET_PDEATHSIG = 1
 
 
 def require_binaries() -> tuple[str, str]:
@@ -127,13 +126,6 @@ class _Reply:
         raise RuntimeError(f"unexpected RESP reply {line!r}")
 
 
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: the kernel sends SIGTERM to the
-    # server when the test process dies, even by SIGKILL.
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 class RedisServer:
     """One redis-server process on 127.0.0.1 (see the module docstring)."""
 
@@ -209,7 +201,7 @@ class RedisServer:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,  # the tests start servers before any thread
+            preexec_fn=die_with_parent(signal.SIGTERM),  # the tests start servers before any thread
         )
 
     def _wait_ready(self) -> None:
@@ -249,16 +241,7 @@ class RedisServer:
     def stop(self) -> None:
         """SIGTERM (SIGKILL after ``STOP_TIMEOUT``) and reap; idempotent."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGCONT)  # a frozen server cannot handle SIGTERM
-            proc.terminate()
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(STOP_TIMEOUT)
+        stop(proc, STOP_TIMEOUT, resume=True)  # a frozen server cannot handle SIGTERM
 
     def cleanup(self) -> None:
         """Stop, and remove the temporary directory this server created."""

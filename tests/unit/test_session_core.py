@@ -274,3 +274,22 @@ def test_a_restored_session_reports_no_change() -> None:
     )
     session.on_change = calls.append
     assert session.subscriptions == {"a"} and session.rooms == {"r"} and calls == []
+
+
+def test_a_session_is_freed_without_the_cyclic_collector() -> None:
+    # Its change-tracking sets must not form a reference cycle with it: at
+    # thousands of sessions, cycles wait for full collections.
+    import gc
+    import weakref
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        session = Session("s-1", "alice", (), buffer_size=3)
+        session.subscriptions.add("t")
+        ref = weakref.ref(session)
+        del session
+        assert ref() is None
+    finally:
+        if enabled:
+            gc.enable()

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from rtcs.backends.base import SessionSnapshot
+from rtcs.backends.base import SessionSnapshot, check_cap, check_ttl
 
 
 @dataclass(slots=True)
@@ -51,8 +51,7 @@ class MemorySessionStore:
         Raises:
             ValueError: ``ttl`` is not positive.
         """
-        if not ttl > 0:
-            raise ValueError(f"session ttl must be positive, got {ttl!r}")
+        check_ttl(ttl)
         now = self._clock()
         self._purge(now)
         current = self._sessions.get(snapshot.session_id)
@@ -82,8 +81,7 @@ class MemorySessionStore:
         Raises:
             ValueError: ``cap`` is negative.
         """
-        if cap < 0:
-            raise ValueError(f"buffer cap must not be negative, got {cap!r}")
+        check_cap(cap)
         stored = self._live(session_id)
         if stored is None:
             return False
@@ -98,10 +96,9 @@ class MemorySessionStore:
         Raises:
             ValueError: ``cap`` is negative, or ``ttl`` is not positive.
         """
-        if cap < 0:
-            raise ValueError(f"buffer cap must not be negative, got {cap!r}")
-        if ttl is not None and not ttl > 0:
-            raise ValueError(f"session ttl must be positive, got {ttl!r}")
+        check_cap(cap)
+        if ttl is not None:
+            check_ttl(ttl)
         now = self._clock()
         self._purge(now)
         absent: set[str] = set()
@@ -122,8 +119,7 @@ class MemorySessionStore:
         Raises:
             ValueError: ``ttl`` is not positive.
         """
-        if not ttl > 0:
-            raise ValueError(f"session ttl must be positive, got {ttl!r}")
+        check_ttl(ttl)
         now = self._clock()
         self._purge(now)
         absent: set[str] = set()

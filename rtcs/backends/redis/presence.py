@@ -231,11 +231,7 @@ class RedisPresenceStore:
         Raises:
             Unavailable: Redis is down.
         """
-        async with self._guard("user_connections"):
-            pipe = self._pipeline()
-            pipe.hvals(self._keys.user_connections(user))
-            touched, nodes = await pipe.execute()
-        return _live_count(nodes, _dead(touched))
+        return len(await self._live_connection_nodes(user, "user_connections"))
 
     async def user_nodes(self, user: str) -> list[str]:
         """Sorted ids of the live nodes holding a connection of ``user``.
@@ -243,12 +239,17 @@ class RedisPresenceStore:
         Raises:
             Unavailable: Redis is down.
         """
-        async with self._guard("user_nodes"):
+        nodes = await self._live_connection_nodes(user, "user_nodes")
+        return sorted({node.decode() for node in nodes})
+
+    async def _live_connection_nodes(self, user: str, what: str) -> list[bytes]:
+        """The node of each of ``user``'s connections, leaving out dead nodes (one round trip)."""
+        async with self._guard(what):
             pipe = self._pipeline()
             pipe.hvals(self._keys.user_connections(user))
             touched, nodes = await pipe.execute()
         dead = _dead(touched)
-        return sorted({cast(bytes, node).decode() for node in nodes if node not in dead})
+        return [cast(bytes, node) for node in nodes if node not in dead]
 
     async def connection_node(self, connection_id: str) -> str | None:
         """The node holding ``connection_id``, or None (also when that node is dead).

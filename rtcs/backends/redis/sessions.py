@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from rtcs.backends.base import SessionSnapshot
+from rtcs.backends.base import SessionSnapshot, check_cap, check_ttl
 from rtcs.backends.redis.client import Guard, Health, Link, Script
 from rtcs.backends.redis.wire import Keys, WireError, pack_strings, unpack_strings
 from rtcs.errors import Unavailable
@@ -241,8 +241,7 @@ class RedisSessionStore:
             ValueError: ``cap`` is negative.
             Unavailable: Redis is down.
         """
-        if cap < 0:
-            raise ValueError(f"buffer cap must not be negative, got {cap!r}")
+        check_cap(cap)
         meta, buf = self._keys.session(session_id)
         async with self._guard("append"):
             done = await _APPEND(self._link.client, [meta, buf], [seq, b"%d:" % seq + tail, cap])
@@ -259,8 +258,7 @@ class RedisSessionStore:
             ValueError: ``cap`` is negative, or ``ttl`` is not positive.
             Unavailable: Redis is down.
         """
-        if cap < 0:
-            raise ValueError(f"buffer cap must not be negative, got {cap!r}")
+        check_cap(cap)
         ttl_ms = 0 if ttl is None else _ttl_ms(ttl)
         by_session: dict[str, list[Any]] = {}
         for session_id, seq, tail in entries:
@@ -337,9 +335,7 @@ class RedisSessionStore:
 
 
 def _ttl_ms(ttl: float) -> int:
-    if not ttl > 0:
-        raise ValueError(f"session ttl must be positive, got {ttl!r}")
-    return max(1, round(ttl * 1000))
+    return max(1, round(check_ttl(ttl) * 1000))
 
 
 def _verdicts(ids: Iterable[str], results: Sequence[Any]) -> tuple[set[str], set[str]]:
