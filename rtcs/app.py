@@ -404,5 +404,23 @@ async def serve(
     failed = app.stopped.is_set()
     requested.cancel()
     stopped.cancel()
-    await app.stop()
+    return await stop_within(app, settings.server.drain_timeout + STOP_GRACE, failed)
+
+
+#: Seconds a stop may take beyond ``server.drain_timeout`` before the node gives up on it.
+STOP_GRACE = 5.0
+
+
+async def stop_within(app: App, timeout: float, failed: bool = False) -> int:
+    """``app.stop()`` bounded by ``timeout``; the exit status (1 if it timed out).
+
+    A drain that hangs (a backend call that never returns) must not keep the
+    process alive after SIGTERM: the process manager, or the parent of a
+    worker, would have to SIGKILL it.
+    """
+    try:
+        await asyncio.wait_for(app.stop(), timeout)
+    except TimeoutError:
+        app.log.error("stop did not finish in time; exiting", timeout=timeout)
+        return 1
     return 1 if failed else 0

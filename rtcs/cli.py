@@ -124,10 +124,17 @@ def _worker_settings(settings: Any, index: int) -> Any:
 async def _node(settings: Any, args: argparse.Namespace) -> int:
     """One node: the whole instance, or worker ``args.worker_index`` of it."""
     from rtcs.app import App, serve
-    from rtcs.workers import ConnectionCounter, InstanceCounter, LocalCounter, watch_parent
+    from rtcs.workers import (
+        STOP_GRACE,
+        ConnectionCounter,
+        InstanceCounter,
+        LocalCounter,
+        watch_parent,
+    )
 
     if args.parent_fd is not None:
-        watch_parent(args.parent_fd)  # first: a worker never outlives its parent
+        # First: a worker never outlives its parent, even when its drain hangs.
+        watch_parent(args.parent_fd, exit_after=settings.server.drain_timeout + STOP_GRACE)
     counter: ConnectionCounter = LocalCounter()
     if args.instance_counter is not None and args.worker_index is not None:
         counter = InstanceCounter.attach(

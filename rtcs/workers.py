@@ -18,13 +18,14 @@ does no rtcs work itself:
   dead worker's slot of the :class:`InstanceCounter` is zeroed first.
 - On SIGTERM or SIGINT it sends the same signal to every worker (each drains:
   closes its clients with 1001 within ``server.drain_timeout``), waits for
-  all of them, and exits 0. A worker still running ``drain_timeout`` + 5 s
+  all of them, and exits 0. A worker still running ``drain_timeout`` + 6 s
   later is killed, and the parent exits 1.
 
 No orphans: every worker gets the read end of a pipe whose only write end the
 parent holds (``--parent-fd``). When the parent dies, even by SIGKILL, the
 kernel closes that end; the worker sees end-of-file (:func:`watch_parent`) and
-drains as if it got SIGTERM. The shared memory the parent created is removed
+drains as if it got SIGTERM; if that drain hangs, it exits by itself
+``drain_timeout`` + 5 s later. The shared memory the parent created is removed
 by Python's resource tracker then.
 
 The instance counter: :class:`InstanceCounter` is one integer slot per worker
@@ -62,8 +63,9 @@ __all__ = [
 ]
 
 _SLOT = struct.Struct("=q")  # one signed 64-bit count per worker, native byte order
-#: Seconds a stopping parent waits beyond ``server.drain_timeout`` before SIGKILL.
-STOP_GRACE = 5.0
+#: Seconds a stopping parent waits beyond ``server.drain_timeout`` before SIGKILL:
+#: a worker's own bound on its stop (rtcs.app.STOP_GRACE) plus one second.
+STOP_GRACE = 6.0
 
 
 # -- the instance-wide connection count ---------------------------------------------
@@ -369,12 +371,14 @@ def run_parent(parent: WorkerParent) -> int:
 # -- in a worker --------------------------------------------------------------------------
 
 
-def watch_parent(fd: int) -> None:
+def watch_parent(fd: int, exit_after: float | None = None) -> None:
     """On end-of-file on ``fd`` (the parent died), send this process SIGTERM.
 
     The parent never writes to the pipe, so readable means closed. SIGTERM
-    makes the worker drain as on an ordinary stop. Call it on the running
-    event loop.
+    makes the worker drain as on an ordinary stop. Nobody is left to SIGKILL
+    an orphan whose drain hangs, so with ``exit_after`` the process exits
+    (status 1) by itself that many seconds after the end-of-file. Call it on
+    the running event loop.
     """
     loop = asyncio.get_running_loop()
     os.set_inheritable(fd, False)
@@ -387,6 +391,15 @@ def watch_parent(fd: int) -> None:
             return
         if not data:
             loop.remove_reader(fd)
+            if exit_after is not None:
+                loop.call_later(exit_after, _orphan_exit, exit_after)
             os.kill(os.getpid(), signal.SIGTERM)
 
     loop.add_reader(fd, readable)
+
+
+def _orphan_exit(waited: float) -> None:
+    logs.get_logger("rtcs.workers").error(
+        "parent gone and the drain did not finish; exiting", waited=waited
+    )
+    os._exit(1)

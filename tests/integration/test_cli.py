@@ -109,7 +109,7 @@ async def server() -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
     yield proc, port
     if proc.returncode is None:
         proc.kill()
-        await proc.wait()
+        await asyncio.wait_for(proc.wait(), 10)
 
 
 async def test_quick_start_token_is_accepted_and_the_old_public_secret_is_not(
@@ -138,7 +138,7 @@ async def test_quick_start_token_is_accepted_and_the_old_public_secret_is_not(
     finally:
         if proc.returncode is None:
             proc.kill()
-        await proc.wait()
+        await asyncio.wait_for(proc.wait(), 10)
 
 
 async def test_sigterm_closes_clients_1001_and_exits_0(

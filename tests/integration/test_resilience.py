@@ -14,7 +14,7 @@ from rtcs import config
 from rtcs.actors.connection import WebSocketActor
 from rtcs.actors.context import ROUTE_BROADCAST, ROUTE_DIRECT, ROUTE_ROOM, ROUTE_TOPIC
 from rtcs.actors.routing import RoomHandler, TopicHandler
-from rtcs.app import App
+from rtcs.app import App, stop_within
 from tests.integration.conftest import TIMEOUT, Client, Node, metric
 from tests.support import wait_until, wait_until_returns
 
@@ -275,3 +275,30 @@ async def test_inbound_frames_are_bounded_per_connection(
     assert len(seen) == 2000
     assert max(seen) < 8  # never more than the queue bound waiting behind a frame
     assert max(seen) > 0  # and frames did queue up: the bound was exercised
+
+
+# -- a stop that hangs ----------------------------------------------------------------------
+
+
+async def test_a_stop_that_hangs_is_given_up_at_its_bound(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = await node.client()
+    assert node.app.ctx is not None
+    released = asyncio.Event()
+
+    async def flush_that_hangs() -> None:  # a backend write that never returns
+        await released.wait()
+
+    monkeypatch.setattr(node.app.ctx.background, "close", flush_that_hangs)
+    stopping = asyncio.create_task(stop_within(node.app, 0.5))
+    assert await client.closed() == 1001  # the drain itself ran
+    assert await asyncio.wait_for(stopping, TIMEOUT) == 1  # then the bound ended the stop
+    monkeypatch.undo()
+    await node.app.stop()  # what the bound cut short, so the fixture finds it stopped
+
+
+async def test_a_stop_within_its_bound_exits_0(node: Node) -> None:
+    client = await node.client()
+    assert await asyncio.wait_for(stop_within(node.app, TIMEOUT), TIMEOUT * 2) == 0
+    assert await client.closed() == 1001

@@ -28,13 +28,14 @@ from websockets.asyncio.client import connect
 
 from rtcs.workers import Backoff, InstanceCounter, WorkerParent
 from tests.integration.conftest import ENV, TIMEOUT, Client, run_cli, wait_until
+from tests.support.children import die_with_parent, stop
 from tests.support.redis_server import RedisServer, free_port, shared_server
 
 # A stand-in worker: drains (exits 0) on SIGTERM, like rtcs, and on the
 # parent pipe's end-of-file through the real rtcs.workers.watch_parent.
 FAKE_WORKER = textwrap.dedent(
     """
-    import asyncio, signal, sys
+    import asyncio, os, signal, sys
     from rtcs.workers import watch_parent
 
     async def main():
@@ -42,7 +43,9 @@ FAKE_WORKER = textwrap.dedent(
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         watch_parent(int(sys.argv[1]))
-        print(f'{{"event": "fake ready", "worker": {sys.argv[2]}}}', flush=True)
+        # One write per line: the workers share the parent's stdout pipe, and
+        # print() may write the text and its newline separately.
+        os.write(1, f'{{"event": "fake ready", "worker": {sys.argv[2]}}}\\n'.encode())
         await stop.wait()
 
     asyncio.run(main())
@@ -120,10 +123,26 @@ class Output:
         return found
 
 
-async def _kill(proc: asyncio.subprocess.Process) -> None:
+async def _exited(proc: asyncio.subprocess.Process, timeout: float = TIMEOUT) -> int:
+    """``proc``'s exit status, within ``timeout``.
+
+    On Python 3.11, ``Process.wait()`` also waits for the stdout pipe to close,
+    and the workers share it: a worker that outlives its parent would block it.
+    """
+    return await asyncio.wait_for(proc.wait(), timeout)
+
+
+async def _kill(proc: asyncio.subprocess.Process, output: Output) -> None:
+    """SIGKILL the parent, then any worker of it still running; reap the parent."""
     if proc.returncode is None:
         proc.kill()
-        await proc.wait()
+    for entry in output.matching("worker started"):
+        pid = entry["pid"]
+        with contextlib.suppress(OSError):
+            if not gone(pid) and Path(f"/proc/{pid}/cmdline").read_bytes().find(b"rtcs") >= 0:
+                os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(TimeoutError):
+        await _exited(proc)
 
 
 # -- the memory backend cannot be shared ------------------------------------------------------
@@ -205,9 +224,11 @@ async def fake_parent() -> AsyncIterator[tuple[asyncio.subprocess.Process, Outpu
         sys.executable, "-c", FAKE_PARENT, stdout=asyncio.subprocess.PIPE, env=ENV
     )
     output = Output(proc)
-    await output.wait("fake ready", count=2)
-    yield proc, output
-    await _kill(proc)
+    try:
+        await output.wait("fake ready", count=2)
+        yield proc, output
+    finally:
+        await _kill(proc, output)
 
 
 async def test_sigterm_to_the_parent_stops_every_worker_and_exits_0(
@@ -216,7 +237,7 @@ async def test_sigterm_to_the_parent_stops_every_worker_and_exits_0(
     proc, output = fake_parent
     pids = [e["pid"] for e in await output.wait("worker started", count=2)]
     proc.send_signal(signal.SIGTERM)
-    assert await asyncio.wait_for(proc.wait(), TIMEOUT) == 0
+    assert await _exited(proc) == 0
     stopped = output.matching("worker stopped") + await output.wait("worker stopped", count=2)
     assert {e["status"] for e in stopped} == {0}  # drained, not killed
     assert all(gone(pid) for pid in pids)
@@ -228,7 +249,7 @@ async def test_workers_exit_when_the_parent_is_killed(
     proc, output = fake_parent
     pids = [e["pid"] for e in await output.wait("worker started", count=2)]
     proc.kill()  # SIGKILL: the parent cannot tell anyone
-    await proc.wait()
+    await _exited(proc)
     await wait_until(lambda: all(gone(pid) for pid in pids), message=f"workers {pids} still run")
 
 
@@ -243,6 +264,48 @@ async def test_a_killed_worker_is_restarted(
     again = await output.wait("worker started", worker=1, where=lambda e: e["pid"] != first)
     assert again[0]["pid"] != first
     await output.wait("fake ready", count=3)
+
+
+# An orphan whose drain hangs: SIGTERM does nothing, only exit_after ends it.
+STUCK_WORKER = textwrap.dedent(
+    """
+    import asyncio, os, signal, sys
+    from rtcs.workers import watch_parent
+
+    async def main():
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, lambda: None)
+        watch_parent(int(sys.argv[1]), exit_after=0.2)
+        os.write(1, b'{"event": "fake ready"}\\n')
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_an_orphan_whose_drain_hangs_exits_by_itself() -> None:
+    read_fd, write_fd = os.pipe()
+    worker = subprocess.Popen(
+        [sys.executable, "-c", STUCK_WORKER, str(read_fd)],
+        pass_fds=(read_fd,),
+        stdout=subprocess.PIPE,
+        env=ENV,
+        preexec_fn=die_with_parent(signal.SIGKILL),
+    )
+    try:
+        os.close(read_fd)
+        assert worker.stdout is not None
+        assert b"fake ready" in worker.stdout.readline()
+        os.close(write_fd)  # the parent dies
+        write_fd = -1
+        assert worker.wait(TIMEOUT) == 1
+        assert b"parent gone and the drain did not finish" in worker.stdout.read()
+    finally:
+        if write_fd >= 0:
+            os.close(write_fd)
+        stop(worker, TIMEOUT)
+        if worker.stdout is not None:
+            worker.stdout.close()
 
 
 # -- InstanceCounter across processes -----------------------------------------------------------
@@ -344,7 +407,7 @@ async def instance() -> AsyncIterator[Instance]:
         await output.wait("worker metrics listening", count=2)
         yield Instance(proc, output, metrics_port)
     finally:
-        await _kill(proc)
+        await _kill(proc, output)
 
 
 def _build_node(port: int) -> str:
@@ -390,7 +453,7 @@ async def test_two_workers_share_the_port_restart_and_drain(instance: Instance) 
     instance.proc.send_signal(signal.SIGTERM)
     codes = await asyncio.gather(*(c.closed(TIMEOUT * 2) for c in survivors + fresh))
     assert set(codes) == {1001}
-    assert await asyncio.wait_for(instance.proc.wait(), TIMEOUT * 2) == 0
+    assert await _exited(instance.proc, TIMEOUT * 2) == 0
     assert all(gone(pid) for pid in instance.worker_pids().values())
 
 
@@ -398,7 +461,7 @@ async def test_two_workers_share_the_port_restart_and_drain(instance: Instance) 
 async def test_real_workers_exit_when_the_parent_is_killed(instance: Instance) -> None:
     pids = list(instance.worker_pids().values())
     instance.proc.kill()
-    await instance.proc.wait()
+    await _exited(instance.proc, TIMEOUT * 2)
     await wait_until(
         lambda: all(gone(pid) for pid in pids), timeout=TIMEOUT * 2, message=f"{pids} still run"
     )
