@@ -13,7 +13,9 @@ already-encoded bytes.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, assert_never
 
 from thespian.actors import (
@@ -101,6 +103,10 @@ class WebSocketActor(Calls, ActorTypeDispatcher):
         self._check_generation = 0
         # Frames received while the session is restored from the shared store.
         self._held: list[ClientText] | None = None
+        # While a publish's id is checked against the shared store, later
+        # frames wait here, in order (``True``: already counted as handled).
+        self._deduping = False
+        self._waiting: deque[tuple[ClientText, bool]] = deque()
         self._last_activity = 0.0
         self._released = False
 
@@ -194,12 +200,20 @@ class WebSocketActor(Calls, ActorTypeDispatcher):
     def receiveMsg_ClientText(self, msg: ClientText, sender: ActorAddress) -> None:
         if self._ctx is None:
             return
+        if self._deduping:
+            # Not counted as handled yet: the gateway's inbound bound still
+            # applies to the frames waiting behind a publish.
+            self._waiting.append((msg, False))
+            return
         self.handle.handled(self._ctx.settings.limits.inbound_queue // 2)
         self._on_text(msg)
 
     def _on_text(self, msg: ClientText) -> None:
         ctx, handle = self.ctx, self.handle
         if handle.closing:
+            return
+        if self._deduping:
+            self._waiting.append((msg, True))
             return
         if self._held is not None:
             if len(self._held) >= ctx.settings.limits.held_frames:
@@ -281,6 +295,15 @@ class WebSocketActor(Calls, ActorTypeDispatcher):
                 raise Forbidden(f"token refresh refused: {exc.reason}") from None
             return
         if self.machine.state is State.AUTHENTICATING:
+            # First-frame auth: now the connection counts against the node
+            # cap (and its user's crash penalty applies); rtcs.actors.admission.
+            from rtcs.actors.admission import admit_authenticated
+
+            refusal = admit_authenticated(ctx, self.handle.connection_id, identity.user)
+            if refusal is not None:
+                self.machine.fire(Event.AUTH_FAILED)
+                self.handle.close(refusal.code, refusal.reason)
+                return
             self._establish(identity, cmd.session, cmd.last_seq, cmd.id)
             return
         session = self._session()
@@ -288,9 +311,11 @@ class WebSocketActor(Calls, ActorTypeDispatcher):
             raise Forbidden("token refresh must keep the same subject")
         self.identity = identity
         session.roles = identity.roles
+        revoked = self._revoked(session)
         self.machine.fire(Event.AUTH_OK)
         self._schedule_check()
         self._push(self._welcome_frame(session, True, 0, cmd.id), ServerFrame.WELCOME)
+        self._drop(session, revoked)
 
     def _on_subscribe(self, cmd: Subscribe) -> None:
         ctx, session = self.ctx, self._session()
@@ -316,7 +341,73 @@ class WebSocketActor(Calls, ActorTypeDispatcher):
         ctx, session = self.ctx, self._session()
         if not ctx.policy.can_publish(session.roles, cmd.topic, session.user):
             raise _forbidden("publish to", cmd.topic)
-        self._route(ROUTE_TOPIC, RoutePublish(session, cmd.topic, cmd.data, cmd.id))
+        if cmd.id is None:
+            self._route(ROUTE_TOPIC, RoutePublish(session, cmd.topic, cmd.data, cmd.id))
+            return
+        # De-duplication (docs/protocol.md "publish"). The session remembers
+        # the ids it used on this node, so a retry here is answered at once,
+        # and a node alone needs nothing else. With other nodes, the shared
+        # store says whether the id was used on any of them; later frames
+        # wait meanwhile, so the client's frames keep their order.
+        if self.ctx.directory.lookup(ROUTE_TOPIC) is None:
+            raise Unavailable("routing is restarting, retry")  # before the id is recorded
+        limits = ctx.settings.limits
+        key, now = _publish_key(cmd.id), ctx.clock()
+        if session.used_publish_id(key, now, limits.dedup_window):
+            self._push(codec.encode_frame(ServerFrame.ACK, cmd.id, duplicate=True), ServerFrame.ACK)
+            return
+        if not ctx.backends.broker.distributed:
+            session.note_publish_id(key, now, limits.dedup_max_ids)
+            self._route(ROUTE_TOPIC, RoutePublish(session, cmd.topic, cmd.data, cmd.id))
+            return
+        first = ctx.backends.sessions.first_publish(
+            session.id, key, limits.dedup_window, limits.dedup_max_ids
+        )
+        self._deduping = True
+
+        def checked(is_first: bool) -> None:
+            self._deduped(cmd, session, is_first)
+
+        def failed(exc: BaseException) -> None:
+            self._deduped(cmd, session, None)
+
+        self.call(first, checked, failed)
+
+    def _deduped(self, cmd: Publish, session: Session, first: bool | None) -> None:
+        """The store answered a publish's id check: route it, or ack it as a
+        duplicate; then the frames that waited.
+
+        ``first`` is None when the store failed (degraded): the publish is
+        refused as ``unavailable`` when other instances share the backend,
+        else routed locally without de-duplication.
+        """
+        self._deduping = False
+        if first is not None and cmd.id is not None:
+            limits = self.ctx.settings.limits
+            session.note_publish_id(_publish_key(cmd.id), self.ctx.clock(), limits.dedup_max_ids)
+        if not self.handle.closing:
+            try:
+                if first is None and self.ctx.backends.broker.distributed:
+                    # Degraded, with other instances to reach: the publish
+                    # needs the backend anyway; refused before any delivery,
+                    # so a retry is never delivered twice (docs/protocol.md).
+                    raise Unavailable("publish de-duplication unavailable, retry")
+                if first is False:
+                    frame = codec.encode_frame(ServerFrame.ACK, cmd.id, duplicate=True)
+                    self._push(frame, ServerFrame.ACK)
+                else:
+                    # None: one instance alone goes on delivering locally
+                    # while degraded, de-duplicated best-effort.
+                    self._route(ROUTE_TOPIC, RoutePublish(session, cmd.topic, cmd.data, cmd.id))
+            except ProtocolError as exc:
+                self._error(cmd.id, exc)
+        waiting = self._waiting
+        low_water = self.ctx.settings.limits.inbound_queue // 2
+        while waiting and not self._deduping:
+            msg, counted = waiting.popleft()
+            if not counted:
+                self.handle.handled(low_water)
+            self._on_text(msg)
 
     def _on_send(self, cmd: Send) -> None:
         ctx, session = self.ctx, self._session()
@@ -330,6 +421,8 @@ class WebSocketActor(Calls, ActorTypeDispatcher):
         ctx, session = self.ctx, self._session()
         if not ctx.policy.can_join(session.roles):
             raise _forbidden("join rooms", None)
+        if not ctx.policy.can_join_room(session.roles, cmd.room, session.user):
+            raise _forbidden("join room", cmd.room)
         if cmd.room not in session.rooms and len(session.rooms) >= ctx.settings.limits.max_rooms:
             raise LimitExceeded("too many rooms")
         self._route(ROUTE_ROOM, RouteJoin(session, cmd.room, cmd.id))
@@ -401,6 +494,67 @@ class WebSocketActor(Calls, ActorTypeDispatcher):
         self._check_generation += 1
         self.wakeupAfter(max(delay, 0.0), CheckDue(self._check_generation))
 
+    # -- role downgrade (docs/protocol.md "Permissions") --------------------------------
+
+    def _revoked(self, session: Session) -> _Revoked:
+        """What the session's (new) roles no longer allow; its buffered
+        messages are withheld from replay at once."""
+        topics, rooms = self.ctx.policy.revoked(
+            session.roles, session.user, session.subscriptions, session.rooms
+        )
+        if not topics and not rooms:
+            return _NOTHING_REVOKED
+        kept = [p for p in session.subscriptions if p not in topics]
+        return _Revoked(topics, rooms, session.withhold(topics, kept, rooms))
+
+    def _drop(self, session: Session, revoked: _Revoked) -> None:
+        """Drop revoked subscriptions and rooms through the handlers' own
+        unsubscribe and leave paths; each answers with a ``reason``."""
+        for pattern in revoked.topics:
+            self._drop_one(
+                ROUTE_TOPIC,
+                RouteUnsubscribe(session, pattern, None, "forbidden"),
+                session.subscriptions,
+                pattern,
+                codec.encode_frame(ServerFrame.UNSUBSCRIBED, topic=pattern, reason="forbidden"),
+                ServerFrame.UNSUBSCRIBED,
+            )
+        for room in revoked.rooms:
+            self._drop_one(
+                ROUTE_ROOM,
+                RouteLeave(session, room, None, "forbidden"),
+                session.rooms,
+                room,
+                codec.encode_frame(ServerFrame.LEFT, room=room, reason="forbidden"),
+                ServerFrame.LEFT,
+            )
+        if revoked.topics or revoked.rooms:
+            self.ctx.log.info(
+                "roles no longer allow subscriptions or rooms: dropped",
+                connection_id=self.handle.connection_id,
+                user=session.user,
+                topics=len(revoked.topics),
+                rooms=len(revoked.rooms),
+            )
+
+    def _drop_one(
+        self,
+        name: str,
+        request: RouteUnsubscribe | RouteLeave,
+        held: set[str],
+        target: str,
+        frame: bytes,
+        kind: ServerFrame,
+    ) -> None:
+        address = self.ctx.directory.lookup(name)
+        if address is not None:
+            self.send(address, request)
+            return
+        # The handler is restarting: it rebuilds its index from the sessions,
+        # so dropping it from the session is enough.
+        held.discard(target)
+        self._push(frame, kind)
+
     # -- establishing the session (docs/protocol.md "Sessions, resume and replay") ---------
 
     def _establish(
@@ -417,6 +571,13 @@ class WebSocketActor(Calls, ActorTypeDispatcher):
             self.machine.fire(Event.AUTH_FAILED)
             self.handle.close(CloseCode.CONNECTION_LIMIT, "too many connections for this user")
             return
+        revoker = ctx.revoker
+        if (
+            session_id is not None
+            and revoker is not None
+            and revoker.table.session_refused(session_id, ctx.wall())
+        ):
+            session_id = None  # a revoked session is never resumed: a new one starts
         shared = ctx.write_behind is not None
         plan = plan_resume(ctx.sessions, identity.user, session_id, last_seq, shared=shared)
         if plan.verdict is ResumeVerdict.CLAIM and session_id is not None and last_seq is not None:
@@ -519,6 +680,9 @@ class WebSocketActor(Calls, ActorTypeDispatcher):
         elif write_behind is not None and not crash_safe:
             write_behind.delete(session.id)  # resumed here: no one else may
         session.roles = identity.roles
+        # Before the session is saved (crash-safe) and replayed: what the new
+        # roles no longer allow is withheld from every replay.
+        revoked = self._revoked(session)
         ctx.sessions.attach(session, handle)
         # Crash-safe: stored while attached too (owned by this node; after a
         # claim, taken over from the node it came from).
@@ -529,6 +693,8 @@ class WebSocketActor(Calls, ActorTypeDispatcher):
         self.machine.fire(Event.AUTH_OK)
         self._schedule_check()
         replay = plan.replay
+        if revoked.withheld:
+            replay = tuple(entry for entry in replay if entry[0] not in revoked.withheld)
         replayed = len(replay) if plan.resumed else None
         self._push(
             self._welcome_frame(session, plan.resumed, replayed, request_id), ServerFrame.WELCOME
@@ -546,10 +712,25 @@ class WebSocketActor(Calls, ActorTypeDispatcher):
             session_id=session.id,
             resumed=plan.resumed,
         )
+        # Before presence: the room handler then announces only the rooms kept.
+        self._drop(session, revoked)
         if plan.resumed:
             announce_presence(ctx, self, session, online=True)
         add = ctx.backends.presence.add_connection
         ctx.background.submit(add, session.user, handle.connection_id, ctx.node_id)
+
+
+@dataclass(frozen=True, slots=True)
+class _Revoked:
+    """Subscriptions and rooms the new roles no longer allow, and the ``seq``
+    of the buffered messages withheld for them."""
+
+    topics: list[str]
+    rooms: list[str]
+    withheld: set[int]
+
+
+_NOTHING_REVOKED = _Revoked([], [], set())
 
 
 def _interests(session: Session) -> list[tuple[EnvelopeKind, str]]:
@@ -565,6 +746,11 @@ async def _all(waits: list[Awaitable[None]]) -> None:
     for result in results:
         if isinstance(result, BaseException):
             raise result
+
+
+def _publish_key(request_id: str | int) -> str:
+    """The de-duplication key of a publish ``id``: ``7`` and ``"7"`` differ."""
+    return f"i:{request_id}" if isinstance(request_id, int) else f"s:{request_id}"
 
 
 def _forbidden(action: str, topic: str | None) -> Forbidden:

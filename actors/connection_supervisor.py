@@ -1,8 +1,12 @@
 """The ``ConnectionSupervisor``: one temporary ``WebSocketActor`` per accepted socket.
 
-It admits or refuses each new connection (per-node limit 4031, 1001 while
-shutting down), closes a crashed connection's socket with 1011 (its session
-stays resumable), and expires detached sessions whose TTL ran out.
+It admits or refuses each new connection (1001 while shutting down; a
+handshake-token connection is counted against the node cap here, 4031, and
+refused with 4029 while its user serves a crash penalty: see
+``rtcs.actors.admission``), closes a crashed connection's socket with 1011
+(its session stays resumable) and records the crash, and expires detached
+sessions whose TTL ran out. Connection actors are temporary children: their
+crashes never count toward this supervisor's restart intensity.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from thespian.actors import ActorAddress, WakeupMessage
 
+from rtcs.actors.admission import admission_of
 from rtcs.actors.connection import WebSocketActor
 from rtcs.actors.context import ROUTE_ROOM, ROUTE_TOPIC, NodeSupervisor
 from rtcs.actors.messages import (
@@ -57,12 +62,15 @@ class ConnectionSupervisor(NodeSupervisor):
         if ctx.shutting_down:
             handle.refuse(CloseCode.GOING_AWAY)
             return
-        if self._instance_total() >= ctx.settings.limits.max_connections_per_node:
-            handle.refuse(CloseCode.CONNECTION_LIMIT)
-            return
         name = handle.connection_id
+        if msg.identity is not None:
+            # Pending sockets (no token yet) are capped by the gateway and
+            # counted against the node cap when their first-frame auth succeeds.
+            refusal = admission_of(ctx).authenticate(name, msg.identity.user, ctx.clock())
+            if refusal is not None:
+                handle.refuse(refusal.code)
+                return
         self._handles[name] = handle
-        self._counted()
         address = self.start_child(
             ChildSpec(
                 name,
@@ -74,27 +82,21 @@ class ConnectionSupervisor(NodeSupervisor):
         )
         handle.admit(address)
 
-    def _instance_total(self) -> int:
-        """Open connections of the whole instance: every worker (rtcs.workers)."""
-        counter = self.ctx.instance
-        return len(self._handles) if counter is None else counter.total()
-
-    def _counted(self) -> None:
-        counter = self.ctx.instance
-        if counter is not None:
-            counter.set(len(self._handles))
-
     def on_child_exited(self, name: str) -> None:
-        if self._handles.pop(name, None) is not None:
-            self._counted()
+        self._handles.pop(name, None)
 
     def on_child_crashed(self, name: str, reason: str) -> None:
         handle = self._handles.pop(name, None)
         if handle is None:
             return
-        self._counted()
         ctx = self.ctx
         ctx.log.error("connection actor crashed", connection_id=name, reason=reason)
+        if admission_of(ctx).crashed(name, handle.user, ctx.clock()):
+            ctx.log.warning(
+                "crash penalty",
+                user=handle.user,
+                seconds=ctx.settings.limits.crash_penalty,
+            )
         release_connection(ctx, self, name, handle.user)
         handle.close(CloseCode.INTERNAL_ERROR, "internal error")
 
@@ -117,6 +119,11 @@ class ConnectionSupervisor(NodeSupervisor):
         ctx = self.ctx
         # A shared session store expires its copies by itself (its TTL).
         for session in ctx.sessions.expired(ctx.clock(), ctx.settings.session.ttl):
+            self._forget(session)
+        # Detached sessions past limits.max_detached_* go early, oldest first.
+        from rtcs.backends.detached import evict_detached
+
+        for session in evict_detached(ctx):
             self._forget(session)
         write_behind = ctx.write_behind
         if write_behind is not None and write_behind.crash_safe:

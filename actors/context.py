@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from rtcs.backends.writebehind import BackgroundCalls, SessionWriteBehind
     from rtcs.config import Settings
     from rtcs.metrics import Metrics
+    from rtcs.revocations import Revoker
     from rtcs.runtime.directory import Directory
     from rtcs.sessions import SessionRegistry
     from rtcs.workers import ConnectionCounter
@@ -85,6 +86,9 @@ class NodeContext:
     # True while the shared backend's circuit breaker is not closed
     # (docs/protocol.md, "Degraded mode").
     degraded: bool = False
+    # Revocations applied on this node (the verifier consults the table) and
+    # the service that records and polls them (docs/security.md, "Revocation").
+    revoker: Revoker | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from rtcs.protocol.frames import BroadcastFilter, RequestId
+from rtcs.protocol.frames import BroadcastFilter, DropReason, RequestId
 
 if TYPE_CHECKING:
     from rtcs.actors.context import NodeContext
@@ -121,9 +121,13 @@ class ServerPublish:
 
 @dataclass(frozen=True, slots=True)
 class RouteUnsubscribe:
+    """A client's ``unsubscribe``, or (``reason`` set) the server dropping a
+    subscription the session's roles no longer allow."""
+
     session: Session
     pattern: str
     request_id: RequestId
+    reason: DropReason | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,9 +156,13 @@ class RouteJoin:
 
 @dataclass(frozen=True, slots=True)
 class RouteLeave:
+    """A client's ``leave``, or (``reason`` set) the server dropping a room
+    membership the session's roles no longer allow."""
+
     session: Session
     room: str
     request_id: RequestId
+    reason: DropReason | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,13 +42,14 @@ from rtcs.auth.tokens import TokenVerifier
 from rtcs.backends.base import Backends, Envelope, EnvelopeKind
 from rtcs.backends.breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from rtcs.backends.guarded import guard
-from rtcs.backends.memory import memory_backends
+from rtcs.backends.memory import MemoryRevocationStore, memory_backends
 from rtcs.backends.writebehind import SessionWriteBehind
 from rtcs.config import Settings
 from rtcs.errors import CloseCode, Unavailable
 from rtcs.gateway.server import Gateway
 from rtcs.metrics import Metrics
 from rtcs.plugins import load_plugins
+from rtcs.revocations import Revocation, RevocationTable, Revoker
 from rtcs.runtime.actor_system import ActorSystem
 from rtcs.runtime.control import start_system, stop_system
 from rtcs.runtime.directory import Directory
@@ -143,6 +144,7 @@ class App:
         )
         self.backends, self._probe = guard(self.raw_backends, self.breaker, time.monotonic)
         self._prober: asyncio.Task[None] | None = None
+        self._revocation_poll: asyncio.Task[None] | None = None
         self.directory = Directory()
         self.stopped = asyncio.Event()
         self.system: ActorSystem | None = None
@@ -191,6 +193,7 @@ class App:
             )
         await self.backends.broker.start(self.node_id, self._from_broker)
         self._prober = asyncio.get_running_loop().create_task(self._probe_backend())
+        await self._start_revocations(ctx)
         self.system = start_system()
         self._root = self.system.createActor(SystemSupervisor)
         self.system.tell(self._root, build_tree(ctx, self._on_supervisor_event, plugins))
@@ -292,6 +295,58 @@ class App:
             except Exception as exc:  # a probe must never end the loop
                 self.log.warning("backend probe failed", error=type(exc).__name__)
 
+    # -- revocations (docs/security.md, "Revocation") ----------------------------------
+
+    async def _start_revocations(self, ctx: NodeContext) -> None:
+        """Load the shared revocation log and keep reading it."""
+        auth = self.settings.auth
+        store = self.raw_backends.revocations or MemoryRevocationStore()
+        table = RevocationTable()
+        ctx.verifier.revocations = table
+        ctx.revoker = Revoker(
+            store,
+            table,
+            lifetime=auth.max_token_lifetime + auth.leeway,
+            clock=ctx.wall,
+            on_revoked=self._revoked,
+        )
+        await self._catch_up(ctx.revoker)
+        interval = auth.revocation_poll_interval
+        self._revocation_poll = asyncio.get_running_loop().create_task(
+            self._poll_revocations(ctx.revoker, interval)
+        )
+
+    async def _poll_revocations(self, revoker: Revoker, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await self._catch_up(revoker)
+
+    async def _catch_up(self, revoker: Revoker) -> None:
+        try:
+            await revoker.catch_up()
+        except Unavailable as exc:  # retried at the next poll
+            self.log.warning("revocations unavailable", error=str(exc)[:200])
+        except Exception as exc:  # the poll must never end
+            self.log.error("reading revocations failed", error=type(exc).__name__)
+
+    def _revoked(self, revocation: Revocation) -> None:
+        """Close this node's sockets of a revoked user or session (4001)."""
+        ctx = self.ctx
+        if ctx is None:
+            return
+        if revocation.kind == "user":
+            sessions = list(ctx.sessions.attached_of(revocation.target))
+        else:
+            found = ctx.sessions.get(revocation.target)
+            sessions = [found] if found is not None else []
+            ctx.background.submit(ctx.backends.sessions.delete, revocation.target)
+        closed = 0
+        for session in sessions:
+            if session.sink is not None:
+                session.sink.close(CloseCode.AUTH_FAILED, "revoked")
+                closed += 1
+        self.log.info("revoked", kind=revocation.kind, target=revocation.target, closed=closed)
+
     def _from_broker(self, envelope: Envelope) -> None:
         if self.system is None:
             return
@@ -347,10 +402,11 @@ class App:
         if self.system is not None:
             stop_system(self.system)
             self.system = None
-        if self._prober is not None:
-            self._prober.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._prober
+        for task in (self._prober, self._revocation_poll):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.ctx.background.close()
         if self.ctx.write_behind is not None:
             await self.ctx.write_behind.close()

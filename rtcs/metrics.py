@@ -43,6 +43,8 @@ SUPERVISORS = config.SUPERVISORS
 RESTART_STRATEGIES = tuple(s.value for s in Strategy)
 OUTBOX_DROP_REASONS = ("overflow", "closed", "write_buffer")
 RESUME_RESULTS = ("resumed", "expired")
+# Why a detached session was expired early (rtcs.backends.detached).
+EVICTION_REASONS = ("user_limit", "node_bytes")
 BREAKER_STATES = ("closed", "open", "half_open")
 
 OTHER = "other"
@@ -159,6 +161,17 @@ class Metrics:
         self.sessions_detached = Gauge(
             "rtcs_sessions_detached", "Sessions kept for resume.", registry=r
         )
+        self.sessions_detached_buffered_bytes = Gauge(
+            "rtcs_sessions_detached_buffered_bytes",
+            "Replay-buffer bytes held by the detached sessions of this node.",
+            registry=r,
+        )
+        self.sessions_evicted = Counter(
+            "rtcs_sessions_evicted_total",
+            "Detached sessions expired early by a limit, by reason.",
+            ["reason"],
+            registry=r,
+        )
         self.resumes = Counter(
             "rtcs_resumes_total", "Resume attempts, by result.", ["result"], registry=r
         )
@@ -221,6 +234,7 @@ class Metrics:
         }
         self._drops = _children(self.outbox_drops, OUTBOX_DROP_REASONS)
         self._resumes = _children(self.resumes, RESUME_RESULTS)
+        self._evicted = _children(self.sessions_evicted, EVICTION_REASONS)
         self.set_build(node="")
 
     # -- connections -----------------------------------------------------
@@ -312,6 +326,14 @@ class Metrics:
             ValueError: ``result`` is neither.
         """
         _known(self._resumes, result, "unknown resume result").inc()
+
+    def session_evicted(self, reason: str) -> None:
+        """Count a detached session evicted by a limit (user_limit, node_bytes).
+
+        Raises:
+            ValueError: ``reason`` is neither.
+        """
+        _known(self._evicted, reason, "unknown eviction reason").inc()
 
     def breaker(self, state: str) -> None:
         """Record that the circuit breaker entered ``state`` (closed, open, half_open).

@@ -22,12 +22,13 @@ import itertools
 import os
 import secrets
 import weakref
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections import OrderedDict, deque
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from rtcs.protocol.codec import with_seq
+from rtcs.protocol.codec import tail_target, with_seq
+from rtcs.protocol.topics import matches
 
 if TYPE_CHECKING:
     from rtcs.backends.base import SessionSnapshot
@@ -142,6 +143,7 @@ class Session:
         "id",
         "mirror",
         "on_change",
+        "publish_ids",
         "roles",
         "rooms",
         "seq",
@@ -167,6 +169,8 @@ class Session:
         self.mirror: Callable[[str, int, bytes], None] | None = None
         # While attached and crash-safe: called when subscriptions or rooms change.
         self.on_change: Callable[[Session], None] | None = None
+        # Publish ids this session used on this node: key -> when (oldest first).
+        self.publish_ids: OrderedDict[str, float] | None = None
 
     def __repr__(self) -> str:
         return f"<Session {self.id} user={self.user!r} seq={self.seq}>"
@@ -183,18 +187,77 @@ class Session:
         if mirror is not None:
             mirror(self.id, seq, tail)
 
+    def used_publish_id(self, key: str, now: float, window: float) -> bool:
+        """True if ``key`` was noted (``note_publish_id``) less than ``window`` seconds ago.
+
+        The local half of publish de-duplication: a retry on the node that saw
+        the first attempt is answered without asking the shared store.
+        """
+        ids = self.publish_ids
+        if not ids:
+            return False
+        horizon = now - window
+        while ids:
+            first = next(iter(ids))
+            if ids[first] > horizon:
+                break
+            del ids[first]
+        return key in ids
+
+    def note_publish_id(self, key: str, now: float, cap: int) -> None:
+        """Remember ``key`` as used at ``now``; at most ``cap`` keys, the oldest dropped."""
+        if cap <= 0:
+            return
+        ids = self.publish_ids
+        if ids is None:
+            ids = self.publish_ids = OrderedDict()
+        ids[key] = now
+        ids.move_to_end(key)
+        while len(ids) > cap:
+            ids.popitem(last=False)
+
     def changed(self) -> None:
         """Subscriptions or rooms changed: tell ``on_change``, if set."""
         on_change = self.on_change
         if on_change is not None:
             on_change(self)
 
+    def withhold(
+        self,
+        dropped_topics: Collection[str],
+        kept_topics: Collection[str],
+        dropped_rooms: Collection[str],
+    ) -> set[int]:
+        """Never replay the buffered messages of dropped subscriptions and rooms.
+
+        After a role downgrade (docs/protocol.md "Permissions"): a buffered
+        topic message matched by a pattern of ``dropped_topics`` and by none
+        of ``kept_topics``, and a buffered message of a room in
+        ``dropped_rooms``, keeps its ``seq`` but loses its body (a
+        tombstone, skipped by :meth:`replay_after`), so no later resume
+        replays it either. Returns the ``seq`` of every message withheld now.
+        """
+        if not dropped_topics and not dropped_rooms:
+            return set()
+        withheld: set[int] = set()
+        kept: list[tuple[int, bytes]] = []
+        for seq, tail in self.buffer:
+            target = tail_target(tail) if tail else None
+            if target is not None and _withheld(target, dropped_topics, kept_topics, dropped_rooms):
+                withheld.add(seq)
+                tail = b""
+            kept.append((seq, tail))
+        if withheld:
+            self.buffer = deque(kept, maxlen=self.buffer.maxlen)
+        return withheld
+
     def replay_after(self, last_seq: int) -> list[tuple[int, bytes]] | None:
         """The buffered messages with ``seq > last_seq``, in order.
 
         Returns None when the buffer no longer holds ``last_seq + 1`` or
         ``last_seq`` is ahead of this session: a resume must then start a new
-        session rather than replay partially.
+        session rather than replay partially. Withheld messages
+        (:meth:`withhold`) are left out: their ``seq`` is skipped.
         """
         if last_seq > self.seq or last_seq < 0:
             return None
@@ -203,7 +266,21 @@ class Session:
         if not self.buffer or self.buffer[0][0] > last_seq + 1:
             return None
         start = last_seq + 1 - self.buffer[0][0]
-        return list(itertools.islice(self.buffer, start, None))
+        return [entry for entry in itertools.islice(self.buffer, start, None) if entry[1]]
+
+
+def _withheld(
+    target: tuple[str, str],
+    dropped_topics: Collection[str],
+    kept_topics: Collection[str],
+    dropped_rooms: Collection[str],
+) -> bool:
+    kind, name = target
+    if kind == "room":
+        return name in dropped_rooms
+    return any(matches(p, name) for p in dropped_topics) and not any(
+        matches(p, name) for p in kept_topics
+    )
 
 
 class SessionRegistry:
@@ -328,6 +405,10 @@ class SessionRegistry:
 
     def detached_count(self) -> int:
         return len(self._detached)
+
+    def detached(self) -> list[Session]:
+        """Every detached session of this node, oldest detach first."""
+        return list(self._detached.values())
 
     def expired(self, now: float, ttl: float) -> list[Session]:
         """Detached sessions whose TTL has run out at ``now``, oldest first."""

@@ -29,9 +29,10 @@ drains as if it got SIGTERM; if that drain hangs, it exits by itself
 by Python's resource tracker then.
 
 The instance counter: :class:`InstanceCounter` is one integer slot per worker
-in shared memory; a worker writes its own open-connection count with
-``set`` and reads the instance's with ``total``, so per-node limits count the
-whole instance. :class:`LocalCounter` is the single-process implementation.
+in shared memory; a worker writes its own count of authenticated
+connections with ``set`` (``rtcs.actors.admission``) and reads the instance's
+with ``total``, so the per-node limit counts the whole instance.
+:class:`LocalCounter` is the single-process implementation.
 """
 
 from __future__ import annotations

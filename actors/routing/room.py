@@ -121,25 +121,30 @@ class RoomHandler(RouteHandler):
         self.call(join(), joined, failed)
 
     def receiveMsg_RouteLeave(self, msg: RouteLeave, sender: ActorAddress) -> None:
+        # A client's leave, or a dropped membership (``reason``): the same path.
         session, room, request_id = msg.session, msg.room, msg.request_id
+        extra = {} if msg.reason is None else {"reason": msg.reason}
+        frame = codec.encode_frame(ServerFrame.LEFT, request_id, room=room, **extra)
         if room not in session.rooms:
-            frame = codec.encode_frame(ServerFrame.LEFT, request_id, room=room)
-            self.reply(session, frame, ServerFrame.LEFT)
+            if msg.reason is None:
+                self.reply(session, frame, ServerFrame.LEFT)
             return
         self._remove(session, room)
+        failed = self.unavailable(session, request_id)
+        if msg.reason is not None:
+            # Dropped by the server: the client is told at once (it is no
+            # member any more, whatever presence answers).
+            self.reply(session, frame, ServerFrame.LEFT)
+            failed = self.log_failure
 
         def left(was_last: bool) -> None:
-            frame = codec.encode_frame(ServerFrame.LEFT, request_id, room=room)
-            self.reply(session, frame, ServerFrame.LEFT)
+            if msg.reason is None:
+                self.reply(session, frame, ServerFrame.LEFT)
             if was_last:
                 self._announce(room, "leave", session.user, skip=session)
 
         presence = self.ctx.backends.presence
-        self.call(
-            presence.leave(room, session.user, session.id),
-            left,
-            self.unavailable(session, request_id),
-        )
+        self.call(presence.leave(room, session.user, session.id), left, failed)
 
     def _remove(self, session: Session, room: str) -> None:
         session.rooms.discard(room)

@@ -75,9 +75,13 @@ class TopicHandler(RouteHandler):
         self._add(pattern, session, lambda: self.reply(session, frame, ServerFrame.SUBSCRIBED))
 
     def receiveMsg_RouteUnsubscribe(self, msg: RouteUnsubscribe, sender: ActorAddress) -> None:
+        # A client's unsubscribe, or a dropped one (``reason``): the same path.
         self._remove(msg.pattern, msg.session)
         msg.session.subscriptions.discard(msg.pattern)
-        frame = codec.encode_frame(ServerFrame.UNSUBSCRIBED, msg.request_id, topic=msg.pattern)
+        extra = {} if msg.reason is None else {"reason": msg.reason}
+        frame = codec.encode_frame(
+            ServerFrame.UNSUBSCRIBED, msg.request_id, topic=msg.pattern, **extra
+        )
         self.reply(msg.session, frame, ServerFrame.UNSUBSCRIBED)
 
     def receiveMsg_RoutePublish(self, msg: RoutePublish, sender: ActorAddress) -> None:

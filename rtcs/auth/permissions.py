@@ -16,16 +16,30 @@ Configuration (already parsed from TOML into a mapping)::
     broadcast = ["room"]         # any of "room", "global", "filter"
     direct = true                # may send direct messages
     rooms = true                 # may join and leave rooms
+    join = ["*"]                 # rooms it may join (missing: every room)
+    join_deny = []               # rooms it may not join
     presence = true              # may query presence (of users; of rooms: see below)
     presence_rooms = []          # rooms whose presence it may query without joining
 
-Every key of a role is optional; a missing key grants nothing.
+Every key of a role is optional; a missing key grants nothing, except
+``join``: a role without it may join every room (given ``rooms``), as before
+room patterns existed.
 
 ``{user}`` as a whole segment of a topic pattern (allow and deny lists alike)
 stands for the user's id (the token's ``sub``): ``subscribe = ["user.{user}.>"]``
 lets each user subscribe to their own inbox only. A user id that is not a valid
 topic segment makes such a pattern match nothing, in an allow list and in a
 deny list alike.
+
+Room patterns (``join``, ``join_deny``, ``presence_rooms``) are a room name,
+or a prefix followed by ``*`` (``"team-*"``; ``"*"`` is every room). A room is
+joinable when a role has ``rooms``, one of its ``join`` patterns matches and
+none of its ``join_deny`` patterns does. ``{user}`` in a ``join`` or
+``join_deny`` pattern stands for the user's id as in topic patterns: it must be
+a whole segment of the name, where ``.``, ``:`` and ``@`` separate segments
+(``"dm:{user}:*"``, ``"{user}@home"``; ``"dm-{user}*"`` is an error, since it
+would let ``al`` join ``dm-alice``), and a user id that is not a valid topic
+segment makes the pattern match nothing, in allow and deny lists alike.
 
 A room's presence may be queried by its members, and by a role whose
 ``presence_rooms`` holds the room's name or a prefix followed by ``*``
@@ -73,6 +87,8 @@ DEFAULT_RBAC: dict[str, Any] = {
             "broadcast": ["room"],
             "direct": True,
             "rooms": True,
+            "join": ["*"],
+            "join_deny": [],
             "presence": True,
         },
         "admin": {
@@ -107,6 +123,38 @@ def _expand(pattern: str, user: str | None) -> str | None:
     return ".".join(user if seg == USER else seg for seg in pattern.split("."))
 
 
+# Characters that separate the segments of a room name (for ``{user}``).
+_ROOM_SEPARATORS = re.compile(r"([.:@])")
+
+
+def _room_segments(pattern: str) -> list[str]:
+    """``pattern`` split into segments and the separators between them."""
+    return _ROOM_SEPARATORS.split(pattern)
+
+
+def _expand_room(pattern: str, user: str | None) -> str | None:
+    """Room ``pattern`` with its ``{user}`` segments replaced by ``user``.
+
+    None (matches nothing) when ``pattern`` has a ``{user}`` segment and
+    ``user`` is None or not a valid topic segment (so it holds no separator
+    and cannot reach into another user's rooms).
+    """
+    if USER not in pattern:
+        return pattern
+    if user is None or "." in user:
+        return None
+    try:
+        validate_topic(user)
+    except BadTopic:
+        return None
+    return "".join(user if seg == USER else seg for seg in _room_segments(pattern))
+
+
+def _room_matches(pattern: str, room: str) -> bool:
+    """A room pattern (a name, or a prefix followed by ``*``) against a room name."""
+    return room.startswith(pattern[:-1]) if pattern.endswith("*") else room == pattern
+
+
 @dataclass(frozen=True, slots=True)
 class Role:
     """What one role may do. Patterns are valid topic patterns (``rtcs.protocol.topics``)."""
@@ -119,6 +167,8 @@ class Role:
     broadcast: frozenset[str] = frozenset()
     direct: bool = False
     rooms: bool = False
+    join: tuple[str, ...] = ("*",)
+    join_deny: tuple[str, ...] = ()
     presence: bool = False
     presence_rooms: tuple[str, ...] = ()
 
@@ -144,16 +194,31 @@ class Role:
             d is not None and matches(d, topic) for d in deny
         )
 
+    def may_join(self, room: str, user: str | None = None) -> bool:
+        """True if ``rooms`` is set, a ``join`` pattern matches ``room`` and no
+        ``join_deny`` pattern does.
+
+        ``{user}`` segments stand for ``user`` (see the module docstring).
+        """
+        if not self.rooms:
+            return False
+        allow = (_expand_room(a, user) for a in self.join)
+        deny = (_expand_room(d, user) for d in self.join_deny)
+        return any(a is not None and _room_matches(a, room) for a in allow) and not any(
+            d is not None and _room_matches(d, room) for d in deny
+        )
+
     def may_query_room(self, room: str) -> bool:
         """True if ``presence_rooms`` names ``room`` or a prefix of it followed by ``*``."""
-        return any(
-            room.startswith(p[:-1]) if p.endswith("*") else room == p for p in self.presence_rooms
-        )
+        return any(_room_matches(p, room) for p in self.presence_rooms)
 
 
 _PATTERN_KEYS = ("subscribe", "subscribe_deny", "publish", "publish_deny")
+_ROOM_PATTERN_KEYS = ("join", "join_deny")
 _BOOL_KEYS = ("direct", "rooms", "presence")
-_ROLE_KEYS = frozenset((*_PATTERN_KEYS, *_BOOL_KEYS, "broadcast", "presence_rooms"))
+_ROLE_KEYS = frozenset(
+    (*_PATTERN_KEYS, *_ROOM_PATTERN_KEYS, *_BOOL_KEYS, "broadcast", "presence_rooms")
+)
 
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -182,6 +247,12 @@ def _role_from_mapping(name: str, m: Any, key: str) -> Role:
             patterns = _strings(m[k], f"{key}.{k}")
             for p in patterns:
                 _check_pattern(p, f"{key}.{k}")
+            fields[k] = tuple(patterns)
+    for k in _ROOM_PATTERN_KEYS:
+        if k in m:
+            patterns = _strings(m[k], f"{key}.{k}")
+            for p in patterns:
+                _check_room_pattern(p, f"{key}.{k}")
             fields[k] = tuple(patterns)
     if "broadcast" in m:
         scopes = _strings(m["broadcast"], f"{key}.broadcast")
@@ -222,6 +293,29 @@ def _check_pattern(p: str, key: str) -> None:
         raise ConfigError(key, p, "invalid topic pattern") from None
 
 
+def _check_room_pattern(p: str, key: str) -> None:
+    """Raise ConfigError naming ``key`` unless ``p`` is a valid room pattern.
+
+    A room pattern is a room name or a prefix followed by ``*`` (``"*"``:
+    every room); ``{user}`` must be a whole segment (``.``, ``:`` and ``@``
+    separate segments).
+    """
+    segments = _room_segments(p.removesuffix("*") if p.endswith("*") else p)
+    if p.endswith("*") and segments[-1] == USER:
+        raise ConfigError(key, p, f"{USER} must be a whole segment, not followed by '*'")
+    if any(USER in seg and seg != USER for seg in segments):
+        raise ConfigError(key, p, f"{USER} must be a whole segment")
+    name = "".join("u" if seg == USER else seg for seg in segments)
+    if p == "*":
+        return
+    try:
+        validate_room(name)
+    except BadRequest:
+        raise ConfigError(
+            key, p, "must be a room name, or a prefix followed by '*' ({user} allowed)"
+        ) from None
+
+
 class Policy:
     """RBAC decisions over a fixed set of roles.
 
@@ -230,7 +324,7 @@ class Policy:
     ignored. Topic decisions are cached per policy in a bounded LRU.
     """
 
-    __slots__ = ("_per_user", "_publish", "_roles", "_subscribe")
+    __slots__ = ("_join", "_per_user", "_publish", "_roles", "_subscribe")
 
     def __init__(self, roles: Iterable[Role]) -> None:
         self._roles: Mapping[str, Role] = types.MappingProxyType({r.name: r for r in roles})
@@ -239,7 +333,14 @@ class Policy:
         self._per_user = any(
             USER in p
             for r in self._roles.values()
-            for p in (*r.subscribe, *r.subscribe_deny, *r.publish, *r.publish_deny)
+            for p in (
+                *r.subscribe,
+                *r.subscribe_deny,
+                *r.publish,
+                *r.publish_deny,
+                *r.join,
+                *r.join_deny,
+            )
         )
         self._subscribe: Callable[[tuple[str, ...], str, str | None], bool] = functools.lru_cache(
             maxsize=_CACHE_SIZE
@@ -247,6 +348,9 @@ class Policy:
         self._publish: Callable[[tuple[str, ...], str, str | None], bool] = functools.lru_cache(
             maxsize=_CACHE_SIZE
         )(self._decide_publish)
+        self._join: Callable[[tuple[str, ...], str, str | None], bool] = functools.lru_cache(
+            maxsize=_CACHE_SIZE
+        )(self._decide_join)
 
     @classmethod
     def from_mapping(cls, m: Mapping[str, Any], *, key_prefix: str = "rbac") -> Policy:
@@ -301,6 +405,9 @@ class Policy:
     def _decide_publish(self, roles: tuple[str, ...], topic: str, user: str | None) -> bool:
         return any(r.may_publish(topic, user) for r in self._applicable(roles))
 
+    def _decide_join(self, roles: tuple[str, ...], room: str, user: str | None) -> bool:
+        return any(r.may_join(room, user) for r in self._applicable(roles))
+
     def can_subscribe(self, roles: Iterable[str], pattern: str, user: str | None = None) -> bool:
         """May user ``user`` with ``roles`` subscribe to the valid topic or pattern ``pattern``?
 
@@ -323,6 +430,26 @@ class Policy:
             user if self._per_user else None,
         )
 
+    def revoked(
+        self,
+        roles: Iterable[str],
+        user: str | None,
+        subscriptions: Iterable[str],
+        rooms: Iterable[str],
+    ) -> tuple[list[str], list[str]]:
+        """The subscriptions and rooms a user with ``roles`` may no longer hold.
+
+        Used when a token refresh or a resume brings new roles
+        (docs/protocol.md "Permissions"): each subscription is checked as a
+        ``subscribe`` and each room as a ``join``. Returns
+        ``(patterns, rooms)``, each sorted.
+        """
+        roles = roles if isinstance(roles, tuple) else tuple(roles)
+        return (
+            sorted(p for p in subscriptions if not self.can_subscribe(roles, p, user)),
+            sorted(r for r in rooms if not self.can_join_room(roles, r, user)),
+        )
+
     def can_broadcast(self, roles: Iterable[str], scope: BroadcastScope) -> bool:
         """May a user with ``roles`` broadcast with ``scope`` (``room``, ``global``, ``filter``)?"""
         return any(scope in r.broadcast for r in self._applicable(roles))
@@ -332,8 +459,21 @@ class Policy:
         return any(r.direct for r in self._applicable(roles))
 
     def can_join(self, roles: Iterable[str]) -> bool:
-        """May a user with ``roles`` join and leave rooms?"""
+        """May a user with ``roles`` join and leave rooms at all (``rooms``)?"""
         return any(r.rooms for r in self._applicable(roles))
+
+    def can_join_room(self, roles: Iterable[str], room: str, user: str | None = None) -> bool:
+        """May user ``user`` with ``roles`` join (or stay in) the valid room ``room``?
+
+        One role must have ``rooms``, a ``join`` pattern matching ``room`` and
+        no ``join_deny`` pattern matching it. ``user`` is the token's ``sub``;
+        ``{user}`` patterns match nothing without it.
+        """
+        return self._join(
+            roles if isinstance(roles, tuple) else tuple(roles),
+            room,
+            user if self._per_user else None,
+        )
 
     def can_presence(self, roles: Iterable[str]) -> bool:
         """May a user with ``roles`` query presence (of users, and of rooms it is a member of)?"""

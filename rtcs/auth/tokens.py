@@ -31,6 +31,7 @@ from rtcs.errors import AuthError, ConfigError
 
 if TYPE_CHECKING:
     from rtcs.config import AuthSettings
+    from rtcs.revocations import RevocationTable
 
 __all__ = ["ACCESS_TYP", "MAX_SUB_LENGTH", "Identity", "TokenVerifier", "mint"]
 
@@ -113,6 +114,9 @@ class TokenVerifier:
             ConfigError: a key file cannot be read or parsed, or no key is configured.
         """
         self._auth = auth
+        #: Revoked users (``POST /admin/revoke``): their tokens issued at or
+        #: before the revocation are refused. Set by the node; None in tools.
+        self.revocations: RevocationTable | None = None
         self._algorithms = list(auth.algorithms)
         self._secret: bytes | None = None
         self._public_key: Any = None
@@ -302,6 +306,10 @@ class TokenVerifier:
         sub = payload["sub"]
         if not isinstance(sub, str) or not sub or len(sub) > MAX_SUB_LENGTH:
             raise AuthError("bad sub claim")
+        if self.revocations is not None and self.revocations.user_refused(
+            sub, payload.get("iat"), now
+        ):
+            raise AuthError("token revoked")
         roles = payload.get("roles", [])
         if not isinstance(roles, list) or not all(isinstance(r, str) and r for r in roles):
             raise AuthError("bad roles claim")

@@ -19,9 +19,13 @@ Rules every implementation keeps:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from rtcs.revocations import RevocationStore
 
 EnvelopeKind = Literal["topic", "room", "user", "connection", "global", "filter", "presence"]
 
@@ -192,6 +196,34 @@ def check_cap(cap: int) -> int:
     return cap
 
 
+#: Publish ids longer than this (in UTF-8 bytes) are remembered by digest.
+MAX_PUBLISH_ID_BYTES = 128
+
+
+def publish_key(publish_id: str) -> str:
+    """What a store remembers for ``publish_id`` (pure).
+
+    The id itself, or for an id over ``MAX_PUBLISH_ID_BYTES`` its SHA-256
+    (``"#"`` + 64 hex digits), so a huge id costs a store no more than a short
+    one. A short id equal to such a digest would need a SHA-256 preimage.
+    """
+    data = publish_id.encode("utf-8", "surrogatepass")
+    if len(data) <= MAX_PUBLISH_ID_BYTES:
+        return publish_id
+    return "#" + hashlib.sha256(data).hexdigest()
+
+
+def check_window(window: float) -> float:
+    """``window`` if it is a positive number of seconds.
+
+    Raises:
+        ValueError: it is not.
+    """
+    if not window > 0:
+        raise ValueError(f"publish de-duplication window must be positive, got {window!r}")
+    return window
+
+
 class SessionStore(Protocol):
     """Sessions kept for resume (across nodes with a shared store).
 
@@ -279,6 +311,29 @@ class SessionStore(Protocol):
         """Forget the session; nothing happens when it does not exist.
 
         Raises:
+            Unavailable: the store is down.
+        """
+        ...
+
+    async def first_publish(
+        self, session_id: str, publish_id: str, window: float, cap: int
+    ) -> bool:
+        """De-duplicate a client's publish: True the first time ``publish_id``
+        is seen for ``session_id`` within ``window`` seconds, else False.
+
+        True records the id now (it is a duplicate until ``window`` seconds
+        later); False changes nothing (a duplicate does not extend its own
+        window). At most ``cap`` ids are remembered per session, the oldest
+        forgotten first (so with ``cap`` 0 every id is new); everything
+        expires by itself ``window`` seconds after the session's last new id.
+        Ids longer than ``MAX_PUBLISH_ID_BYTES`` are remembered by digest
+        (``publish_key``). Independent of the session record itself: it
+        survives ``claim`` and ``delete``, so a resumed client's resend is
+        still recognised. Atomic: of concurrent calls with the same ids, one
+        gets True.
+
+        Raises:
+            ValueError: ``window`` is not positive, or ``cap`` is negative.
             Unavailable: the store is down.
         """
         ...
@@ -400,3 +455,6 @@ class Backends:
     broker: Broker
     sessions: SessionStore
     presence: PresenceStore
+    #: The shared revocation log (``POST /admin/revoke``); None: a private
+    #: in-memory one (a single node).
+    revocations: RevocationStore | None = None

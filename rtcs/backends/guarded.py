@@ -132,6 +132,11 @@ class GuardedSessionStore:
     async def delete(self, session_id: str) -> None:
         await self._run(self._inner.delete(session_id))
 
+    async def first_publish(
+        self, session_id: str, publish_id: str, window: float, cap: int
+    ) -> bool:
+        return await self._run(self._inner.first_publish(session_id, publish_id, window, cap))
+
     async def count(self) -> int:
         return await self._run(self._inner.count())
 
@@ -187,6 +192,9 @@ def guard(
         broker=GuardedBroker(backends.broker, g),
         sessions=sessions,
         presence=GuardedPresenceStore(backends.presence, g),
+        # Rare calls on their own schedule (rtcs.revocations.Revoker): not
+        # behind the breaker, their failures are logged and retried.
+        revocations=backends.revocations,
     )
 
     async def probe() -> None:

@@ -68,6 +68,12 @@ class ServerSettings:
     close_timeout: float = 2.0
     # How often write buffers and open timeouts are checked.
     watchdog_interval: float = 0.5
+    # Peers (IP addresses or CIDR networks) whose X-Forwarded-For and PROXY
+    # protocol v2 header are believed; empty: none (docs/operations.md).
+    trusted_proxies: tuple[str, ...] = ()
+    # Test only: a path (e.g. "/__echo") served by an echo endpoint for the
+    # Autobahn suite, without auth; empty: off.
+    test_echo_path: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +100,7 @@ class AuthSettings:
     max_token_bytes: int = 8192
     # Seconds a token's exp may lie beyond now (plus leeway); further: refused.
     max_token_lifetime: float = 86400.0
+    revocation_poll_interval: float = 1.0
     dev_secret_on_loopback: bool = True
     # Empty: $XDG_STATE_HOME/rtcs/dev-secret, else ~/.local/state/rtcs/dev-secret.
     dev_secret_file: str = ""
@@ -129,6 +136,25 @@ class LimitsSettings:
     ws_max_queue: int = 64
     # Frames held while a session is restored from the shared store; more: 1013.
     held_frames: int = 64
+    # Sockets still waiting for their first-frame auth, per node process and
+    # per address; more: HTTP 429. They do not count toward the node cap.
+    max_pending_auth: int = 1000
+    max_pending_auth_per_address: int = 100
+    # Connection-actor crashes of one user (or, before auth, one address)
+    # within crash_penalty seconds before its new connections are refused
+    # (HTTP 429, or 4029 on a first-frame auth) for crash_penalty seconds.
+    crash_threshold: int = 3
+    crash_penalty: float = 30.0
+    # Publish de-duplication: a publish whose id this session used within
+    # dedup_window seconds is acked again ("duplicate": true), not delivered;
+    # at most dedup_max_ids ids are remembered per session.
+    dedup_window: float = 60.0
+    dedup_max_ids: int = 1000
+    # Detached sessions per user on this node, and replay-buffer bytes of all
+    # detached sessions of this node; past either the oldest detached
+    # sessions are evicted (expired early).
+    max_detached_sessions: int = 10
+    max_detached_buffered_bytes: int = 268435456
 
 
 @dataclass(frozen=True, slots=True)

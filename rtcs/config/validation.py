@@ -9,6 +9,7 @@ environment variable the value came from.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import typing
 import urllib.parse
@@ -104,6 +105,15 @@ def validate(
             or parts.fragment
         ):
             fail("server.allowed_origins", origin, "expected an origin like https://app.example")
+    for proxy in server.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            fail("server.trusted_proxies", proxy, "expected an IP address or a CIDR network")
+    if server.test_echo_path:
+        url_path("server.test_echo_path", server.test_echo_path)
+        if server.test_echo_path == server.path:
+            fail("server.test_echo_path", server.test_echo_path, "must differ from server.path")
 
     def dev_secret(auth: AuthSettings) -> AuthSettings:
         path = os.path.abspath(auth.dev_secret_file or dev_secret_file())
@@ -230,6 +240,7 @@ def _validate_auth(
     positive("auth.auth_timeout", auth.auth_timeout)
     positive("auth.max_token_bytes", auth.max_token_bytes)
     positive("auth.max_token_lifetime", auth.max_token_lifetime)
+    positive("auth.revocation_poll_interval", auth.revocation_poll_interval)
     if not auth.cookie_name or any(c in auth.cookie_name for c in ' ;,="\t'):
         fail("auth.cookie_name", auth.cookie_name, "must be a non-empty cookie name")
     if auth.private_key_file:

@@ -1,14 +1,25 @@
 """The gateway: the only code that touches sockets.
 
 It accepts connections (handshake checks: path, readiness, origin, per-address
-limit, token), serves ``/healthz``, ``/readyz`` and ``/metrics`` on the same
-port, turns each text frame into a ``ClientText`` actor message and each
-socket close into ``SocketClosed``. Everything the actors write goes through
-the connection's bounded ``ConnectionHandle``.
+limit, pending-auth caps, crash penalties, token), serves ``/healthz``,
+``/readyz`` and ``/metrics`` on the same port, turns each text frame into a
+``ClientText`` actor message and each socket close into ``SocketClosed``.
+Everything the actors write goes through the connection's bounded
+``ConnectionHandle``.
+
+The client's address is the TCP peer's, or, for a peer in
+``server.trusted_proxies``, the one its PROXY v2 header
+(``rtcs.gateway.frontdoor``) and then its ``X-Forwarded-For`` header name;
+per-address limits, logs and the handle's ``peer`` use it.
 
 HTTP refusals before the upgrade (docs/protocol.md): 400 bad resume parameters
 or a repeated ``Host``/``Origin`` header, 401 bad token, 403 origin not allowed,
-404 unknown path, 429 too many connections from one address, 503 not ready.
+404 unknown path, 429 too many connections from one address, too many
+unauthenticated ones, or a crash penalty, 503 not ready.
+
+With ``server.test_echo_path`` set (tests only), an upgrade to exactly that
+path skips every check but the message-size limit and is served by
+``rtcs.gateway.echo.serve_echo``.
 """
 
 from __future__ import annotations
@@ -28,13 +39,19 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from rtcs import admin
+from rtcs.actors.admission import admission_of
 from rtcs.actors.context import CONNECTIONS, NodeContext
 from rtcs.actors.messages import ClientText, OpenConnection, SocketClosed
 from rtcs.auth.extract import HandshakeAuth, extract, origin_allowed, own_origin
 from rtcs.auth.tokens import Identity
 from rtcs.errors import AuthError, CloseCode, ProtocolError
+from rtcs.gateway.echo import serve_echo
+from rtcs.gateway.frontdoor import FrontDoorConnection, RefusedReason, front_door
 from rtcs.gateway.handle import ConnectionHandle
 from rtcs.protocol.frames import SUBPROTOCOL
+from rtcs.protocol.http import HttpRequest
+from rtcs.protocol.proxy import TrustedProxies
 from rtcs.sessions import ConnectionIds
 
 #: How the gateway hands a message to an actor: ``tell(address, message)``,
@@ -62,8 +79,11 @@ class Gateway:
         # kept beside the connection rather than on it (a failed upgrade
         # never reaches the handler: its entry goes with the connection).
         self._auth: weakref.WeakKeyDictionary[
-            ServerConnection, tuple[HandshakeAuth, Identity | None]
+            ServerConnection, tuple[HandshakeAuth, Identity | None, str]
         ] = weakref.WeakKeyDictionary()
+        # Upgrades to server.test_echo_path (tests only), for the handler.
+        self._echo: weakref.WeakSet[ServerConnection] = weakref.WeakSet()
+        self._trusted = TrustedProxies(ctx.settings.server.trusted_proxies)
         self.handles: set[ConnectionHandle] = set()
         self.port: int = 0
         self._per_address: dict[str, int] = {}
@@ -83,6 +103,9 @@ class Gateway:
             server.host,
             server.port,
             process_request=self._process_request,
+            create_connection=front_door(
+                self._trusted, self._proxy_refused, self._http, server.open_timeout
+            ),
             select_subprotocol=_select_subprotocol,
             compression=None,
             max_size=settings.limits.max_message_size,
@@ -99,6 +122,15 @@ class Gateway:
         self.port = sockets[0].getsockname()[1] if sockets else server.port
         self._watchdog = asyncio.get_running_loop().create_task(self._watch_buffers())
         return self.port
+
+    async def _http(self, request: HttpRequest, address: str) -> tuple[HTTPStatus, dict[str, Any]]:
+        """A request with a body (``POST``): the operator endpoints (rtcs.admin)."""
+        revoker = self.ctx.revoker
+        if revoker is None:
+            return HTTPStatus.NOT_FOUND, {"code": "not_found"}
+        status, body = await admin.handle(request, self.ctx.verifier, revoker)
+        self.ctx.log.info("admin request", path=request.path, status=status.value, address=address)
+        return status, body
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         server = self.ctx.settings.server
@@ -131,11 +163,19 @@ class Gateway:
                     await self._watchdog
         return True
 
+    def _proxy_refused(self, reason: RefusedReason, peer: str) -> None:
+        self.ctx.metrics.handshake_rejected(400)
+        self.ctx.log.warning("PROXY header refused", reason=reason, peer=peer)
+
     # -- HTTP side ------------------------------------------------------------------
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         settings = self.ctx.settings
         path, _, _ = request.path.partition("?")
+        echo = settings.server.test_echo_path
+        if echo and path == echo:
+            self._echo.add(connection)
+            return None
         if path == "/healthz":
             return _text(HTTPStatus.OK, "ok\n")
         if path == "/readyz":
@@ -173,7 +213,7 @@ class Gateway:
             metrics.handshake_rejected(403)
             self.ctx.log.info("handshake refused", status=403, reason="origin not allowed")
             return _text(HTTPStatus.FORBIDDEN, "origin not allowed\n")
-        address = _address(connection)
+        address = self._client_address(connection, headers)
         if self._per_address.get(address, 0) >= settings.limits.max_connections_per_address:
             metrics.handshake_rejected(429)
             return _text(HTTPStatus.TOO_MANY_REQUESTS, "too many connections from this address\n")
@@ -196,16 +236,38 @@ class Gateway:
         except ProtocolError as exc:
             metrics.handshake_rejected(400)
             return _text(HTTPStatus.BAD_REQUEST, f"{exc.message}\n")
+        refusal = admission_of(self.ctx).check(
+            address, None if identity is None else identity.user, self.ctx.clock()
+        )
+        if refusal is not None:
+            metrics.handshake_rejected(429)
+            self.ctx.log.info("handshake refused", status=429, reason=refusal.reason, peer=address)
+            return _text(HTTPStatus.TOO_MANY_REQUESTS, f"{refusal.reason}\n")
         # Handed to the connection handler, which runs right after the upgrade.
-        self._auth[connection] = (auth, identity)
+        self._auth[connection] = (auth, identity, address)
         return None
+
+    def _client_address(self, connection: ServerConnection, headers: Headers) -> str:
+        """The TCP peer, or the client a trusted proxy names (module docstring)."""
+        peer = _address(connection)
+        trusted = self._trusted
+        if not trusted:
+            return peer
+        # The front door only takes a PROXY header from a trusted peer.
+        if isinstance(connection, FrontDoorConnection) and connection.proxied is not None:
+            peer = connection.proxied
+        forwarded = headers.get_all("X-Forwarded-For")
+        return trusted.client(peer, ",".join(forwarded) if forwarded else None)
 
     # -- WebSocket side ---------------------------------------------------------------
 
     async def _handler(self, ws: ServerConnection) -> None:
+        if ws in self._echo:
+            self._echo.discard(ws)
+            await serve_echo(ws)
+            return
         ctx = self.ctx
-        auth, identity = self._auth.pop(ws)
-        address = _address(ws)
+        auth, identity, address = self._auth.pop(ws)
         self._per_address[address] = self._per_address.get(address, 0) + 1
         handle = ConnectionHandle(
             ws,
@@ -217,9 +279,20 @@ class Gateway:
         )
         self.handles.add(handle)
         ctx.metrics.opened()
+        admission = admission_of(ctx)
+        # Re-checked now that the socket counts (handshakes run concurrently).
+        refusal = admission.open(
+            handle.connection_id, address, pending=identity is None, now=ctx.clock()
+        )
         try:
-            await self._serve(ws, handle, auth, identity)
+            if refusal is None:
+                await self._serve(ws, handle, auth, identity)
+            else:
+                handle.close(refusal.code, refusal.reason)
+                await _wait_closed(ws)
         finally:
+            if refusal is None:
+                admission.closed(handle.connection_id)
             code = _close_code(handle, ws)
             ctx.log.debug(
                 "connection closed",
@@ -304,6 +377,7 @@ class Gateway:
 
 _REFUSALS = {
     int(CloseCode.CONNECTION_LIMIT): "connection limit reached",
+    int(CloseCode.RATE_LIMITED): "too many crashes, retry later",
     int(CloseCode.GOING_AWAY): "server shutting down",
     int(CloseCode.TRY_AGAIN_LATER): "try again later",
 }

@@ -445,6 +445,22 @@ def message_tail(
     return _dumps(frame).encode()[1:]
 
 
+def tail_target(tail: bytes) -> tuple[str, str] | None:
+    """Where a ``message_tail`` was addressed: ``("topic", T)`` or ``("room", R)``.
+
+    None for a direct message (a tail that starts with ``"from":``). Topics
+    and room names hold no character JSON escapes, so the name is the text
+    between the quotes.
+    """
+    for kind, prefix in (("topic", b'"topic":"'), ("room", b'"room":"')):
+        if tail.startswith(prefix):
+            end = tail.find(b'"', len(prefix))
+            if end < 0:
+                return None
+            return kind, tail[len(prefix) : end].decode()
+    return None
+
+
 def with_seq(seq: int, tail: bytes) -> bytes:
     """Splice a recipient's ``seq`` in front of a ``message_tail``: the full ``message`` frame."""
     return b'{"type":"message","seq":%d,%b' % (seq, tail)

@@ -40,6 +40,7 @@ __all__ = [
     "BroadcastFilter",
     "BroadcastKind",
     "Command",
+    "DropReason",
     "Join",
     "Leave",
     "Ping",
@@ -55,6 +56,11 @@ __all__ = [
 ]
 
 RequestId: TypeAlias = str | int | None
+
+#: Why the server ended a subscription or a room membership on its own (the
+#: ``reason`` of an unsolicited ``unsubscribed`` / ``left``, docs/protocol.md
+#: "Permissions"): the user's roles no longer allow it.
+DropReason: TypeAlias = Literal["forbidden"]
 
 #: The WebSocket subprotocol of this protocol version (docs/protocol.md "Authentication").
 SUBPROTOCOL = "rtcs.v1"

@@ -13,7 +13,11 @@ asyncio base, when one of its handlers failed for good
 - intensity: more than ``max_restarts`` restarts within ``within`` seconds
   stops every child and escalates to the parent (:class:`Escalated`), whose
   supervisor treats it as a crash of that child; a top-level supervisor
-  reports ``kind="escalated"`` through ``on_event`` instead.
+  reports ``kind="escalated"`` through ``on_event`` instead. Only restarts
+  count: a crash of a TEMPORARY child (or a TRANSIENT one that exited
+  normally) restarts nothing, so a storm of connection-actor crashes a
+  client can trigger stays with those connections and never reaches the
+  parent (tests/unit/runtime/test_supervision_storms.py).
 
 A crash is a ``ChildFailed`` or ``Escalated`` from a child, or a
 ``ChildActorExited`` the supervisor did not cause; children it stops on
@@ -296,6 +300,7 @@ class Supervisor(ActorTypeDispatcher):
         else:
             self._detach(child)
         restart = child.spec.restart
+        # Forgotten before the intensity check: only restarts count toward it.
         if restart is Restart.TEMPORARY or (restart is Restart.TRANSIENT and not failed):
             del self._children[name]
             self._emit(name, "stopped", reason)

@@ -108,3 +108,35 @@ def test_single_node_backends_are_private() -> None:
     assert one.broker.distributed is False
     assert one.sessions is not two.sessions
     assert one.presence is not two.presence
+
+
+async def test_first_publish_window_is_exact() -> None:
+    clock = Clock()
+    store = MemorySessionStore(clock)
+    assert await store.first_publish("s-1", "p", 5, 10) is True
+    clock.now = 4.999
+    assert await store.first_publish("s-1", "p", 5, 10) is False
+    clock.now = 5
+    assert await store.first_publish("s-1", "p", 5, 10) is True
+
+
+async def test_first_publish_records_expire_by_themselves() -> None:
+    clock = Clock()
+    store = MemorySessionStore(clock)
+    for i in range(100):
+        await store.first_publish(f"s-{i}", "p", 5, 10)
+    clock.now = 3
+    await store.first_publish("s-0", "q", 5, 10)  # s-0 lives on until 8
+    clock.now = 5
+    store.purge()
+    assert list(store._publishes) == ["s-0"]
+    clock.now = 8
+    store.purge()
+    assert store._publishes == {} and store._publish_expiries == []
+
+
+async def test_first_publish_keeps_huge_ids_as_digests() -> None:
+    store = MemorySessionStore(Clock())
+    assert await store.first_publish("s-1", "x" * 100_000, 5, 10)
+    (key,) = store._publishes["s-1"].seen
+    assert len(key) == 65 and key.startswith("#")

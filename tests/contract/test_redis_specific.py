@@ -463,3 +463,24 @@ async def test_a_cluster_url_builds_a_cluster_client(nodes: Nodes) -> None:
     assert isinstance(backends.broker, RedisBroker)
     assert backends.broker._link.cluster is True
     assert isinstance(backends.broker._link.client, RedisCluster)
+
+
+async def test_first_publish_keys_expire_with_the_window_on_the_sessions_slot(
+    redis_server: RedisServer,
+) -> None:
+    backends = redis_backends(redis_server.url)
+    client = Redis.from_url(redis_server.url)
+    try:
+        store = backends.sessions
+        assert await store.first_publish("s-ttl", "p-1", 30.0, 10)
+        assert await store.first_publish("s-ttl", "x" * 100_000, 30.0, 10)
+        keys = Keys("rtcs", 16)
+        key = keys.publishes("s-ttl")
+        assert 29_000 < await client.pttl(key) <= 30_000
+        members = await client.zrange(key, 0, -1)
+        assert members[0] == b"p-1" and len(members[1]) == 65  # the huge id as a digest
+        # A Cluster slot is picked by the hash tag: the session id, as its record.
+        assert key == "rtcs:s:{s-ttl}:pub" and keys.session("s-ttl")[0] == "rtcs:s:{s-ttl}:meta"
+    finally:
+        await client.aclose()
+        await close_backends(backends)

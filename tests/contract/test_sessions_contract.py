@@ -280,3 +280,98 @@ async def test_touch_moves_the_expiry_of_own_records_only(impl: Harness) -> None
     assert await store.touch("n1", TTL, []) == (set(), set())
     with pytest.raises(ValueError):
         await store.touch("n1", 0, ["s-a"])
+
+
+# -- publish de-duplication (first_publish) ---------------------------------------------
+
+WINDOW = 1.0  # seconds: short, so an implementation with real TTLs stays quick
+
+
+async def test_first_publish_then_duplicates(impl: Harness) -> None:
+    store = impl.sessions()
+    assert await store.first_publish("s-1", "p-1", WINDOW, 10) is True
+    assert await store.first_publish("s-1", "p-1", WINDOW, 10) is False
+    assert await store.first_publish("s-1", "p-1", WINDOW, 10) is False
+    assert await store.first_publish("s-1", "p-2", WINDOW, 10) is True
+    # Another node sees what this one recorded.
+    assert await impl.sessions().first_publish("s-1", "p-2", WINDOW, 10) is False
+
+
+async def test_first_publish_is_forgotten_after_the_window(impl: Harness) -> None:
+    store = impl.sessions()
+    assert await store.first_publish("s-1", "p-1", WINDOW, 10) is True
+    await impl.advance(WINDOW * 0.25)
+    assert await store.first_publish("s-1", "p-1", WINDOW, 10) is False
+    # A duplicate does not extend the window: polling is harmless. Bounded:
+    # the id must be new again within a few windows.
+    advanced = WINDOW * 0.25
+    while not await store.first_publish("s-1", "p-1", WINDOW, 10):
+        assert advanced < WINDOW * 4, "the publish id was never forgotten"
+        await impl.advance(WINDOW / 20)
+        advanced += WINDOW / 20
+    assert advanced >= WINDOW * 0.9
+    assert await store.first_publish("s-1", "p-1", WINDOW, 10) is False  # recorded again
+
+
+async def test_first_publish_remembers_at_most_cap_ids_oldest_forgotten(impl: Harness) -> None:
+    store = impl.sessions()
+    for i in range(5):
+        assert await store.first_publish("s-1", f"p-{i}", WINDOW * 10, 3) is True
+    # p-0 and p-1 were forgotten (oldest first); p-2..p-4 are remembered.
+    for i in (2, 3, 4):
+        assert await store.first_publish("s-1", f"p-{i}", WINDOW * 10, 3) is False
+    assert await store.first_publish("s-1", "p-0", WINDOW * 10, 3) is True  # now p-2 goes
+    assert await store.first_publish("s-1", "p-2", WINDOW * 10, 3) is True
+    assert await store.first_publish("s-1", "p-4", WINDOW * 10, 3) is False
+
+
+async def test_first_publish_with_a_zero_cap_remembers_nothing(impl: Harness) -> None:
+    store = impl.sessions()
+    assert await store.first_publish("s-1", "p-1", WINDOW, 0) is True
+    assert await store.first_publish("s-1", "p-1", WINDOW, 0) is True
+
+
+async def test_first_publish_sessions_are_independent(impl: Harness) -> None:
+    store = impl.sessions()
+    assert await store.first_publish("s-a", "p-1", WINDOW, 1) is True
+    assert await store.first_publish("s-b", "p-1", WINDOW, 1) is True
+    assert await store.first_publish("s-b", "p-2", WINDOW, 1) is True  # evicts s-b's p-1 only
+    assert await store.first_publish("s-a", "p-1", WINDOW, 1) is False
+    assert await store.first_publish("s-b", "p-1", WINDOW, 1) is True
+
+
+async def test_first_publish_is_independent_of_the_session_record(impl: Harness) -> None:
+    store = impl.sessions()
+    await store.save(snap(), TTL)
+    assert await store.first_publish("s-1", "p-1", WINDOW, 10) is True
+    assert await store.claim("s-1", "alice") == snap()
+    await store.delete("s-1")
+    assert await store.first_publish("s-1", "p-1", WINDOW, 10) is False
+    assert await store.count() == 0  # not a session
+
+
+async def test_first_publish_copes_with_huge_and_odd_ids(impl: Harness) -> None:
+    store = impl.sessions()
+    huge = "x" * 1_000_000
+    assert await store.first_publish("s-1", huge, WINDOW, 10) is True
+    assert await store.first_publish("s-1", huge, WINDOW, 10) is False
+    assert await store.first_publish("s-1", huge + "y", WINDOW, 10) is True
+    for odd in ("", "é\u2028", "a}b{c", "#" + "0" * 64):
+        assert await store.first_publish("s-1", odd, WINDOW, 10) is True
+        assert await store.first_publish("s-1", odd, WINDOW, 10) is False
+
+
+async def test_concurrent_first_publishes_let_one_through(impl: Harness) -> None:
+    store = impl.sessions()
+    results = await asyncio.gather(
+        *(store.first_publish("s-1", "p-1", WINDOW, 10) for _ in range(5))
+    )
+    assert sorted(results) == [False, False, False, False, True]
+
+
+async def test_first_publish_refuses_bad_arguments(impl: Harness) -> None:
+    store = impl.sessions()
+    with pytest.raises(ValueError):
+        await store.first_publish("s-1", "p-1", 0, 10)
+    with pytest.raises(ValueError):
+        await store.first_publish("s-1", "p-1", WINDOW, -1)

@@ -40,6 +40,7 @@ PURE = (
     "rtcs/auth/permissions.py",
     "rtcs/backends/__init__.py",
     "rtcs/backends/base.py",
+    "rtcs/revocations.py",
 )
 
 # What a pure core must not import: I/O, concurrency, frameworks, logging.

@@ -293,3 +293,26 @@ def test_a_session_is_freed_without_the_cyclic_collector() -> None:
     finally:
         if enabled:
             gc.enable()
+
+
+# -- the session's own memory of publish ids ----------------------------------------------
+
+
+def test_a_publish_id_is_used_within_the_window_only() -> None:
+    session = Session("s-1", "alice", (), 10)
+    assert not session.used_publish_id("i:1", 0.0, 60.0)
+    session.note_publish_id("i:1", 0.0, 100)
+    assert session.used_publish_id("i:1", 59.9, 60.0)
+    assert not session.used_publish_id("s:1", 59.9, 60.0)  # 1 and "1" differ
+    assert not session.used_publish_id("i:1", 60.0, 60.0)
+    assert session.publish_ids == {}  # expired ids are dropped as they are passed
+
+
+def test_at_most_cap_publish_ids_are_remembered_oldest_first() -> None:
+    session = Session("s-1", "alice", (), 10)
+    for i in range(5):
+        session.note_publish_id(f"i:{i}", float(i), 3)
+    assert [k for k in session.publish_ids or {}] == ["i:2", "i:3", "i:4"]
+    assert not session.used_publish_id("i:0", 5.0, 60.0)
+    session.note_publish_id("i:9", 6.0, 0)  # cap 0: nothing remembered
+    assert not session.used_publish_id("i:9", 6.0, 60.0)

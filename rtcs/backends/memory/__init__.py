@@ -11,12 +11,14 @@ from __future__ import annotations
 from rtcs.backends.base import Backends
 from rtcs.backends.memory.broker import MemoryBroker, MemoryHub
 from rtcs.backends.memory.presence import MemoryPresenceStore
+from rtcs.backends.memory.revocations import MemoryRevocationStore
 from rtcs.backends.memory.sessions import MemorySessionStore
 
 __all__ = [
     "MemoryBroker",
     "MemoryHub",
     "MemoryPresenceStore",
+    "MemoryRevocationStore",
     "MemorySessionStore",
     "memory_backends",
 ]
@@ -34,5 +36,11 @@ def memory_backends(hub: MemoryHub | None = None) -> Backends:
             broker=MemoryBroker(),
             sessions=MemorySessionStore(),
             presence=MemoryPresenceStore(),
+            revocations=MemoryRevocationStore(),
         )
-    return Backends(broker=MemoryBroker(hub), sessions=hub.sessions, presence=hub.presence)
+    return Backends(
+        broker=MemoryBroker(hub),
+        sessions=hub.sessions,
+        presence=hub.presence,
+        revocations=hub.revocations,
+    )

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 
 from rtcs.backends.base import DeliverFn, Envelope, EnvelopeKind
 from rtcs.backends.memory.presence import MemoryPresenceStore
+from rtcs.backends.memory.revocations import MemoryRevocationStore
 from rtcs.backends.memory.sessions import MemorySessionStore
 from rtcs.errors import Unavailable
 
@@ -38,6 +39,7 @@ class MemoryHub:
         self._brokers: dict[str, MemoryBroker] = {}
         self.sessions = MemorySessionStore(clock)
         self.presence = MemoryPresenceStore()
+        self.revocations = MemoryRevocationStore()
 
     def attach(self, node_id: str, broker: MemoryBroker) -> None:
         """Register ``broker`` as node ``node_id``.

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
-from rtcs.backends.base import SessionSnapshot, check_cap, check_ttl
+from rtcs.backends.base import (
+    SessionSnapshot,
+    check_cap,
+    check_ttl,
+    check_window,
+    publish_key,
+)
 
 
 @dataclass(slots=True)
@@ -29,6 +35,15 @@ class _Stored:
     scheduled: float
 
 
+@dataclass(slots=True)
+class _Publishes:
+    # publish key -> when it was recorded, oldest first (a duplicate never
+    # moves its entry, so insertion order is time order).
+    seen: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    expires_at: float = 0.0
+    scheduled: float = 0.0  # as _Stored.scheduled, in the publishes heap
+
+
 class MemorySessionStore:
     """A ``SessionStore`` kept in process memory.
 
@@ -41,6 +56,9 @@ class MemorySessionStore:
         # (expires_at, session_id); entries of replaced or removed sessions
         # stay until they surface and are then checked against _sessions.
         self._expiries: list[tuple[float, str]] = []
+        # Publish ids seen per session (first_publish), expired like sessions.
+        self._publishes: dict[str, _Publishes] = {}
+        self._publish_expiries: list[tuple[float, str]] = []
 
     async def save(self, snapshot: SessionSnapshot, ttl: float, *, take_over: bool = False) -> bool:
         """Store or replace ``snapshot``; it expires ``ttl`` seconds from now.
@@ -146,14 +164,54 @@ class MemorySessionStore:
         """Forget the session, if any."""
         self._sessions.pop(session_id, None)
 
+    async def first_publish(
+        self, session_id: str, publish_id: str, window: float, cap: int
+    ) -> bool:
+        """True, recording it, unless ``publish_id`` was seen for the session
+        within ``window`` seconds; at most ``cap`` ids kept per session.
+
+        Raises:
+            ValueError: ``window`` is not positive, or ``cap`` is negative.
+        """
+        check_window(window)
+        check_cap(cap)
+        now = self._clock()
+        self._purge_publishes(now)
+        key = publish_key(publish_id)
+        entry = self._publishes.get(session_id)
+        if entry is None:
+            if cap == 0:
+                return True
+            entry = self._publishes[session_id] = _Publishes(scheduled=now + window)
+            heapq.heappush(self._publish_expiries, (entry.scheduled, session_id))
+        seen = entry.seen
+        horizon = now - window
+        while seen:  # forget what fell out of this call's window
+            oldest = next(iter(seen.values()))
+            if oldest > horizon:
+                break
+            seen.popitem(last=False)
+        if key in seen:
+            return False
+        seen[key] = now
+        while len(seen) > cap:
+            seen.popitem(last=False)
+        entry.expires_at = now + window
+        return True
+
     async def count(self) -> int:
         """Number of unexpired sessions."""
         self._purge(self._clock())
         return len(self._sessions)
 
     def purge(self) -> int:
-        """Remove every expired session now; returns how many were removed."""
-        return self._purge(self._clock())
+        """Remove every expired session now; returns how many were removed.
+
+        Expired publish-id records (``first_publish``) go too, uncounted.
+        """
+        now = self._clock()
+        self._purge_publishes(now)
+        return self._purge(now)
 
     def healthy(self) -> bool:
         """Always True: memory does not go away."""
@@ -180,6 +238,19 @@ class MemorySessionStore:
                 stored.scheduled = stored.expires_at
                 heapq.heappush(expiries, (stored.expires_at, session_id))
         return removed
+
+    def _purge_publishes(self, now: float) -> None:
+        expiries = self._publish_expiries
+        while expiries and expiries[0][0] <= now:
+            scheduled, session_id = heapq.heappop(expiries)
+            entry = self._publishes.get(session_id)
+            if entry is None or entry.scheduled != scheduled:
+                continue
+            if entry.expires_at <= now or not entry.seen:
+                del self._publishes[session_id]
+            else:  # recorded since: look again at its new expiry
+                entry.scheduled = entry.expires_at
+                heapq.heappush(expiries, (entry.expires_at, session_id))
 
 
 def _append(stored: _Stored, seq: int, tail: bytes, cap: int) -> None:

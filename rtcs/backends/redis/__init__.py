@@ -23,6 +23,7 @@ from rtcs.backends.base import Backends
 from rtcs.backends.redis.broker import RedisBroker
 from rtcs.backends.redis.client import Link, Options
 from rtcs.backends.redis.presence import RedisPresenceStore
+from rtcs.backends.redis.revocations import RedisRevocationStore
 from rtcs.backends.redis.sessions import RedisSessionStore
 from rtcs.backends.redis.wire import Keys
 
@@ -107,6 +108,7 @@ def redis_backends(
         broker=RedisBroker(link, keys),
         sessions=RedisSessionStore(link, keys),
         presence=RedisPresenceStore(link, keys),
+        revocations=RedisRevocationStore(link, keys),
     )
 
 
@@ -117,6 +119,6 @@ async def close_backends(backends: Backends) -> None:
     ``backends.presence.drop_node(node)`` first for a clean shutdown).
     """
     await backends.broker.close()
-    for store in (backends.sessions, backends.presence):
-        if isinstance(store, RedisSessionStore | RedisPresenceStore):
+    for store in (backends.sessions, backends.presence, backends.revocations):
+        if isinstance(store, RedisSessionStore | RedisPresenceStore | RedisRevocationStore):
             await store.aclose()

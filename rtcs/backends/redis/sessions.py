@@ -9,6 +9,13 @@ Keys (``wire.Keys``), with the session id as the Cluster hash tag:
 - ``<prefix>:sessions`` sorted set: session id -> expiry (ms, by that server's
   clock), only so that ``count`` need not scan every master.
 
+``<prefix>:s:{<id>}:pub`` sorted set: the session's recent publish ids
+(``first_publish``) -> when first seen, in microseconds by the server's clock,
+each score above the previous one so rank order is arrival order. One script
+drops what left the window, adds the id with ``ZADD NX`` (not added: a
+duplicate), trims to the newest ``cap`` and sets the TTL to the window. It is
+on the session's slot but separate from the record, so it outlives ``claim``.
+
 Both per-session keys carry the same absolute expiry (``PEXPIRE`` on save).
 ``save``, ``claim`` and ``append`` are each one Lua script on the session's
 slot, so they are atomic against each other: of concurrent claims one script
@@ -36,7 +43,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from rtcs.backends.base import SessionSnapshot, check_cap, check_ttl
+from rtcs.backends.base import (
+    SessionSnapshot,
+    check_cap,
+    check_ttl,
+    check_window,
+    publish_key,
+)
 from rtcs.backends.redis.client import Guard, Health, Link, Script
 from rtcs.backends.redis.wire import Keys, WireError, pack_strings, unpack_strings
 from rtcs.errors import Unavailable
@@ -128,6 +141,24 @@ if not owner then return 0 end
 if owner ~= ARGV[1] then return 2 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1
+""")
+
+_FIRST_PUBLISH = Script("""
+-- KEYS: pub. ARGV: publish key, window_ms, cap. 1: first seen (recorded); 0: duplicate.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local window = tonumber(ARGV[2])
+local cap = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window * 1000)
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+if cap <= 0 then return 1 end
+local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if newest[2] and tonumber(newest[2]) >= now then now = tonumber(newest[2]) + 1 end
+redis.call('ZADD', KEYS[1], 'NX', now, ARGV[1])
+local n = redis.call('ZCARD', KEYS[1])
+if n > cap then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - cap - 1) end
+redis.call('PEXPIRE', KEYS[1], window)
 return 1
 """)
 
@@ -313,6 +344,25 @@ class RedisSessionStore:
             pipe.delete(meta, buf)
             pipe.zrem(self._keys.sessions_index, session_id)
             await pipe.execute()
+
+    async def first_publish(
+        self, session_id: str, publish_id: str, window: float, cap: int
+    ) -> bool:
+        """True, recording it, unless ``publish_id`` was seen for the session
+        within ``window`` seconds (millisecond precision); one script, atomic.
+
+        Raises:
+            ValueError: ``window`` is not positive, or ``cap`` is negative.
+            Unavailable: Redis is down.
+        """
+        window_ms = max(1, round(check_window(window) * 1000))
+        check_cap(cap)
+        member = publish_key(publish_id).encode("utf-8", "surrogatepass")
+        async with self._guard("first_publish"):
+            first = await _FIRST_PUBLISH(
+                self._link.client, [self._keys.publishes(session_id)], [member, window_ms, cap]
+            )
+        return bool(first)
 
     async def count(self) -> int:
         """Number of unexpired stored sessions (from the index).

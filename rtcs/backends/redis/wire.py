@@ -232,6 +232,11 @@ class Keys:
         base = f"{self.prefix}:s:{{{session_id}}}"
         return f"{base}:meta", f"{base}:buf"
 
+    def publishes(self, session_id: str) -> str:
+        """Sorted set of the session's recent publish ids -> when seen (µs),
+        on the session's slot (``first_publish``)."""
+        return f"{self.prefix}:s:{{{session_id}}}:pub"
+
     def user_connections(self, user: str) -> str:
         """Hash of the user's connection id -> node."""
         return f"{self.prefix}:u:{{{user}}}:conns"

@@ -1,0 +1,109 @@
+"""Operator endpoints that take a request body: ``POST /admin/revoke``.
+
+The gateway hands a request whose line starts with ``POST`` to
+:func:`handle` (websockets refuses request bodies); everything else stays
+with websockets. Every endpoint needs a bearer token in ``Authorization``
+whose roles include ``admin``.
+
+``POST /admin/revoke`` with ``{"user": U}`` or ``{"session": S}``:
+
+- 200 ``{"revoked": {"user": U}, "at": T, "until": T2}``: recorded in the
+  shared backend and applied on this node at once; every other node applies
+  it within ``auth.revocation_poll_interval``. Sockets of U (or of session S)
+  are closed with 4001; tokens of U issued at or before T (``iat``; tokens
+  without ``iat`` too) are refused until T2 = T + ``auth.max_token_lifetime``.
+- 400 ``{"code": "bad_request", "message": ...}``: the body is not a JSON
+  object with exactly one of ``user``/``session`` as a non-empty string.
+- 401 ``{"code": "unauthorized"}``: no or an invalid bearer token.
+- 403 ``{"code": "forbidden"}``: the token's roles do not include ``admin``.
+- 503 ``{"code": "unavailable"}``: the shared backend cannot be reached;
+  nothing was revoked.
+- 404 for any other path, 405 for another method on a known path.
+"""
+
+from __future__ import annotations
+
+import json
+from http import HTTPStatus
+from typing import Any
+
+from rtcs.auth.tokens import TokenVerifier
+from rtcs.errors import AuthError, ErrorCode, Unavailable
+from rtcs.protocol.http import HttpError, HttpRequest
+from rtcs.revocations import RevocationKind, Revoker
+
+__all__ = ["ADMIN_ROLE", "MAX_TARGET_LENGTH", "PATHS", "handle"]
+
+ADMIN_ROLE = "admin"
+MAX_TARGET_LENGTH = 256
+REVOKE_PATH = "/admin/revoke"
+#: The paths served here (for any method, so that a wrong method gets 405).
+PATHS = frozenset({REVOKE_PATH})
+
+Answer = tuple[HTTPStatus, dict[str, Any]]
+
+
+async def handle(request: HttpRequest, verifier: TokenVerifier, revoker: Revoker) -> Answer:
+    """The status and JSON body answering ``request``; never raises."""
+    if request.path not in PATHS:
+        return HTTPStatus.NOT_FOUND, {"code": "not_found"}
+    if request.method != "POST":
+        return HTTPStatus.METHOD_NOT_ALLOWED, {"code": "method_not_allowed"}
+    try:
+        _authorize(request, verifier)
+    except HttpError as exc:
+        return exc.status, {"code": exc.reason}
+    try:
+        kind, target = _revoke_body(request.body)
+    except ValueError as exc:
+        return HTTPStatus.BAD_REQUEST, {"code": ErrorCode.BAD_REQUEST, "message": str(exc)}
+    try:
+        revocation = await revoker.revoke(kind, target)
+    except Unavailable:
+        return HTTPStatus.SERVICE_UNAVAILABLE, {"code": ErrorCode.UNAVAILABLE}
+    return HTTPStatus.OK, {
+        "revoked": {kind: target},
+        "at": revocation.at,
+        "until": revocation.until,
+    }
+
+
+def _authorize(request: HttpRequest, verifier: TokenVerifier) -> None:
+    """Raises HttpError 401/403 unless the bearer token has role ``admin``."""
+    try:
+        header = request.header("authorization")
+    except HttpError:
+        raise HttpError(HTTPStatus.UNAUTHORIZED, "unauthorized") from None
+    scheme, _, token = (header or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise HttpError(HTTPStatus.UNAUTHORIZED, "unauthorized")
+    try:
+        identity = verifier.verify(token.strip())
+    except AuthError:
+        raise HttpError(HTTPStatus.UNAUTHORIZED, "unauthorized") from None
+    if ADMIN_ROLE not in identity.roles:
+        raise HttpError(HTTPStatus.FORBIDDEN, ErrorCode.FORBIDDEN)
+
+
+def _revoke_body(body: bytes) -> tuple[RevocationKind, str]:
+    """``("user", U)`` or ``("session", S)`` from the JSON body.
+
+    Raises:
+        ValueError: anything else, with a message for the caller.
+    """
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        raise ValueError("body must be a JSON object") from None
+    if not isinstance(payload, dict):
+        raise ValueError("body must be a JSON object")
+    keys = set(payload)
+    if len(keys) != 1 or not keys <= {"user", "session"}:
+        raise ValueError('body must have exactly one of "user" or "session"')
+    kind: RevocationKind = "user" if "user" in keys else "session"
+    target = payload[kind]
+    if not isinstance(target, str) or not target or len(target) > MAX_TARGET_LENGTH:
+        raise ValueError(
+            f"{kind} must be a non-empty string of at most {MAX_TARGET_LENGTH} characters"
+        )
+    return kind, target
