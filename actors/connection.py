@@ -101,6 +101,8 @@ class WebSocketActor(Calls, ActorTypeDispatcher):
         self.machine = ConnectionStateMachine()
         self.limiter = RateLimiter(1.0, 1, 1, 1.0, 0.0)  # replaced by StartConnection
         self._check_generation = 0
+        # While a replay is in progress: the seq of the last message written.
+        self._replay_cursor = 0
         # Frames received while the session is restored from the shared store.
         self._held: list[ClientText] | None = None
         # While a publish's id is checked against the shared store, later
@@ -132,7 +134,13 @@ class WebSocketActor(Calls, ActorTypeDispatcher):
         now = ctx.clock()
         self._last_activity = now
         self.limiter = RateLimiter(
-            limits.rate, limits.burst, limits.rate_limit_close_after, limits.rate_limit_window, now
+            limits.rate,
+            limits.burst,
+            limits.rate_limit_close_after,
+            limits.rate_limit_window,
+            now,
+            byte_rate=limits.byte_rate,
+            byte_burst=limits.byte_burst,
         )
         self.machine.fire(Event.UPGRADED)
         if opened.identity is not None:
@@ -237,9 +245,11 @@ class WebSocketActor(Calls, ActorTypeDispatcher):
             return
         metrics.frame_in(command.TYPE)
         now = ctx.clock()
-        verdict = self.limiter.check(now)
+        # The byte budget counts the frame's text as received (docs/protocol.md
+        # "Limits and close codes"); a frame over either budget is refused alike.
+        verdict = self.limiter.check(now, len(msg.text))
         if verdict is not Verdict.ALLOW:
-            metrics.rate_limited.inc()
+            metrics.rate_limit(self.limiter.refused_by)
             if verdict is Verdict.CLOSE:
                 handle.close(CloseCode.RATE_LIMITED, "rate limit exceeded")
             else:
@@ -699,10 +709,12 @@ class WebSocketActor(Calls, ActorTypeDispatcher):
         self._push(
             self._welcome_frame(session, plan.resumed, replayed, request_id), ServerFrame.WELCOME
         )
-        for seq, tail in replay:
-            handle.push(codec.with_seq(seq, tail))
         if replay:
-            ctx.metrics.frame_out(ServerFrame.MESSAGE, len(replay))
+            # Through the outbox at the pace the client reads (_replay_more);
+            # live messages wait in the session's buffer and follow in order.
+            session.holding = True
+            self._replay_cursor = replay[0][0] - 1
+            self._replay_more()
         if plan.requested:
             ctx.metrics.resume("resumed" if plan.resumed else "expired")
         ctx.log.debug(
@@ -718,6 +730,49 @@ class WebSocketActor(Calls, ActorTypeDispatcher):
             announce_presence(ctx, self, session, online=True)
         add = ctx.backends.presence.add_connection
         ctx.background.submit(add, session.user, handle.connection_id, ctx.node_id)
+
+    # -- flow-controlled replay ----------------------------------------------------
+
+    def _replay_more(self) -> None:
+        """Write buffered messages after the cursor until the outbox is full.
+
+        Then wait for it to drain (``ClientHandle.drained``) and go on; once
+        the buffer is exhausted, live delivery resumes (``session.holding``
+        off). Messages delivered meanwhile were buffered and are written here,
+        after the older ones. If the buffer wrapped past the cursor (the
+        client reads slower than messages arrive), the connection is closed
+        4008 like any consumer that is too slow.
+        """
+        session, handle = self.session, self.handle
+        if session is None or not session.holding or handle.closing:
+            return
+        entries = session.replay_after(self._replay_cursor)
+        if entries is None:
+            session.holding = False
+            self.ctx.metrics.outbox_drop("overflow")
+            handle.close(CloseCode.TOO_SLOW, "replay fell behind")
+            return
+        written = 0
+        for seq, tail in entries:
+            if handle.write_paused:
+                self.call(handle.drained(), self._replay_drained, self._replay_failed)
+                break
+            if not handle.push(codec.with_seq(seq, tail)):
+                break  # closing: nothing more to write
+            self._replay_cursor = seq
+            written += 1
+        else:
+            session.holding = False
+        if written:
+            self.ctx.metrics.frame_out(ServerFrame.MESSAGE, written)
+
+    def _replay_drained(self, _: None) -> None:
+        self._replay_more()
+
+    def _replay_failed(self, exc: BaseException) -> None:
+        session = self.session
+        if session is not None:
+            session.holding = False
 
 
 @dataclass(frozen=True, slots=True)

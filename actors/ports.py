@@ -30,6 +30,15 @@ class ClientHandle(Sink, Protocol):
         """True once a close was started (by rtcs or the client)."""
         ...
 
+    @property
+    def write_paused(self) -> bool:
+        """True while the outbox is too full to take more than what is urgent."""
+        ...
+
+    async def drained(self) -> None:
+        """Return once the outbox has room again (at once if it has now)."""
+        ...
+
     def handled(self, low_water: int) -> None:
         """One client frame was handled; the gateway may resume reading below ``low_water``."""
         ...

@@ -31,6 +31,7 @@ from prometheus_client import (
 from rtcs import __version__, config
 from rtcs.errors import CloseCode, ErrorCode
 from rtcs.protocol.frames import CLIENT_FRAME_TYPES, ServerFrame
+from rtcs.protocol.ratelimit import Limit
 from rtcs.runtime.policy import Strategy
 
 SERVER_FRAME_TYPES: tuple[str, ...] = tuple(ServerFrame)
@@ -176,7 +177,10 @@ class Metrics:
             "rtcs_resumes_total", "Resume attempts, by result.", ["result"], registry=r
         )
         self.rate_limited = Counter(
-            "rtcs_rate_limited_total", "Client frames refused by the rate limit.", registry=r
+            "rtcs_rate_limited_total",
+            "Client frames refused by the rate limit, by the limit that refused them.",
+            ["limit"],
+            registry=r,
         )
         self.broker_errors = Counter(
             "rtcs_broker_errors_total", "Broker publish or subscribe failures.", registry=r
@@ -234,6 +238,7 @@ class Metrics:
         }
         self._drops = _children(self.outbox_drops, OUTBOX_DROP_REASONS)
         self._resumes = _children(self.resumes, RESUME_RESULTS)
+        self._rate_limited = {limit: self.rate_limited.labels(limit.value) for limit in Limit}
         self._evicted = _children(self.sessions_evicted, EVICTION_REASONS)
         self.set_build(node="")
 
@@ -318,6 +323,10 @@ class Metrics:
             ValueError: ``reason`` is none of those.
         """
         _known(self._drops, reason, "unknown outbox drop reason").inc()
+
+    def rate_limit(self, limit: Limit) -> None:
+        """Count a client frame refused by the per-connection ``limit`` (frames or bytes)."""
+        self._rate_limited[limit].inc()
 
     def resume(self, result: str) -> None:
         """Count a resume attempt (resumed or expired).

@@ -140,6 +140,7 @@ class Session:
         "buffer",
         "connection_id",
         "detached_at",
+        "holding",
         "id",
         "mirror",
         "on_change",
@@ -163,6 +164,9 @@ class Session:
         self.sink: Sink | None = None
         self.connection_id: str | None = None
         self.detached_at: float | None = None
+        # While a replay is in progress: deliver() only buffers, and the
+        # replay goes on from the buffer (so live messages follow it in order).
+        self.holding = False
         # While shared with other nodes (detached, or attached and crash-safe):
         # where delivered messages are also noted (the write-behind to the
         # shared session store).
@@ -181,7 +185,7 @@ class Session:
         seq = self.seq = self.seq + 1
         self.buffer.append((seq, tail))
         sink = self.sink
-        if sink is not None:
+        if sink is not None and not self.holding:
             sink.push(with_seq(seq, tail))
         mirror = self.mirror
         if mirror is not None:
@@ -322,6 +326,7 @@ class SessionRegistry:
         session.sink = sink
         session.connection_id = sink.connection_id
         session.detached_at = None
+        session.holding = False
         session.mirror = None
         session.on_change = None
         self._detached.pop(session.id, None)
@@ -338,6 +343,7 @@ class SessionRegistry:
             if not users:
                 del self._by_user[session.user]
         session.sink = None
+        session.holding = False
         session.connection_id = None
         session.mirror = None
         session.on_change = None

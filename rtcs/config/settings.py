@@ -122,6 +122,10 @@ class LimitsSettings:
     outbox_bytes: int = 1048576
     rate: float = 100.0
     burst: int = 200
+    # Client bytes (text length of each frame) per second per connection, and
+    # the bucket size; byte_burst must be at least max_message_size.
+    byte_rate: float = 262144.0
+    byte_burst: int = 1048576
     rate_limit_close_after: int = 100
     rate_limit_window: float = 10.0
     max_subscriptions: int = 256

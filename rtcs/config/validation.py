@@ -126,6 +126,13 @@ def validate(
     limits = s.limits
     for f in dataclasses.fields(limits):
         positive(f"limits.{f.name}", getattr(limits, f.name))
+    if limits.byte_burst < limits.max_message_size:
+        # Else a frame of the largest accepted size could never pass.
+        fail(
+            "limits.byte_burst",
+            limits.byte_burst,
+            f"must be at least limits.max_message_size ({limits.max_message_size})",
+        )
 
     positive("session.ttl", s.session.ttl)
     non_negative("session.replay_buffer", s.session.replay_buffer)

@@ -119,6 +119,22 @@ class ConnectionHandle:
     def write_buffer_size(self) -> int:
         return self._transport.get_write_buffer_size()
 
+    @property
+    def write_paused(self) -> bool:
+        """True while the outbox is above its high-water mark (websockets'
+        ``write_limit``, 32 KiB) and has not yet drained below the low one."""
+        return bool(self._ws.paused)
+
+    async def drained(self) -> None:
+        """Return once the outbox has drained below its low-water mark (8 KiB),
+        or at once when it is not paused or the connection is closing.
+
+        Raises:
+            ConnectionError: the connection was lost meanwhile.
+        """
+        if not self._closing and self._ws.paused:
+            await self._ws.drain()
+
     def push(self, frame: bytes) -> bool:
         """Write one text frame (UTF-8 JSON bytes) without blocking.
 

@@ -28,7 +28,7 @@ from rtcs.protocol.frames import (
     Subscribe,
     Unsubscribe,
 )
-from rtcs.protocol.ratelimit import RateLimiter, TokenBucket, Verdict
+from rtcs.protocol.ratelimit import Limit, RateLimiter, TokenBucket, Verdict
 from rtcs.protocol.states import TRANSITIONS, ConnectionStateMachine, Event, State
 from rtcs.protocol.topics import (
     TopicIndex,
@@ -50,6 +50,7 @@ __all__ = [
     "Event",
     "Join",
     "Leave",
+    "Limit",
     "Ping",
     "PresenceQuery",
     "Publish",

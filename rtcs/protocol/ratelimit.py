@@ -1,6 +1,8 @@
 """Per-connection rate limiting (docs/protocol.md "Limits and close codes").
 
-Excess frames are answered with ``rate_limited``; a client that keeps
+Two token buckets: one counts frames, the other the characters of their text
+(``limits.byte_rate`` / ``limits.byte_burst``). Excess frames, by either
+bucket, are answered with ``rate_limited``; a client that keeps
 exceeding the limit is closed with 4029. Invalid frames (``bad_request``,
 ``bad_topic``) spend the same error budget (``RateLimiter.penalize``). The
 caller passes ``now`` (a monotonic clock in seconds) to every call.
@@ -13,7 +15,7 @@ from __future__ import annotations
 import enum
 import math
 
-__all__ = ["RateLimiter", "TokenBucket", "Verdict"]
+__all__ = ["Limit", "RateLimiter", "TokenBucket", "Verdict"]
 
 _EPSILON = 1e-9
 
@@ -56,6 +58,19 @@ class TokenBucket:
         elapsed = max(0.0, now - self._last)
         return min(float(self.burst), self._tokens + elapsed * self.rate)
 
+    def give(self, n: int) -> None:
+        """Give back ``n`` tokens taken by ``take`` (never beyond ``burst``)."""
+        self._tokens = min(float(self.burst), self._tokens + n)
+
+
+class _Unlimited:
+    """A bucket that always has room: no byte limit."""
+
+    __slots__ = ()
+
+    def take(self, now: float, n: int = 1) -> bool:
+        return True
+
 
 class Verdict(enum.Enum):
     """What to do with one client frame."""
@@ -65,8 +80,22 @@ class Verdict(enum.Enum):
     CLOSE = "close"  # close the connection with 4029
 
 
+class Limit(enum.Enum):
+    """Which bucket refused a frame (the ``limit`` label of ``rtcs_rate_limited_total``)."""
+
+    FRAMES = "frames"
+    BYTES = "bytes"
+
+
 class RateLimiter:
-    """A token bucket plus a count of recent rejections (the error budget).
+    """Token buckets for frames and bytes, plus a count of recent rejections.
+
+    A frame is allowed when both buckets have room: one frame token and, if
+    ``byte_rate`` and ``byte_burst`` are given, as many byte tokens as the
+    frame's size. A refused frame takes no token from either bucket;
+    ``refused_by`` names the bucket that refused the last one. A frame larger
+    than ``byte_burst`` can never pass, so callers keep ``byte_burst`` at
+    least the largest frame they accept (``limits.max_message_size``).
 
     ``check`` answers CLOSE once more than ``close_after`` frames were
     rejected within the last ``window`` seconds; frames rejected as invalid
@@ -77,32 +106,70 @@ class RateLimiter:
     still count).
 
     Raises:
-        ValueError: invalid ``rate``/``burst`` (see ``TokenBucket``),
-            ``close_after`` < 0 or ``window`` not positive.
+        ValueError: invalid ``rate``/``burst`` or ``byte_rate``/``byte_burst``
+            (see ``TokenBucket``), only one of ``byte_rate`` and ``byte_burst``
+            given, ``close_after`` < 0 or ``window`` not positive.
     """
 
     _SLOTS = 10
 
-    __slots__ = ("_bucket", "_counts", "_ids", "_width", "close_after", "window")
+    __slots__ = (
+        "_bucket",
+        "_bytes",
+        "_counts",
+        "_ids",
+        "_width",
+        "close_after",
+        "refused_by",
+        "window",
+    )
 
     def __init__(
-        self, rate: float, burst: int, close_after: int, window: float, now: float
+        self,
+        rate: float,
+        burst: int,
+        close_after: int,
+        window: float,
+        now: float,
+        *,
+        byte_rate: float | None = None,
+        byte_burst: int | None = None,
     ) -> None:
         if close_after < 0:
             raise ValueError(f"close_after must be >= 0, got {close_after!r}")
         if not (window > 0 and math.isfinite(window)):
             raise ValueError(f"window must be a positive number, got {window!r}")
+        if (byte_rate is None) != (byte_burst is None):
+            raise ValueError("byte_rate and byte_burst must be given together")
         self._bucket = TokenBucket(rate, burst, now)
+        # Without a byte limit the byte bucket is a null object that always
+        # has room, so ``check`` stays branch-free.
+        self._bytes: TokenBucket | _Unlimited = (
+            _Unlimited()
+            if byte_rate is None or byte_burst is None
+            else TokenBucket(byte_rate, byte_burst, now)
+        )
+        self.refused_by = Limit.FRAMES
         self.close_after = close_after
         self.window = window
         self._width = window / self._SLOTS
         self._ids = [-1] * self._SLOTS  # which sub-window each slot currently counts
         self._counts = [0] * self._SLOTS
 
-    def check(self, now: float) -> Verdict:
-        """Account one client frame arriving at ``now`` and return its verdict."""
+    def check(self, now: float, size: int = 0) -> Verdict:
+        """Account one client frame of ``size`` bytes arriving at ``now``; return its verdict.
+
+        ``size`` is the length of the frame's text as received (before it is
+        parsed). On REJECT or CLOSE, ``refused_by`` names the bucket that
+        refused it, and neither bucket was charged.
+        """
         if self._bucket.take(now):
-            return Verdict.ALLOW
+            if self._bytes.take(now, size):
+                return Verdict.ALLOW
+            self._bucket.give(1)  # a refused frame takes no token
+            self.refused_by = Limit.BYTES
+        else:
+            self.refused_by = Limit.FRAMES
         return self._reject(now)
 
     def penalize(self, now: float) -> Verdict:

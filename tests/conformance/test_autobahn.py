@@ -202,6 +202,8 @@ async def test_autobahn_fuzzingclient(tmp_path: Path) -> None:
         "RTCS_SERVER_TEST_ECHO_PATH": ECHO_PATH,
         "RTCS_BACKEND_KIND": "memory",
         "RTCS_LIMITS_MAX_MESSAGE_SIZE": str(MAX_MESSAGE_SIZE),
+        # Must hold a maximal message (limits.byte_burst >= max_message_size).
+        "RTCS_LIMITS_BYTE_BURST": str(MAX_MESSAGE_SIZE),
     }
     node = RtcsProcess("rtcs", {**ENV, **settings}, directory)
     wstest_log = directory / "wstest.log"

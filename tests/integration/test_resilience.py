@@ -130,7 +130,12 @@ async def test_router_strategy_is_configuration(
 
 
 async def test_slow_consumer_is_closed_4008_and_freed(node_factory: Any) -> None:
-    unlimited = {"limits.rate": 1e6, "limits.burst": 1_000_000}
+    unlimited = {
+        "limits.rate": 1e6,
+        "limits.burst": 1_000_000,
+        "limits.byte_rate": 1e9,
+        "limits.byte_burst": 1_000_000_000,
+    }
     node = await node_factory(**{"limits.outbox_bytes": 65536, **unlimited})
     publisher, slow = await node.client("pub"), await node.client("slow")
     await slow.subscribe("firehose")

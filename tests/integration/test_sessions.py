@@ -144,3 +144,51 @@ async def test_reconnect_takes_over_a_live_session(node: Node) -> None:
     await wait_until_returns(lambda: presence.user_connections("bob"), 1)
     state = await again.request({"type": "presence", "user": "bob"}, "presence_state")
     assert state["online"] is True and state["connections"] == 1
+
+
+# A replay of 6.4 MB against a 256 KiB outbound queue: more than the kernel's
+# socket buffers hold too, so the server's own queue must take the rest.
+BIG_REPLAY = {
+    "limits.outbox_bytes": 256 * 1024,
+    "limits.rate": 10_000,
+    "limits.burst": 10_000,
+    "limits.byte_rate": 100_000_000,
+    "limits.byte_burst": 100_000_000,
+    "session.replay_buffer": 400,
+}
+
+
+async def test_a_replay_larger_than_the_outbox_reaches_a_slow_reader_whole(
+    node_factory: Callable[..., Awaitable[Node]],
+) -> None:
+    node = await node_factory(**BIG_REPLAY)
+    alice, bob = await node.client("alice"), await node.client("bob")
+    await bob.subscribe("big")
+    session = bob.welcome["session_id"]
+    await _drop(bob)
+    await _wait_detached(node, session)
+    payload = "x" * 16_000
+    for i in range(400):
+        await alice.publish("big", {"i": i, "p": payload})
+    ws = await connect(
+        node.url + f"?session={session}&last_seq=0",
+        additional_headers={"Authorization": f"Bearer {node.token('bob')}"},
+        max_size=None,
+    )
+    reader = Client(ws)
+    welcome = await reader.expect("welcome")
+    assert (welcome["resumed"], welcome["replayed"]) == (True, 400)
+    ws.transport.pause_reading()  # a client that reads nothing for now
+    gateway = node.app.gateway
+    assert gateway is not None
+    await wait_until(
+        lambda: any(h.write_paused for h in gateway.handles if h.user == "bob"),
+        message="the replay filled the outbound queue to its high-water mark",
+    )
+    await alice.publish("big", {"i": "live", "p": ""})  # arrives mid-replay
+    ws.transport.resume_reading()
+    got = [await reader.expect("message") for _ in range(401)]
+    assert [m["seq"] for m in got] == list(range(1, 402))
+    assert got[-1]["data"]["i"] == "live"
+    await reader.request({"type": "ping"}, reply="pong")  # still open: no 4008
+    await ws.close()

@@ -261,6 +261,25 @@ def test_report_interval_must_not_be_shorter_than_sample_interval(tmp_path: Path
     assert equal.metrics.report_interval == equal.metrics.sample_interval == 2.0
 
 
+def test_byte_burst_must_hold_a_maximal_message(tmp_path: Path) -> None:
+    defaults = load().limits
+    assert (defaults.byte_rate, defaults.byte_burst) == (262144.0, 1048576)
+    path = write(tmp_path, "[limits]\nmax_message_size = 2048\nbyte_burst = 2047\n")
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert (info.value.key, info.value.value) == ("limits.byte_burst", 2047)
+    assert "limits.max_message_size" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        load(environ={"RTCS_LIMITS_BYTE_BURST": "65535"})
+    assert (info.value.key, info.value.value) == ("RTCS_LIMITS_BYTE_BURST", 65535)
+    env = {"RTCS_LIMITS_BYTE_RATE": "1.5", "RTCS_LIMITS_BYTE_BURST": "65536"}
+    equal = load(environ=env).limits
+    assert (equal.byte_rate, equal.byte_burst) == (1.5, 65536)
+    with pytest.raises(ConfigError) as info:
+        load(environ={"RTCS_LIMITS_BYTE_RATE": "0"})
+    assert info.value.key == "RTCS_LIMITS_BYTE_RATE"
+
+
 def test_redis_backend_settings() -> None:
     settings = load(
         overrides={"backend.kind": "redis", "backend.redis_url": "redis+cluster://127.0.0.1:7000"}

@@ -9,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rtcs import __version__
 from rtcs.errors import CloseCode, ErrorCode
 from rtcs.metrics import Metrics
+from rtcs.protocol.ratelimit import Limit
 
 
 @pytest.fixture
@@ -196,13 +197,14 @@ def test_restarts_are_bounded(metrics: Metrics) -> None:
 def test_outbox_drops_resumes_and_plain_counters(metrics: Metrics) -> None:
     metrics.outbox_drop("overflow")
     metrics.resume("resumed")
-    metrics.rate_limited.inc()
+    metrics.rate_limit(Limit.BYTES)
     metrics.broker_errors.inc()
     metrics.sessions_detached.set(4)
     metrics.loop_lag(0.003)
     assert value(metrics, "rtcs_outbox_drops_total", reason="overflow") == 1
     assert value(metrics, "rtcs_resumes_total", result="resumed") == 1
-    assert value(metrics, "rtcs_rate_limited_total") == 1
+    assert value(metrics, "rtcs_rate_limited_total", limit="bytes") == 1
+    assert value(metrics, "rtcs_rate_limited_total", limit="frames") == 0
     assert value(metrics, "rtcs_broker_errors_total") == 1
     assert value(metrics, "rtcs_sessions_detached") == 4
     assert value(metrics, "rtcs_event_loop_lag_seconds_count") == 1

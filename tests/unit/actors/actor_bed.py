@@ -123,10 +123,23 @@ class RecordingHandle(RecordingSink):
         self.handled_count = 0
         self.admitted: object = None
         self.refused: int | None = None
+        # Set by a test to hold a replay; ``drain()`` releases it.
+        self.write_paused = False
+        self._drained = asyncio.Event()
 
     @property
     def closing(self) -> bool:
         return self.closed_with is not None
+
+    async def drained(self) -> None:
+        while self.write_paused:
+            self._drained.clear()
+            await self._drained.wait()
+
+    def drain(self) -> None:
+        """The outbox drained: a waiting replay goes on."""
+        self.write_paused = False
+        self._drained.set()
 
     def push(self, frame: bytes) -> bool:
         if self.closing:

@@ -194,3 +194,45 @@ async def test_a_closed_socket_leaves_the_session_resumable(bed: ActorBed) -> No
     await bed.barrier()
     assert bed.ctx.sessions.by_connection(handle.connection_id) is None
     assert bed.ctx.sessions.detached_count() == 1
+
+
+@asyncio_only
+async def test_a_replay_waits_for_the_outbox_and_live_messages_follow_it(bed: ActorBed) -> None:
+    session_id = detached_session(bed, "alice", 5)
+    handle = RecordingHandle(bed.journal)
+    handle.write_paused = True  # the outbox is full from the start
+    address = bed.system.createActor(WebSocketActor)
+    auth = HandshakeAuth(None, None, None, session_id, 0)
+    bed.tell(address, StartConnection(bed.ctx, OpenConnection(handle, auth, identity(bed))))
+    (welcome,) = await handle.wait_for(1)
+    assert (welcome["resumed"], welcome["replayed"]) == (True, 5)
+    session = bed.ctx.sessions.get(session_id)
+    assert session is not None and session.holding
+    session.deliver(message_tail(topic="chat.x", data="live", ts=0))  # arrives mid-replay
+    send(bed, address, {"type": "ping", "id": "p"})  # replies are not held back
+    frames = await handle.wait_for(2)
+    assert frames[1] == {"type": "pong", "id": "p"}
+    handle.drain()
+    frames = await handle.wait_for(8)
+    messages = [(f["seq"], f["data"]) for f in frames if f["type"] == "message"]
+    assert messages == [(1, 0), (2, 1), (3, 2), (4, 3), (5, 4), (6, "live")]
+    assert not session.holding
+    session.deliver(message_tail(topic="chat.x", data="after", ts=0))
+    assert (await handle.wait_for(9))[8]["data"] == "after"  # live again
+
+
+@asyncio_only
+async def test_a_replay_overtaken_by_live_messages_closes_4008(bed: ActorBed) -> None:
+    session_id = detached_session(bed, "alice", 3)
+    handle = RecordingHandle(bed.journal)
+    handle.write_paused = True
+    address = bed.system.createActor(WebSocketActor)
+    auth = HandshakeAuth(None, None, None, session_id, 0)
+    bed.tell(address, StartConnection(bed.ctx, OpenConnection(handle, auth, identity(bed))))
+    await handle.wait_for(1)
+    session = bed.ctx.sessions.get(session_id)
+    assert session is not None and session.buffer.maxlen is not None
+    for n in range(session.buffer.maxlen + 1):  # the buffer wraps past what was replayed
+        session.deliver(message_tail(topic="chat.x", data=n, ts=0))
+    handle.drain()
+    assert await handle.wait_closed() == CloseCode.TOO_SLOW

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rtcs.protocol.ratelimit import RateLimiter, TokenBucket, Verdict
+from rtcs.protocol.ratelimit import Limit, RateLimiter, TokenBucket, Verdict
 
 
 def test_bucket_starts_full_and_refills() -> None:
@@ -116,3 +116,100 @@ def test_penalties_age_out_of_the_window() -> None:
     assert limiter.penalize(0.0) is Verdict.REJECT
     assert limiter.penalize(10.0) is Verdict.REJECT
     assert limiter.penalize(10.1) is Verdict.CLOSE
+
+
+# -- the byte budget (limits.byte_rate / limits.byte_burst) -------------------------
+
+
+def _bytes_limiter(
+    *, rate: float = 100, burst: int = 100, byte_rate: float = 10, byte_burst: int = 100
+) -> RateLimiter:
+    return RateLimiter(
+        rate, burst, close_after=3, window=10.0, now=0.0, byte_rate=byte_rate, byte_burst=byte_burst
+    )
+
+
+def test_bucket_give_returns_tokens_up_to_burst() -> None:
+    bucket = TokenBucket(rate=1, burst=5, now=0.0)
+    assert bucket.take(0.0, 5)
+    bucket.give(2)
+    assert bucket.tokens(0.0) == 2
+    bucket.give(10)
+    assert bucket.tokens(0.0) == 5
+
+
+def test_bytes_run_out_before_frames() -> None:
+    limiter = _bytes_limiter()
+    assert [limiter.check(0.0, 40) for _ in range(3)] == [
+        Verdict.ALLOW,
+        Verdict.ALLOW,
+        Verdict.REJECT,
+    ]
+    assert limiter.refused_by is Limit.BYTES
+    # 20 bytes left: small frames still pass, the frame bucket has room.
+    assert [limiter.check(0.0, 10) for _ in range(2)] == [Verdict.ALLOW, Verdict.ALLOW]
+    assert limiter.check(0.0, 1) is Verdict.REJECT
+    assert limiter.refused_by is Limit.BYTES
+
+
+def test_a_frame_refused_for_bytes_takes_no_frame_token() -> None:
+    limiter = _bytes_limiter(rate=0.001, burst=2, byte_rate=0.001, byte_burst=10)
+    assert limiter.check(0.0, 11) is Verdict.REJECT
+    assert limiter.refused_by is Limit.BYTES
+    assert limiter.check(0.0, 5) is Verdict.ALLOW
+    assert limiter.check(0.0, 5) is Verdict.ALLOW  # both frame tokens were still there
+    # (A tuple: mypy would keep ``refused_by`` narrowed to BYTES from above.)
+    assert (limiter.check(0.0, 0), limiter.refused_by) == (Verdict.REJECT, Limit.FRAMES)
+
+
+def test_a_frame_refused_for_frames_takes_no_bytes() -> None:
+    limiter = _bytes_limiter(rate=1, burst=1, byte_rate=0.001, byte_burst=10)
+    assert limiter.check(0.0, 5) is Verdict.ALLOW
+    assert limiter.check(0.5, 5) is Verdict.REJECT
+    assert limiter.refused_by is Limit.FRAMES
+    assert limiter.check(1.0, 5) is Verdict.ALLOW  # the refused frame left its 5 bytes
+
+
+def test_bytes_refill_at_byte_rate() -> None:
+    limiter = _bytes_limiter(byte_rate=10, byte_burst=100)
+    assert limiter.check(0.0, 100) is Verdict.ALLOW
+    assert limiter.check(0.0, 10) is Verdict.REJECT
+    assert limiter.check(0.5, 10) is Verdict.REJECT  # 5 bytes back
+    assert limiter.check(1.0, 10) is Verdict.ALLOW  # 10 bytes back
+    assert limiter.check(100.0, 100) is Verdict.ALLOW  # refilled to the burst, no more
+    assert limiter.check(100.0, 1) is Verdict.REJECT
+
+
+def test_a_frame_of_byte_burst_passes_a_larger_one_never() -> None:
+    """``limits.byte_burst`` >= ``limits.max_message_size``: a maximal frame can pass."""
+    limiter = _bytes_limiter(byte_rate=1000, byte_burst=100)
+    assert limiter.check(0.0, 100) is Verdict.ALLOW
+    assert limiter.check(1000.0, 101) is Verdict.REJECT
+    assert limiter.check(1000.0, 100) is Verdict.ALLOW
+
+
+def test_byte_rejections_spend_the_error_budget() -> None:
+    limiter = _bytes_limiter(byte_rate=0.001, byte_burst=10)
+    assert [limiter.check(0.0, 11) for _ in range(4)] == [
+        Verdict.REJECT,
+        Verdict.REJECT,
+        Verdict.REJECT,
+        Verdict.CLOSE,
+    ]
+    assert limiter.refused_by is Limit.BYTES
+
+
+def test_without_a_byte_limit_only_frames_count() -> None:
+    limiter = RateLimiter(rate=1, burst=2, close_after=3, window=10.0, now=0.0)
+    assert limiter.check(0.0, 10**9) is Verdict.ALLOW
+    assert limiter.check(0.0, 10**9) is Verdict.ALLOW
+    assert limiter.check(0.0, 1) is Verdict.REJECT
+    assert limiter.refused_by is Limit.FRAMES
+
+
+@pytest.mark.parametrize(
+    ("byte_rate", "byte_burst"), [(0.0, 10), (float("inf"), 10), (1.0, 0), (1.0, None)]
+)
+def test_limiter_rejects_bad_byte_settings(byte_rate: float, byte_burst: int | None) -> None:
+    with pytest.raises(ValueError):
+        RateLimiter(1, 1, 1, 1.0, 0.0, byte_rate=byte_rate, byte_burst=byte_burst)
