@@ -114,13 +114,21 @@ def _expand(pattern: str, user: str | None) -> str | None:
     """
     if USER not in pattern:
         return pattern
+    segment = _user_segment(user)
+    if segment is None:
+        return None
+    return ".".join(segment if seg == USER else seg for seg in pattern.split("."))
+
+
+def _user_segment(user: str | None) -> str | None:
+    """``user`` if it can stand for ``{user}``: one valid topic segment."""
     if user is None or "." in user:
         return None
     try:
         validate_topic(user)
     except BadTopic:
         return None
-    return ".".join(user if seg == USER else seg for seg in pattern.split("."))
+    return user
 
 
 # Characters that separate the segments of a room name (for ``{user}``).
@@ -141,13 +149,10 @@ def _expand_room(pattern: str, user: str | None) -> str | None:
     """
     if USER not in pattern:
         return pattern
-    if user is None or "." in user:
+    segment = _user_segment(user)
+    if segment is None:
         return None
-    try:
-        validate_topic(user)
-    except BadTopic:
-        return None
-    return "".join(user if seg == USER else seg for seg in _room_segments(pattern))
+    return "".join(segment if seg == USER else seg for seg in _room_segments(pattern))
 
 
 def _room_matches(pattern: str, room: str) -> bool:

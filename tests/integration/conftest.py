@@ -172,6 +172,19 @@ class Node:
             client.welcome = await client.expect("welcome")
         return client
 
+    async def resume(self, user: str, session: str, last_seq: int, /, **expect: Any) -> Client:
+        """Connect as ``user`` resuming ``session`` after ``last_seq``; read the
+        welcome (which must have the ``expect`` fields)."""
+        ws = await connect(
+            self.url + f"?session={session}&last_seq={last_seq}",
+            additional_headers={"Authorization": f"Bearer {self.token(user)}"},
+            open_timeout=TIMEOUT,
+        )
+        client = Client(ws)
+        self.clients.append(client)
+        client.welcome = await client.expect("welcome", **expect)
+        return client
+
     async def drop_clients(self) -> None:
         """Close the sockets of every client of ``client()``, gone or not.
 
@@ -220,3 +233,52 @@ def metric(node: Node, name: str, **labels: str) -> float:
     """The current value of one metric sample of the node."""
     value = node.app.metrics.registry.get_sample_value(name, labels or None)
     return value or 0.0
+
+
+async def wait_detached(node: Node, session_id: str) -> None:
+    """Wait until ``node`` has seen the socket of ``session_id`` close (publishers
+    must not race the detach)."""
+    ctx = node.app.ctx
+    assert ctx is not None
+
+    def detached() -> bool:
+        session = ctx.sessions.get(session_id)
+        return session is not None and session.sink is None
+
+    await wait_until(detached, message=f"session {session_id} detached from its socket")
+
+
+async def detach(node: Node, client: Client) -> str:
+    """Close ``client``'s socket; its session id once ``node`` has detached it."""
+    session: str = client.welcome["session_id"]
+    await client.ws.close()
+    await wait_detached(node, session)
+    return session
+
+
+#: What two nodes in this process can share: a memory hub, a real redis-server,
+#: a real Redis Cluster (``start_pair``).
+SHARED_BACKENDS = [
+    "memory",
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("redis-cluster", marks=pytest.mark.redis),
+]
+
+
+async def start_pair(
+    kind: str, node_factory: Callable[..., Awaitable[Node]], **settings: Any
+) -> tuple[Node, Node]:
+    """Two nodes ("node-a", "node-b") sharing the backend ``kind``."""
+    from rtcs.backends.memory import MemoryHub, memory_backends
+    from tests.support.redis_server import shared_cluster, shared_server
+
+    if kind == "memory":
+        hub = MemoryHub()
+        a = await node_factory(memory_backends(hub), **settings, **{"server.node_id": "node-a"})
+        b = await node_factory(memory_backends(hub), **settings, **{"server.node_id": "node-b"})
+        return a, b
+    url = shared_server().url if kind == "redis" else shared_cluster().url
+    shared = {"backend.kind": "redis", "backend.redis_url": url, **settings}
+    a = await node_factory(None, **shared, **{"server.node_id": "node-a"})
+    b = await node_factory(None, **shared, **{"server.node_id": "node-b"})
+    return a, b

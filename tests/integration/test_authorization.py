@@ -11,11 +11,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import pytest
-from websockets.asyncio.client import connect
 
-from rtcs.sessions import Session
-from tests.integration.conftest import Client, Node, wait_until
-from tests.integration.test_two_nodes import start_pair
+from tests.integration.conftest import (
+    SHARED_BACKENDS,
+    Client,
+    Node,
+    detach,
+    start_pair,
+)
 
 NodeFactory = Callable[..., Awaitable[Node]]
 
@@ -131,32 +134,12 @@ async def test_refresh_with_the_same_roles_drops_nothing(node_factory: NodeFacto
     await alice.silent()
 
 
-async def detach(node: Node, client: Client) -> str:
-    session = cast(str, client.welcome["session_id"])
-    await client.ws.close()
-    ctx = node.app.ctx
-    assert ctx is not None
-    await wait_until(lambda: cast(Session, ctx.sessions.get(session)).sink is None)
-    return session
-
-
 async def publish_while_away(bob: Client) -> None:
     """seq 1..4 for alice: vip.news, public.news, vip-room, lobby."""
     await bob.publish("vip.news", "v1")
     await bob.publish("public.news", "p2")
     await bob.request({"type": "broadcast", "room": "vip-room", "data": "r3"})
     await bob.request({"type": "broadcast", "room": "lobby", "data": "l4"})
-
-
-async def resume_as_plain_alice(node: Node, session: str) -> Client:
-    ws = await connect(
-        node.url + f"?session={session}&last_seq=0",
-        additional_headers={"Authorization": f"Bearer {node.token('alice')}"},
-    )
-    client = Client(ws)
-    node.clients.append(client)
-    client.welcome = await client.expect("welcome", resumed=True, session_id=session)
-    return client
 
 
 async def expect_replay_without_dropped(again: Client) -> None:
@@ -174,12 +157,12 @@ async def test_resume_with_fewer_roles_drops_and_skips_their_replay(
     alice, bob = await vip_alice(node), await vip_bob(node)
     session = await detach(node, alice)
     await publish_while_away(bob)
-    again = await resume_as_plain_alice(node, session)
+    again = await node.resume("alice", session, 0, resumed=True, session_id=session)
     await expect_replay_without_dropped(again)
     await assert_forgotten(again, bob)
     # The withheld messages stay withheld on a later resume from the same point.
     assert await detach(node, again) == session
-    third = await resume_as_plain_alice(node, session)
+    third = await node.resume("alice", session, 0, resumed=True, session_id=session)
     assert third.welcome["replayed"] == 4  # p2, l4, and the open pair of assert_forgotten
     datas = [(await third.expect("message"))["data"] for _ in range(4)]
     assert datas == ["p2", "l4", "open", "lobby"]
@@ -187,13 +170,7 @@ async def test_resume_with_fewer_roles_drops_and_skips_their_replay(
     await third.silent()
 
 
-@pytest.fixture(
-    params=[
-        "memory",
-        pytest.param("redis", marks=pytest.mark.redis),
-        pytest.param("redis-cluster", marks=pytest.mark.redis),
-    ]
-)
+@pytest.fixture(params=SHARED_BACKENDS)
 async def pair(request: pytest.FixtureRequest, node_factory: NodeFactory) -> tuple[Node, Node]:
     return await start_pair(request.param, node_factory, rbac=RBAC)
 
@@ -203,6 +180,6 @@ async def test_resume_on_another_node_with_fewer_roles(pair: tuple[Node, Node]) 
     alice, bob = await vip_alice(a), await vip_bob(a)
     session = await detach(a, alice)
     await publish_while_away(bob)
-    again = await resume_as_plain_alice(b, session)
+    again = await b.resume("alice", session, 0, resumed=True, session_id=session)
     await expect_replay_without_dropped(again)
     await assert_forgotten(again, bob)

@@ -8,10 +8,9 @@ saw it first or on another node sharing the backend.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any
 
 import pytest
-from websockets.asyncio.client import connect
 
 from rtcs.backends.base import Backends
 from rtcs.backends.memory import (
@@ -21,9 +20,13 @@ from rtcs.backends.memory import (
     MemorySessionStore,
 )
 from rtcs.errors import Unavailable
-from rtcs.sessions import Session
-from tests.integration.conftest import Client, Node, wait_until
-from tests.integration.test_two_nodes import start_pair
+from tests.integration.conftest import (
+    SHARED_BACKENDS,
+    Client,
+    Node,
+    detach,
+    start_pair,
+)
 
 NodeFactory = Callable[..., Awaitable[Node]]
 
@@ -93,44 +96,18 @@ async def test_at_most_dedup_max_ids_are_remembered(node_factory: NodeFactory) -
     await assert_next_message(bob, "a again")
 
 
-async def detach(node: Node, client: Client) -> str:
-    session = cast(str, client.welcome["session_id"])
-    await client.ws.close()
-    ctx = node.app.ctx
-    assert ctx is not None
-    await wait_until(lambda: cast(Session, ctx.sessions.get(session)).sink is None)
-    return session
-
-
-async def resume(node: Node, user: str, session: str, last_seq: int) -> Client:
-    ws = await connect(
-        node.url + f"?session={session}&last_seq={last_seq}",
-        additional_headers={"Authorization": f"Bearer {node.token(user)}"},
-    )
-    client = Client(ws)
-    node.clients.append(client)
-    client.welcome = await client.expect("welcome", resumed=True, session_id=session)
-    return client
-
-
 async def test_a_retry_after_a_resume_on_the_same_node(node: Node) -> None:
     alice, bob = await node.client("alice"), await node.client("bob")
     await bob.subscribe("news")
     await publish(alice, "lost-ack", "news", "once")
     await bob.expect("message", data="once")
-    again = await resume(node, "alice", await detach(node, alice), 0)
+    again = await node.resume("alice", await detach(node, alice), 0, resumed=True)
     assert (await publish(again, "lost-ack", "news", "retry"))["duplicate"] is True
     await publish(again, "fresh", "news", "fresh")
     await assert_next_message(bob, "fresh")
 
 
-@pytest.fixture(
-    params=[
-        "memory",
-        pytest.param("redis", marks=pytest.mark.redis),
-        pytest.param("redis-cluster", marks=pytest.mark.redis),
-    ]
-)
+@pytest.fixture(params=SHARED_BACKENDS)
 async def pair(request: pytest.FixtureRequest, node_factory: NodeFactory) -> tuple[Node, Node]:
     return await start_pair(request.param, node_factory)
 
@@ -142,7 +119,7 @@ async def test_a_retry_on_another_node_is_delivered_once(pair: tuple[Node, Node]
     await publish(alice, "x1", "news", "once")
     await bob.expect("message", data="once")
     # The ack was lost: the client reconnects through the other node and retries.
-    again = await resume(b, "alice", await detach(a, alice), 0)
+    again = await b.resume("alice", await detach(a, alice), 0, resumed=True)
     assert (await publish(again, "x1", "news", "retry"))["duplicate"] is True
     await publish(again, "x2", "news", "next")
     await assert_next_message(bob, "next")

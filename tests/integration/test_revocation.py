@@ -17,8 +17,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.integration.conftest import TIMEOUT, Node
-from tests.integration.test_two_nodes import start_pair
+from tests.integration.conftest import SHARED_BACKENDS, TIMEOUT, Node, start_pair
 
 # Polled fast so that a revocation crosses nodes within a test's patience;
 # leeway so that a token minted one second after the revocation is valid now.
@@ -54,13 +53,7 @@ async def revoke(node: Node, payload: dict[str, Any], roles: tuple[str, ...] = (
     return body
 
 
-@pytest.fixture(
-    params=[
-        "memory",
-        pytest.param("redis", marks=pytest.mark.redis),
-        pytest.param("redis-cluster", marks=pytest.mark.redis),
-    ]
-)
+@pytest.fixture(params=SHARED_BACKENDS)
 async def pair(
     request: pytest.FixtureRequest, node_factory: Callable[..., Awaitable[Node]]
 ) -> tuple[Node, Node]:

@@ -14,12 +14,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import connect
 
-from rtcs.backends.memory import MemoryHub, memory_backends
-from tests.integration.conftest import Client, Node, metric
+from tests.integration.conftest import Node, metric, start_pair, wait_detached
 from tests.support import wait_until
-from tests.support.redis_server import shared_cluster, shared_server
 
 FAST_REAP = {"session.reap_interval": 0.05}
 
@@ -31,26 +28,8 @@ async def abandon(node: Node, user: str, topic: str) -> str:
     await client.subscribe(topic)
     session_id: str = client.welcome["session_id"]
     await client.ws.close()
-    ctx = node.app.ctx
-    assert ctx is not None
-
-    def detached() -> bool:
-        session = ctx.sessions.get(session_id)
-        return session is not None and session.sink is None
-
-    await wait_until(detached, message=f"session {session_id} detached")
+    await wait_detached(node, session_id)
     return session_id
-
-
-async def resume(node: Node, user: str, session_id: str, last_seq: int) -> Client:
-    ws = await connect(
-        node.url + f"?session={session_id}&last_seq={last_seq}",
-        additional_headers={"Authorization": f"Bearer {node.token(user)}"},
-    )
-    client = Client(ws)
-    node.clients.append(client)
-    client.welcome = await client.expect("welcome")
-    return client
 
 
 def evicted(node: Node, reason: str) -> float:
@@ -73,16 +52,7 @@ async def start(
     if kind == "memory":
         node = await node_factory(None, **settings)
         return node, node
-    if kind == "memory-hub":
-        hub = MemoryHub()
-        a = await node_factory(memory_backends(hub), **settings, **{"server.node_id": "node-a"})
-        b = await node_factory(memory_backends(hub), **settings, **{"server.node_id": "node-b"})
-        return a, b
-    url = shared_server().url if kind == "redis" else shared_cluster().url
-    shared = {"backend.kind": "redis", "backend.redis_url": url, **settings}
-    a = await node_factory(None, **shared, **{"server.node_id": "node-a"})
-    b = await node_factory(None, **shared, **{"server.node_id": "node-b"})
-    return a, b
+    return await start_pair("memory" if kind == "memory-hub" else kind, node_factory, **settings)
 
 
 KINDS = [
@@ -109,10 +79,10 @@ async def test_a_users_oldest_detached_sessions_are_evicted_past_the_limit(
     # Another user's detached sessions are not this user's budget.
     await abandon(node, "bob", "t")
     # The evicted one: unknown everywhere (its shared copy went with it).
-    gone = await resume(other, "mallory", sessions[0], 0)
+    gone = await other.resume("mallory", sessions[0], 0)
     assert gone.welcome["resumed"] is False and gone.welcome["session_id"] != sessions[0]
     # The newest still resumes with exact replay.
-    back = await resume(other, "mallory", sessions[2], 0)
+    back = await other.resume("mallory", sessions[2], 0)
     assert back.welcome["resumed"] is True and back.welcome["replayed"] == 1
     await back.expect("message", seq=1, data="kept")
     assert evicted(node, "user_limit") == 1 and evicted(node, "node_bytes") == 0
@@ -140,9 +110,9 @@ async def test_the_nodes_detached_buffers_are_bounded_oldest_evicted_first(
     )
     assert [ctx.sessions.get(s) is None for s in sessions] == [True, True, False, False]
     assert evicted(node, "user_limit") == 0
-    gone = await resume(other, "mallory", sessions[0], 0)
+    gone = await other.resume("mallory", sessions[0], 0)
     assert gone.welcome["resumed"] is False
-    back = await resume(other, "mallory", sessions[3], 0)
+    back = await other.resume("mallory", sessions[3], 0)
     assert back.welcome["resumed"] is True and back.welcome["replayed"] == 3
     seen = [await back.expect("message") for _ in range(3)]
     assert [m["seq"] for m in seen] == [1, 2, 3] and {m["data"] for m in seen} == {body}

@@ -6,25 +6,12 @@ from collections.abc import Awaitable, Callable
 
 from websockets.asyncio.client import connect
 
-from tests.integration.conftest import Client, Node
+from tests.integration.conftest import Client, Node, wait_detached
 from tests.support import wait_until, wait_until_returns
 
 
 async def _drop(client: Client) -> None:
     await client.ws.close()
-
-
-async def _wait_detached(node: Node, session_id: str) -> None:
-    """Publishers must not race the detach: wait until the node saw the close."""
-
-    ctx = node.app.ctx
-    assert ctx is not None
-
-    def detached() -> bool:
-        session = ctx.sessions.get(session_id)
-        return session is not None and session.sink is None
-
-    await wait_until(detached, message=f"session {session_id} detached from its socket")
 
 
 async def test_resume_replays_exactly_the_missed_messages(node: Node) -> None:
@@ -36,7 +23,7 @@ async def test_resume_replays_exactly_the_missed_messages(node: Node) -> None:
     await bob.expect("message", seq=1)
     session = bob.welcome["session_id"]
     await _drop(bob)
-    await _wait_detached(node, session)
+    await wait_detached(node, session)
     for i in (2, 3, 4):
         await alice.publish("news", i)
     await alice.request({"type": "broadcast", "room": "r1", "data": "room"})
@@ -63,7 +50,7 @@ async def test_resume_by_auth_frame(node: Node) -> None:
     await bob.expect("message", seq=1)
     session = bob.welcome["session_id"]
     await _drop(bob)
-    await _wait_detached(node, session)
+    await wait_detached(node, session)
     await alice.publish("t", "b")
     client = Client(await connect(node.url))
     await client.send(
@@ -78,7 +65,7 @@ async def test_resume_of_other_users_session_starts_fresh(node: Node) -> None:
     bob = await node.client("bob")
     session = bob.welcome["session_id"]
     await _drop(bob)
-    await _wait_detached(node, session)
+    await wait_detached(node, session)
     client = Client(await connect(node.url))
     await client.send(
         {"type": "auth", "token": node.token("mallory"), "session": session, "last_seq": 0}
@@ -95,7 +82,7 @@ async def test_resume_unknown_or_overflowed_buffer_is_not_partial(
     await bob.subscribe("t")
     session = bob.welcome["session_id"]
     await _drop(bob)
-    await _wait_detached(node, session)
+    await wait_detached(node, session)
     for i in range(3):
         await alice.publish("t", i)
     client = Client(await connect(node.url))
@@ -118,7 +105,7 @@ async def test_session_expires_after_ttl(node_factory: Callable[..., Awaitable[N
     bob = await node.client("bob")
     session = bob.welcome["session_id"]
     await _drop(bob)
-    await _wait_detached(node, session)
+    await wait_detached(node, session)
     ctx = node.app.ctx
     assert ctx is not None
     await wait_until(lambda: ctx.sessions.get(session) is None)
@@ -166,7 +153,7 @@ async def test_a_replay_larger_than_the_outbox_reaches_a_slow_reader_whole(
     await bob.subscribe("big")
     session = bob.welcome["session_id"]
     await _drop(bob)
-    await _wait_detached(node, session)
+    await wait_detached(node, session)
     payload = "x" * 16_000
     for i in range(400):
         await alice.publish("big", {"i": i, "p": payload})

@@ -9,53 +9,24 @@ wiring (``backend.kind = "redis"``), breaker included.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import cast
 
 import pytest
 from websockets.asyncio.client import connect
 
-from rtcs.backends.memory import MemoryHub, memory_backends
 from rtcs.sessions import Session
-from tests.integration.conftest import Client, Node, wait_until
-from tests.support.redis_server import shared_cluster, shared_server
+from tests.integration.conftest import SHARED_BACKENDS, Client, Node, start_pair, wait_until
 from tests.support.waiting import wait_until_returns
 
 
-@pytest.fixture(
-    params=[
-        "memory",
-        pytest.param("redis", marks=pytest.mark.redis),
-        pytest.param("redis-cluster", marks=pytest.mark.redis),
-    ]
-)
+@pytest.fixture(params=SHARED_BACKENDS)
 async def pair(
     request: pytest.FixtureRequest, node_factory: Callable[..., Awaitable[Node]]
 ) -> tuple[Node, Node]:
     return await start_pair(request.param, node_factory)
 
 
-async def start_pair(
-    kind: str, node_factory: Callable[..., Awaitable[Node]], **settings: Any
-) -> tuple[Node, Node]:
-    if kind == "memory":
-        hub = MemoryHub()
-        a = await node_factory(memory_backends(hub), **settings, **{"server.node_id": "node-a"})
-        b = await node_factory(memory_backends(hub), **settings, **{"server.node_id": "node-b"})
-        return a, b
-    url = shared_server().url if kind == "redis" else shared_cluster().url
-    shared = {"backend.kind": "redis", "backend.redis_url": url, **settings}
-    a = await node_factory(None, **shared, **{"server.node_id": "node-a"})
-    b = await node_factory(None, **shared, **{"server.node_id": "node-b"})
-    return a, b
-
-
-@pytest.fixture(
-    params=[
-        "memory",
-        pytest.param("redis", marks=pytest.mark.redis),
-        pytest.param("redis-cluster", marks=pytest.mark.redis),
-    ]
-)
+@pytest.fixture(params=SHARED_BACKENDS)
 async def crash_safe_pair(
     request: pytest.FixtureRequest, node_factory: Callable[..., Awaitable[Node]]
 ) -> tuple[Node, Node]:
@@ -171,14 +142,6 @@ async def test_session_resumes_on_the_other_node(pair: tuple[Node, Node]) -> Non
     await again.silent()
 
 
-async def resume_on(node: Node, user: str, session: str, last_seq: int) -> Client:
-    ws = await connect(
-        node.url + f"?session={session}&last_seq={last_seq}",
-        additional_headers={"Authorization": f"Bearer {node.token(user)}"},
-    )
-    return Client(ws)
-
-
 async def test_crash_safe_take_over_across_nodes(crash_safe_pair: tuple[Node, Node]) -> None:
     """The client reconnects to b while a still holds its old connection."""
     a, b = crash_safe_pair
@@ -193,8 +156,8 @@ async def test_crash_safe_take_over_across_nodes(crash_safe_pair: tuple[Node, No
     # a mirrors the attached session: the shared store has all three
     await ctx_a.write_behind.flush()
     # bob's old socket is still open on a; he resumes on b having seen only 1
-    again = await resume_on(b, "bob", session, 1)
-    welcome = await again.expect("welcome", resumed=True, session_id=session, server="node-b")
+    again = await b.resume("bob", session, 1, resumed=True, session_id=session, server="node-b")
+    welcome = again.welcome
     assert welcome["replayed"] == 2
     assert [(await again.expect("message"))["data"] for _ in range(2)] == [2, 3]
     assert ctx_b.write_behind is not None
@@ -214,8 +177,8 @@ async def test_crash_safe_take_over_across_nodes(crash_safe_pair: tuple[Node, No
     await wait_until(lambda: cast(Session, ctx_b.sessions.get(session)).sink is None)
     await alice.publish("news", 6)
     await ctx_b.write_behind.flush()
-    back = await resume_on(a, "bob", session, 5)
-    welcome = await back.expect("welcome", resumed=True, session_id=session, server="node-a")
+    back = await a.resume("bob", session, 5, resumed=True, session_id=session, server="node-a")
+    welcome = back.welcome
     assert welcome["replayed"] == 1
     await back.expect("message", seq=6, data=6)
     await back.request({"type": "ping"}, "pong")
@@ -235,8 +198,7 @@ async def test_crash_safe_subscription_changes_reach_the_store(
     await bob.request({"type": "join", "room": "lobby"}, "joined")
     await ctx_a.write_behind.flush()
     session = bob.welcome["session_id"]
-    again = await resume_on(b, "bob", session, 0)
-    await again.expect("welcome", resumed=True, replayed=0, server="node-b")
+    again = await b.resume("bob", session, 0, resumed=True, replayed=0, server="node-b")
     await alice.publish("news", "not any more")
     await alice.publish("sport", "yes")
     await again.expect("message", topic="sport", data="yes", seq=1)
