@@ -10,6 +10,7 @@ Tree::
 
     RtcsError
     ├── ConfigError            a setting is wrong: names the key and the value
+    │   └── RuleError          a routing-rules file is wrong: names file, rule and field
     ├── ProtocolError          a client frame cannot be served; ``code`` is the wire code
     │   ├── BadRequest         bad_request
     │   ├── BadTopic           bad_topic
@@ -71,6 +72,29 @@ class ConfigError(RtcsError):
         self.value = value
         self.reason = reason
         super().__init__(f"invalid setting {key}={value!r}: {reason}")
+
+
+class RuleError(ConfigError):
+    """A routing-rules file (``rules.file``) is invalid.
+
+    ``file`` is the file as configured, ``rule`` the rule's name (or ``#N``,
+    1-based, when the rule has no usable name; ``None`` for the file as a
+    whole), ``field`` the rule's key (``""`` for the rule or file as a whole)
+    and ``reason`` what is wrong. The message names all four, so an operator
+    can fix the file without a traceback.
+    """
+
+    def __init__(self, file: str, rule: str | None, field: str, reason: str) -> None:
+        super().__init__("rules.file", file, reason)
+        self.file = file
+        self.rule = rule
+        self.field = field
+        where = f"rules file {file}"
+        if rule is not None:
+            where += f": rule {rule}"
+        if field:
+            where += f": {field}"
+        self.args = (f"{where}: {reason}",)
 
 
 class ProtocolError(RtcsError):

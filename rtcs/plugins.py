@@ -9,6 +9,16 @@ A plugin is an actor class named in the configuration::
     actor = "mypackage.archive:ArchiveActor"
     topics = ["orders.>"]
 
+or an installed package's plugin, found by name among the entry points of
+the ``rtcs.plugins`` group and started only when the configuration names it::
+
+    [plugins]
+    census = true                # the entry point ``census``, no options
+
+    [plugins.census]             # or a table: its options (no ``actor``)
+    interval = 2.0
+    enabled = false              # any entry can be switched off, options kept
+
 Each one is started under the ``plugins`` supervisor (one-for-one by default,
 ``[supervision.plugins]``) as a permanent child with the plugin's name,
 registered in the node's directory under that name, and sent
@@ -27,6 +37,7 @@ from __future__ import annotations
 import importlib
 import types
 from collections.abc import Mapping
+from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any
 
 from rtcs.actors.context import (
@@ -48,6 +59,7 @@ if TYPE_CHECKING:
     from rtcs.config import Settings
 
 __all__ = [
+    "GROUP",
     "ROUTE_BROADCAST",
     "ROUTE_DIRECT",
     "ROUTE_ROOM",
@@ -62,9 +74,13 @@ __all__ = [
     "RemoteEnvelope",
     "ServerPublish",
     "WakeupMessage",
+    "installed",
     "load_plugins",
     "resolve",
 ]
+
+#: The entry-point group through which installed packages offer plugins.
+GROUP = "rtcs.plugins"
 
 #: Names rtcs's own actors use; a plugin may not take one.
 RESERVED = RESERVED_NAMES
@@ -77,19 +93,97 @@ def resolve(name: str, target: str) -> type[Actor]:
         ConfigError: the target is malformed, cannot be imported, or is not a
             Thespian ``Actor`` subclass.
     """
-    key = f"plugins.{name}"
     module_name, _, class_name = target.partition(":")
     if not module_name or not class_name:
-        raise ConfigError(key, target, "expected 'package.module:ActorClass'")
+        raise ConfigError(f"plugins.{name}", target, "expected 'package.module:ActorClass'")
+    return _import_class(name, target, module_name, class_name, "")
+
+
+def _import_class(name: str, shown: str, module_name: str, attr: str, where: str) -> type[Actor]:
+    """Import ``module_name``, follow the dotted ``attr``, check it is an actor class.
+
+    ``where`` prefixes the reason (``"entry point ...: "`` or nothing).
+
+    Raises:
+        ConfigError: naming ``plugins.<name>``, the import failure or the wrong type.
+    """
+    key = f"plugins.{name}"
     try:
-        module = importlib.import_module(module_name)
+        found: object = importlib.import_module(module_name)
     except Exception as exc:  # any failure while importing plugin code is a config error
-        reason = f"cannot import {module_name}: {type(exc).__name__}: {exc}"
-        raise ConfigError(key, target, reason) from None
-    cls = getattr(module, class_name, None)
-    if not isinstance(cls, type) or not issubclass(cls, Actor):
-        raise ConfigError(key, target, "not a thespian.actors.Actor subclass")
-    return cls
+        reason = f"{where}cannot import {module_name}: {type(exc).__name__}: {exc}"
+        raise ConfigError(key, shown, reason) from None
+    for part in attr.split("."):
+        found = getattr(found, part, None)
+    if not isinstance(found, type) or not issubclass(found, Actor):
+        raise ConfigError(key, shown, f"{where}not a thespian.actors.Actor subclass")
+    return found
+
+
+def installed() -> dict[str, list[EntryPoint]]:
+    """The installed packages' plugins: entry points of :data:`GROUP`, by name.
+
+    Reading them imports nothing. A name offered by several distributions
+    lists every offer.
+    """
+    found: dict[str, list[EntryPoint]] = {}
+    for entry_point in entry_points(group=GROUP):
+        found.setdefault(entry_point.name, []).append(entry_point)
+    return found
+
+
+def _describe(entry_point: EntryPoint) -> str:
+    dist = entry_point.dist
+    package = f"{dist.name} {dist.version}, " if dist is not None else ""
+    return f"entry point {entry_point.name} = {entry_point.value} ({package}group {GROUP})"
+
+
+def _from_entry_point(name: str, offers: Mapping[str, list[EntryPoint]]) -> type[Actor]:
+    """The actor class of the installed plugin ``name``.
+
+    Raises:
+        ConfigError: naming ``plugins.<name>``: no installed package offers it,
+            several do, or the entry point is broken (cannot be imported, or
+            is not an actor class), naming the entry point and its package.
+    """
+    key = f"plugins.{name}"
+    found = offers.get(name, [])
+    if not found:
+        known = ", ".join(sorted(offers)) or "none"
+        raise ConfigError(
+            key,
+            True,
+            f"no installed package has an entry point {name!r} in group {GROUP}"
+            f" (installed: {known}); install it, or set actor = 'package.module:ActorClass'",
+        )
+    if len({entry_point.value for entry_point in found}) > 1:
+        offered = "; ".join(_describe(entry_point) for entry_point in found)
+        raise ConfigError(
+            key, True, f"several installed packages offer it: {offered}; set actor to choose one"
+        )
+    entry_point = found[0]
+    where = f"{_describe(entry_point)}: "
+    if not entry_point.attr:
+        raise ConfigError(
+            key, entry_point.value, f"{where}names a module, expected 'package.module:ActorClass'"
+        )
+    return _import_class(name, entry_point.value, entry_point.module, entry_point.attr, where)
+
+
+def _parse(entry: Any) -> tuple[str | None, bool, dict[str, Any]]:
+    """Split one ``[plugins]`` value into ``(class target, enabled, options)``.
+
+    The value is ``"module:Class"``, ``true``/``false`` (the installed plugin
+    of that name, no options) or a table (``actor`` optional: without it, the
+    installed plugin; ``enabled`` optional, true by default; the rest are the
+    options). rtcs.config.validation has checked the types.
+    """
+    if isinstance(entry, bool):
+        return None, entry, {}
+    if isinstance(entry, Mapping):
+        options = dict(entry)
+        return options.pop("actor", None), bool(options.pop("enabled", True)), options
+    return str(entry), True, {}
 
 
 def _check_options(name: str, cls: type[Actor], options: Mapping[str, Any]) -> None:
@@ -110,21 +204,36 @@ def _check_options(name: str, cls: type[Actor], options: Mapping[str, Any]) -> N
 
 
 def load_plugins(settings: Settings, context: NodeContext | None) -> list[ChildSpec]:
-    """The child specs of every configured plugin, in configuration order.
+    """The child specs of every enabled plugin, in configuration order.
 
-    With ``context`` None it only checks the configuration (imports included).
+    An entry with a class (``"module:Class"`` or ``actor``) is imported from
+    it; one without (``name = true``, or a table without ``actor``) is the
+    installed package's plugin: the entry point ``name`` of :data:`GROUP`.
+    Installed plugins the configuration does not name are not started (with a
+    ``context``, each is logged once at info level). With ``context`` None it
+    only checks the configuration (imports included).
 
     Raises:
-        ConfigError: a reserved name, or a target that :func:`resolve` refuses.
+        ConfigError: a reserved name, a target that :func:`resolve` refuses,
+            an entry point that is missing, ambiguous or broken, or options
+            the plugin's ``validate_options`` refuses.
     """
     specs = []
+    offers = installed()
     for name, entry in settings.plugins.items():
-        options = dict(entry) if isinstance(entry, Mapping) else {"actor": entry}
-        target = options.pop("actor")
+        target, enabled, options = _parse(entry)
         if name in RESERVED or name.startswith("route."):
-            raise ConfigError(f"plugins.{name}", target, "this name is reserved by rtcs")
-        cls = resolve(name, target)
+            shown = entry if target is None else target
+            raise ConfigError(f"plugins.{name}", shown, "this name is reserved by rtcs")
+        if not enabled:
+            continue
+        cls = _from_entry_point(name, offers) if target is None else resolve(name, target)
         _check_options(name, cls, options)
         init = Configure(context, types.MappingProxyType(options)) if context is not None else None
         specs.append(ChildSpec(name, cls, Restart.PERMANENT, init=init))
+    if context is not None:
+        for name, found in sorted(offers.items()):
+            if name not in settings.plugins:
+                described = "; ".join(_describe(entry_point) for entry_point in found)
+                context.log.info("plugin installed, not enabled", plugin=name, offer=described)
     return specs

@@ -274,6 +274,14 @@ class MetricsSettings:
     worker_port: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class RulesSettings:
+    """``[rules]``: the routing-rules file (docs/rules.md)."""
+
+    # Path of a TOML rules file; empty: no rules.
+    file: str = ""
+
+
 def _default_rbac() -> Mapping[str, Any]:
     from rtcs.auth.permissions import DEFAULT_RBAC
 
@@ -302,6 +310,7 @@ class Settings:
     supervision: SupervisionSettings = SupervisionSettings()
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()
+    rules: RulesSettings = RulesSettings()
     # A plain mapping (role name -> rules) validated by rtcs.auth.permissions.
     rbac: Mapping[str, Any] = field(default_factory=_default_rbac)
     # Plugin actors: name -> "package.module:ActorClass", or a table with

@@ -30,6 +30,7 @@ from rtcs.config.settings import (
     LimitsSettings,
     LogSettings,
     MetricsSettings,
+    RulesSettings,
     ServerSettings,
     SessionSettings,
     Settings,
@@ -111,6 +112,7 @@ SECTIONS: dict[str, type] = {
     "supervision": SupervisionSettings,
     "log": LogSettings,
     "metrics": MetricsSettings,
+    "rules": RulesSettings,
 }
 
 
@@ -337,6 +339,7 @@ def _build(
         supervision=supervision,
         log=dataclasses.replace(section("log", LogSettings), level=values["log.level"].lower()),
         metrics=section("metrics", MetricsSettings),
+        rules=section("rules", RulesSettings),
         rbac=values["rbac"],
         plugins=values["plugins"],
     )

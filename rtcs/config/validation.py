@@ -214,11 +214,28 @@ def validate(
                 f"ports {metrics.worker_port}-{last} include server.port",
             )
 
+    if s.rules.file:
+        readable("rules.file", s.rules.file)
+        _validate_rules(s.rules.file)
     _validate_rbac(s.rbac)
     for plugin, entry in s.plugins.items():
-        target = entry.get("actor") if isinstance(entry, Mapping) else entry
+        # "module:Class", true/false (an installed plugin), or a table with an
+        # optional `actor` and `enabled` (rtcs.plugins, docs/plugins.md).
+        if isinstance(entry, bool):
+            continue
+        key = f"plugins.{plugin}"
+        if isinstance(entry, Mapping):
+            enabled = entry.get("enabled", True)
+            if not isinstance(enabled, bool):
+                fail(f"{key}.enabled", enabled, "expected true or false")
+            if "actor" not in entry:
+                continue  # the installed package's plugin of that name
+            target, key = entry["actor"], f"{key}.actor"
+        elif isinstance(entry, str):
+            target = entry
+        else:
+            fail(key, entry, "expected 'package.module:ActorClass', true, false or a table")
         if not isinstance(target, str) or ":" not in target:
-            key = f"plugins.{plugin}.actor" if isinstance(entry, Mapping) else f"plugins.{plugin}"
             fail(key, target, "expected 'package.module:ActorClass'")
     return s
 
@@ -276,6 +293,24 @@ def _validate_auth(
         if getattr(auth, key):
             readable(f"auth.{key}", getattr(auth, key))
     return auth
+
+
+def _validate_rules(path: str) -> None:
+    """Parse the rules file once, so a bad one stops the start naming rule and field.
+
+    Raises:
+        ConfigError: the file cannot be read.
+        RuleError: the file is not a valid rules file (names file, rule and field).
+    """
+    # Imported here: the CEL package is loaded only when rules are configured.
+    from rtcs.rules.load import parse_rules
+
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ConfigError("rules.file", path, exc.strerror or "cannot be read") from None
+    parse_rules(text, path)
 
 
 def _validate_rbac(rbac: Mapping[str, Any]) -> None:

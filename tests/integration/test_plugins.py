@@ -10,6 +10,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from rtcs import config
 from rtcs.actors.context import (
@@ -23,6 +24,7 @@ from rtcs.actors.context import (
 from rtcs.app import App
 from rtcs.backends.memory import MemoryHub, memory_backends
 from rtcs.errors import ConfigError
+from rtcs.plugins import installed, load_plugins
 from tests.integration.conftest import TIMEOUT, Client, Node, metric, run_cli
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "plugins"
@@ -159,6 +161,11 @@ async def test_a_bad_target_fails_start_up_naming_the_plugin(
         ({"router": TARGET}, "plugins.router"),
         ({"plugins": TARGET}, "plugins.plugins"),
         ({"route.mine": TARGET}, "plugins.route.mine"),
+        ({"broken": 3}, "plugins.broken"),
+        ({"broken": {"enabled": "no"}}, "plugins.broken.enabled"),
+        ({"router": True}, "plugins.router"),
+        ({"router": {"enabled": False}}, "plugins.router"),
+        ({"no_such_installed_plugin": True}, "plugins.no_such_installed_plugin"),
     ],
 )
 async def test_a_malformed_or_reserved_plugin_fails_start_up(
@@ -303,3 +310,133 @@ def test_the_cli_refuses_bad_plugin_options_before_start(
     assert result.returncode == 2, result.stderr
     assert "plugins.heartbeat" in result.stderr and named in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# Installed plugins: packages offering an entry point in the rtcs.plugins group.
+# examples/rtcs-plugin-census is installed by scripts/test and offers `census`.
+CENSUS = "system.census"
+
+
+async def census(client: Client, connections: int) -> dict[str, Any]:
+    """The first census message counting ``connections`` that the client receives."""
+    async with asyncio.timeout(TIMEOUT):
+        while (frame := await client.expect("message", topic=CENSUS))["data"][
+            "connections"
+        ] != connections:
+            pass
+    return frame
+
+
+async def test_an_installed_plugin_enabled_by_name_talks_to_real_clients(
+    node_factory: Any,
+) -> None:
+    node: Node = await node_factory(plugins={"census": {"interval": 0.02, "refresh": 0.1}})
+    assert node.app.directory.lookup("census") is not None
+    alice = await node.client("alice")
+    await alice.subscribe(CENSUS)
+    frame = await census(alice, 1)
+    assert frame["data"]["node"] == node.app.node_id
+    assert "from" not in frame
+
+    await node.client("bob")
+    await census(alice, 2)
+
+
+async def test_the_one_line_form_enables_an_installed_plugin(node_factory: Any) -> None:
+    node: Node = await node_factory(plugins={"census": True})
+    assert node.app.directory.lookup("census") is not None
+
+
+@pytest.mark.parametrize("plugins", [{}, {"census": False}, {"census": {"enabled": False}}])
+async def test_an_installed_plugin_is_not_started_unless_enabled(
+    node_factory: Any, plugins: dict[str, Any]
+) -> None:
+    node: Node = await node_factory(plugins=plugins)
+    assert node.app.directory.lookup("census") is None
+
+
+async def test_enabled_false_switches_off_a_plugin_given_by_class(
+    node_factory: Any, plugin: ModuleType
+) -> None:
+    node: Node = await node_factory(plugins={"heartbeat": {**FAST, "enabled": False}})
+    assert node.app.directory.lookup("heartbeat") is None
+
+
+def fake_distribution(root: Path, entry_points: str, modules: dict[str, str]) -> None:
+    """Make ``root`` (put on PYTHONPATH) hold an installed distribution with these
+    ``rtcs.plugins`` entry points, and the modules they name."""
+    info = root / "rtcs_fake_plugins-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: rtcs-fake-plugins\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[rtcs.plugins]\n{entry_points}")
+    for name, text in modules.items():
+        (root / f"{name}.py").write_text(text)
+
+
+@pytest.mark.parametrize(
+    "name, reasons",
+    [
+        (
+            "crashing",
+            [
+                "entry point crashing = rtcs_fake_crashing:Plugin",
+                "rtcs-fake-plugins 0.1",
+                "RuntimeError: bug at import",
+            ],
+        ),
+        ("notaclass", ["entry point notaclass = rtcs_fake_value:VALUE", "not a thespian"]),
+        ("missing", ["entry point missing = rtcs_fake_value:Missing", "not a thespian"]),
+        ("modonly", ["entry point modonly = rtcs_fake_value", "names a module"]),
+        ("absent", ["no installed package has an entry point 'absent'", "crashing"]),
+    ],
+)
+@pytest.mark.parametrize("form", ["{name} = true\n", "{name} = {{ interval = 1 }}\n"])
+def test_the_cli_refuses_a_broken_entry_point_naming_it(
+    tmp_path: Path, name: str, reasons: list[str], form: str
+) -> None:
+    fake_distribution(
+        tmp_path,
+        "crashing = rtcs_fake_crashing:Plugin\n"
+        "notaclass = rtcs_fake_value:VALUE\n"
+        "missing = rtcs_fake_value:Missing\n"
+        "modonly = rtcs_fake_value\n",
+        {
+            "rtcs_fake_crashing": 'raise RuntimeError("bug at import")\n',
+            "rtcs_fake_value": "VALUE = 1\n",
+        },
+    )
+    conf = tmp_path / "rtcs.toml"
+    conf.write_text("[plugins]\n" + form.format(name=name))
+    result = run_cli("--config", str(conf), "--port", "0", pythonpath=str(tmp_path))
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"rtcs: configuration error: invalid setting plugins.{name}=")
+    for reason in reasons:
+        assert reason in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("plugins", [{}, {"crashing": False}, {"crashing": {"enabled": False}}])
+def test_a_broken_entry_point_not_enabled_is_never_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plugins: dict[str, Any]
+) -> None:
+    fake_distribution(
+        tmp_path,
+        "crashing = rtcs_fake_crashing:Plugin\n",
+        {"rtcs_fake_crashing": 'raise RuntimeError("bug at import")\n'},
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "crashing" in installed()
+    assert load_plugins(config.load(None, {}, {"plugins": plugins}), None) == []
+    with pytest.raises(ConfigError) as caught:
+        load_plugins(config.load(None, {}, {"plugins": {"crashing": True}}), None)
+    assert caught.value.key == "plugins.crashing"
+
+
+async def test_installed_plugins_not_enabled_are_logged_at_start(node_factory: Any) -> None:
+    with capture_logs() as logs:
+        await node_factory()
+    (line,) = [
+        e for e in logs if e["event"] == "plugin installed, not enabled" and e["plugin"] == "census"
+    ]
+    assert "entry point census = rtcs_plugin_census:CensusPlugin" in line["offer"]

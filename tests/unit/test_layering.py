@@ -41,9 +41,15 @@ PURE = (
     "rtcs/backends/__init__.py",
     "rtcs/backends/base.py",
     "rtcs/revocations.py",
+    "rtcs/rules/*",
 )
 
 # What a pure core must not import: I/O, concurrency, frameworks, logging.
+# Third-party packages not listed may be imported by pure cores only when they
+# do no I/O: the CEL package (``cel``, for rule conditions) is one, and
+# tests/unit/rules/test_cel.py checks with audit hooks that importing and
+# evaluating it opens no file, socket or process. It may only be imported by
+# rtcs/rules/cel.py (``cel_only_in_rules``).
 IMPURE = (
     "asyncio",
     "socket",
@@ -227,6 +233,7 @@ thespian_in_runtime_and_actors = only_under(
     "thespian_in_runtime_and_actors", "thespian", "rtcs.runtime", "rtcs.actors"
 )
 redis_in_redis_backend = only_under("redis_in_redis_backend", "redis", "rtcs.backends.redis")
+cel_only_in_rules = only_under("cel_only_in_rules", "cel", "rtcs.rules.cel")
 no_top_level_actors = never("no_top_level_actors", "actors")
 no_tests_or_bench = never("no_tests_or_bench", "tests", "bench")
 
@@ -284,6 +291,11 @@ def test_pure_cores_import_only_pure_rtcs_modules() -> None:
     assert not offences, offences_message("pure cores importing impure rtcs modules", offences)
 
 
+def test_cel_only_in_the_rules_conditions() -> None:
+    offences = cel_only_in_rules(MODULES)
+    assert not offences, offences_message("cel outside rtcs/rules/cel.py", offences)
+
+
 def test_no_import_of_the_top_level_actors_package() -> None:
     offences = no_top_level_actors(MODULES)
     assert not offences, offences_message("'actors' instead of 'rtcs.actors'", offences)
@@ -337,6 +349,10 @@ CASES = [
     (pure_cores_import_only_pure_rtcs, "rtcs.protocol.codec", "from rtcs import logs\n", True),
     (pure_cores_import_only_pure_rtcs, "rtcs.protocol.codec", "from ..logs import x\n", True),
     (pure_cores_import_only_pure_rtcs, "rtcs.sessions", "from rtcs.errors import E\n", False),
+    (cel_only_in_rules, "rtcs.rules.engine", "import cel\n", True),
+    (cel_only_in_rules, "rtcs.protocol.codec", "from cel import compile\n", True),
+    (cel_only_in_rules, "rtcs.rules.cel", "import cel\n", False),
+    (cel_only_in_rules, "rtcs.rules.engine", "from rtcs.rules.cel import C\n", False),
     (no_top_level_actors, "rtcs.plugins", "from actors.messages import Configure\n", True),
     (no_top_level_actors, "rtcs.app", "import actors\n", True),
     (no_top_level_actors, "rtcs.plugins", "from rtcs.actors.messages import C\n", False),
