@@ -4,6 +4,7 @@
 
     python -m rtcs [--host H] [--port P] [--config FILE] [--workers N] [--log-level L]
     python -m rtcs token SUB [--roles a,b] [--ttl SECONDS] [--session S] [--config FILE]
+    python -m rtcs check-config [--config FILE]
 
 Settings come from the built-in defaults, then the TOML file, then ``RTCS_*``
 environment variables, then these flags. A bad setting stops start-up with a
@@ -54,6 +55,16 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--roles", default="", help="comma-separated roles, e.g. admin,user")
     token.add_argument("--ttl", type=float, default=3600.0, help="seconds until it expires")
     token.add_argument("--session", default=None, help="optional session claim")
+    check = sub.add_parser(
+        "check-config",
+        help="check the settings (file, RTCS_* variables, flags), the rules file and the"
+        " plugins, then exit: 0 and a summary, or 2 and what is wrong",
+    )
+    # --config is accepted after the subcommand too (without replacing one given before).
+    for command in (token, check):
+        command.add_argument(
+            "--config", metavar="PATH", default=argparse.SUPPRESS, help="TOML configuration file"
+        )
     return parser
 
 
@@ -82,7 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _token(settings, args)
         from rtcs.plugins import load_plugins
 
-        load_plugins(settings, None)  # import every plugin now: errors name the key
+        plugins = load_plugins(settings, None)  # import every plugin now: errors name the key
+        if args.command == "check-config":
+            return _check_config(settings, args, [spec.name for spec in plugins])
         if settings.server.workers > 1 and settings.backend.kind == "memory":
             raise ConfigError(
                 "server.workers",
@@ -197,6 +210,31 @@ def _parent(settings: Any, argv: list[str]) -> int:
     finally:
         counter.close()
         reserved.close()
+
+
+def _check_config(settings: Any, args: argparse.Namespace, plugins: list[str]) -> int:
+    """Everything start-up checks before it listens, without listening.
+
+    Raises:
+        ConfigError: the rules file cannot be read or has a bad rule.
+    """
+    rules = 0
+    if settings.rules.file:
+        from rtcs.rules import load_rules
+
+        try:
+            with open(settings.rules.file, "rb") as f:
+                text = f.read()
+        except OSError as exc:
+            raise ConfigError("rules.file", settings.rules.file, exc.strerror or str(exc)) from None
+        rules = len(load_rules(text, settings.rules.file).rules)
+    print(
+        f"rtcs: configuration OK (file: {args.config or 'none'}; "
+        f"backend: {settings.backend.kind}; "
+        f"rules: {rules}{' from ' + settings.rules.file if settings.rules.file else ''}; "
+        f"plugins: {', '.join(plugins) or 'none'})"
+    )
+    return 0
 
 
 def _token(settings: Any, args: argparse.Namespace) -> int:

@@ -158,3 +158,37 @@ async def test_sigterm_closes_clients_1001_and_exits_0(
     output = (await proc.stdout.read()).decode()  # type: ignore[union-attr]
     assert "rtcs stopped" in output
     assert result.stdout.strip() not in output  # tokens are never logged
+
+
+# -- check-config ---------------------------------------------------------------------------
+
+EXAMPLE_RULES = Path(__file__).resolve().parents[2] / "conf" / "rules.example.toml"
+
+
+def test_check_config_summarises_a_good_configuration(tmp_path: Path) -> None:
+    conf = tmp_path / "rtcs.toml"
+    conf.write_text(f'[rules]\nfile = "{EXAMPLE_RULES}"\n')
+    result = run("check-config", "--config", str(conf))
+    assert result.returncode == 0, result.stderr
+    assert "configuration OK" in result.stdout
+    assert f"from {EXAMPLE_RULES}" in result.stdout and "rules: 0" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("rules", "env", "named"),
+    [
+        ('[[rule]]\nname = "a"\ntopic = "x"\n[[rule]]\nname = "a"\ntopic = "y"\n', {}, "'a'"),
+        ('[[rule]]\nname = "b"\ntopic = "x"\nwhen = "data.level >"\n', {}, "when"),
+        ('[[rule]]\nname = "c"\ntopic = "x"\naction = "explode"\n', {}, "action"),
+        ("", {"RTCS_LIMITS_BYTE_BURST": "10"}, "RTCS_LIMITS_BYTE_BURST"),
+    ],
+)
+def test_check_config_names_what_is_wrong(
+    tmp_path: Path, rules: str, env: dict[str, str], named: str
+) -> None:
+    file = tmp_path / "rules.toml"
+    file.write_text(rules)
+    result = run("check-config", env={"RTCS_RULES_FILE": str(file), **env})
+    assert result.returncode == 2
+    assert named in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout == ""
