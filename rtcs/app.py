@@ -71,6 +71,8 @@ _REQUIRED = (CONNECTIONS, *ROUTE_HANDLERS)
 # Seconds between looks at the backend's health (at most half the breaker
 # timeout), and between probe calls while the breaker is closed.
 PROBE_INTERVAL = 0.25
+#: Seconds a stopping node waits for a revocation read in flight to finish.
+REVOCATION_STOP_TIMEOUT = 2.0
 PROBE_CALL_INTERVAL = 1.0
 
 
@@ -145,6 +147,7 @@ class App:
         self.backends, self._probe = guard(self.raw_backends, self.breaker, time.monotonic)
         self._prober: asyncio.Task[None] | None = None
         self._revocation_poll: asyncio.Task[None] | None = None
+        self._revocations_stopping = asyncio.Event()
         self.directory = Directory()
         self.stopped = asyncio.Event()
         self.system: ActorSystem | None = None
@@ -317,8 +320,11 @@ class App:
         )
 
     async def _poll_revocations(self, revoker: Revoker, interval: float) -> None:
+        stopping = self._revocations_stopping
         while True:
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), interval)
+                return
             await self._catch_up(revoker)
 
     async def _catch_up(self, revoker: Revoker) -> None:
@@ -402,11 +408,16 @@ class App:
         if self.system is not None:
             stop_system(self.system)
             self.system = None
-        for task in (self._prober, self._revocation_poll):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        # The revocation poll ends between two reads (a backend call cancelled
+        # halfway could leave its connection unusable for the close below).
+        self._revocations_stopping.set()
+        if self._revocation_poll is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._revocation_poll, REVOCATION_STOP_TIMEOUT)
+        if self._prober is not None:
+            self._prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prober
         await self.ctx.background.close()
         if self.ctx.write_behind is not None:
             await self.ctx.write_behind.close()

@@ -188,6 +188,10 @@ class Gateway:
         if settings.metrics.enabled and path == settings.metrics.path:
             body, content_type = self.ctx.metrics.render()
             return _response(HTTPStatus.OK, body, content_type)
+        if path in admin.PATHS:  # POST only: those never reach websockets (frontdoor.py)
+            response = _json(HTTPStatus.METHOD_NOT_ALLOWED, {"code": "method_not_allowed"})
+            response.headers["Allow"] = "POST"
+            return response
         if path != settings.server.path:
             return _text(HTTPStatus.NOT_FOUND, "not found\n")
         return self._check_upgrade(connection, request)
