@@ -242,6 +242,36 @@ class Guard:
             raise Unavailable(f"redis {self._what} failed") from exc
 
 
+class RedisStore:
+    """What every Redis store shares: its use of the link, its health, closing.
+
+    ``what`` names the store in log lines and in the ``Unavailable`` raised
+    once it is closed. Every call runs inside ``self._guard("call")``.
+    """
+
+    def __init__(self, link: Link, what: str) -> None:
+        self._link = link.acquire()
+        self._deadline = link.options.deadline
+        self._health = Health(what)
+        self._what = what
+        self._closed = False
+
+    def _guard(self, call: str) -> Guard:
+        if self._closed:
+            raise Unavailable(f"{self._what} store is closed")
+        return Guard(self._health, self._deadline, call)
+
+    def healthy(self) -> bool:
+        """True unless closed or the last call failed."""
+        return self._health.healthy and not self._closed
+
+    async def aclose(self) -> None:
+        """Release the shared connection; later calls raise ``Unavailable``. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            await self._link.release()
+
+
 class Script:
     """A Lua script run by SHA, loaded on demand (a restarted Redis forgets scripts)."""
 

@@ -61,7 +61,7 @@ import json
 import logging
 from typing import Any, cast
 
-from rtcs.backends.redis.client import Guard, Health, Link, Script
+from rtcs.backends.redis.client import Link, RedisStore, Script
 from rtcs.backends.redis.wire import (
     ConnectionEntry,
     Keys,
@@ -149,7 +149,7 @@ return 0
 """)
 
 
-class RedisPresenceStore:
+class RedisPresenceStore(RedisStore):
     """A ``PresenceStore`` in Redis (see the module docstring).
 
     Obligations: used on one event loop; ``aclose()`` stops the heartbeat
@@ -158,21 +158,13 @@ class RedisPresenceStore:
     """
 
     def __init__(self, link: Link, keys: Keys) -> None:
-        self._link = link.acquire()
+        super().__init__(link, "presence")
         self._keys = keys
         options = link.options
-        self._deadline = options.deadline
         self._ttl_ms = max(1, round(options.node_ttl * 1000))
         self._interval = options.heartbeat_interval
-        self._health = Health("presence")
         self._nodes: set[str] = set()  # nodes this store keeps alive
         self._heartbeat: asyncio.Task[None] | None = None
-        self._closed = False
-
-    def _guard(self, what: str) -> Guard:
-        if self._closed:
-            raise Unavailable("presence store is closed")
-        return Guard(self._health, self._deadline, what)
 
     def _pipeline(self, node: str = "") -> Any:
         """A pipeline whose first command refreshes ``node`` and returns the dead set."""
@@ -408,10 +400,6 @@ class RedisPresenceStore:
                 await self.drop_node(name)
                 swept.append(name)
         return swept
-
-    def healthy(self) -> bool:
-        """True unless closed or the last call (or heartbeat) failed."""
-        return self._health.healthy and not self._closed
 
     async def aclose(self) -> None:
         """Stop the heartbeat and release the shared connection. Idempotent.

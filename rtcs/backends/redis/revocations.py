@@ -22,9 +22,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rtcs.backends.redis.client import Guard, Health, Link, Script
+from rtcs.backends.redis.client import Link, RedisStore, Script
 from rtcs.backends.redis.wire import Keys
-from rtcs.errors import Unavailable
 from rtcs.revocations import Revocation
 
 MAX_ENTRIES = 100_000
@@ -44,21 +43,13 @@ return seq
 """)
 
 
-class RedisRevocationStore:
+class RedisRevocationStore(RedisStore):
     """A ``RevocationStore`` in Redis (see the module docstring for the layout)."""
 
     def __init__(self, link: Link, keys: Keys) -> None:
-        self._link = link.acquire()
+        super().__init__(link, "revocation")
         self._seq = f"{keys.prefix}:{{revocations}}:seq"
         self._log = f"{keys.prefix}:{{revocations}}:log"
-        self._deadline = link.options.deadline
-        self._health = Health("revocations")
-        self._closed = False
-
-    def _guard(self, what: str) -> Guard:
-        if self._closed:
-            raise Unavailable("revocation store is closed")
-        return Guard(self._health, self._deadline, what)
 
     async def revoke(self, revocation: Revocation, keep: float) -> int:
         """Append ``revocation``; its sequence number.
@@ -98,16 +89,6 @@ class RedisRevocationStore:
             if entry is not None:
                 found.append(entry)
         return found
-
-    def healthy(self) -> bool:
-        """True unless closed or the last call failed."""
-        return self._health.healthy and not self._closed
-
-    async def aclose(self) -> None:
-        """Release the shared connection; later calls raise ``Unavailable``. Idempotent."""
-        if not self._closed:
-            self._closed = True
-            await self._link.release()
 
 
 def _decode(item: Any) -> tuple[int, Revocation] | None:

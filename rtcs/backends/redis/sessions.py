@@ -50,7 +50,7 @@ from rtcs.backends.base import (
     check_window,
     publish_key,
 )
-from rtcs.backends.redis.client import Guard, Health, Link, Script
+from rtcs.backends.redis.client import Link, RedisStore, Script
 from rtcs.backends.redis.wire import Keys, WireError, pack_strings, unpack_strings
 from rtcs.errors import Unavailable
 
@@ -191,20 +191,12 @@ return redis.call('ZCARD', KEYS[1])
 """)
 
 
-class RedisSessionStore:
+class RedisSessionStore(RedisStore):
     """A ``SessionStore`` in Redis (see the module docstring for the layout)."""
 
     def __init__(self, link: Link, keys: Keys) -> None:
-        self._link = link.acquire()
+        super().__init__(link, "session")
         self._keys = keys
-        self._deadline = link.options.deadline
-        self._health = Health("sessions")
-        self._closed = False
-
-    def _guard(self, what: str) -> Guard:
-        if self._closed:
-            raise Unavailable("session store is closed")
-        return Guard(self._health, self._deadline, what)
 
     async def save(self, snapshot: SessionSnapshot, ttl: float, *, take_over: bool = False) -> bool:
         """Store or replace ``snapshot`` for ``ttl`` seconds (millisecond precision).
@@ -372,16 +364,6 @@ class RedisSessionStore:
         """
         async with self._guard("count"):
             return int(await _INDEX_COUNT(self._link.client, [self._keys.sessions_index], []))
-
-    def healthy(self) -> bool:
-        """True unless closed or the last call failed."""
-        return self._health.healthy and not self._closed
-
-    async def aclose(self) -> None:
-        """Release the shared connection; later calls raise ``Unavailable``. Idempotent."""
-        if not self._closed:
-            self._closed = True
-            await self._link.release()
 
 
 def _ttl_ms(ttl: float) -> int:
