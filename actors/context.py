@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from rtcs.config import Settings
     from rtcs.metrics import Metrics
     from rtcs.revocations import Revoker
+    from rtcs.rules import RuleSet
     from rtcs.runtime.directory import Directory
     from rtcs.sessions import SessionRegistry
     from rtcs.workers import ConnectionCounter
@@ -89,7 +90,25 @@ class NodeContext:
     # Revocations applied on this node (the verifier consults the table) and
     # the service that records and polls them (docs/security.md, "Revocation").
     revoker: Revoker | None = None
+    # The routing rules in use (docs/rules.md), None without a rules file; a
+    # reload replaces their contents in place (RuleSet.replace).
+    rules: RuleSet | None = None
+    # The route-handler plugins, in configuration order (docs/plugins.md).
+    route_plugins: tuple[RoutePluginSpec, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePluginSpec:
+    """A route-handler plugin as the topic route handler knows it.
+
+    ``name`` is its directory name; ``topics`` the patterns of the publishes
+    it sees; ``timeout`` the seconds it has to answer one.
+    """
+
+    name: str
+    topics: tuple[str, ...]
+    timeout: float
 
 
 class NotConfigured(RuntimeError):

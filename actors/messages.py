@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 from rtcs.protocol.frames import BroadcastFilter, DropReason, RequestId
 
 if TYPE_CHECKING:
+    from thespian.actors import ActorAddress
+
     from rtcs.actors.context import NodeContext
     from rtcs.actors.ports import ClientHandle
     from rtcs.auth.extract import HandshakeAuth
@@ -235,6 +237,69 @@ class SessionPresence:
     online: bool
 
 
+# -- topic route handler <-> route-handler plugins (rtcs.plugins.RoutePlugin) ----
+
+
+class _Keep:
+    """The type of :data:`KEEP`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+#: A :class:`Decision` field left as it is: the data as received, no answer.
+KEEP: Any = _Keep()
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a route-handler plugin decided about one publish (docs/plugins.md).
+
+    - ``data``: the data to deliver instead (:data:`KEEP`: as received);
+    - ``drop``: deliver it to nobody (the publisher is still acked);
+    - ``answer``: a JSON value sent to the publisher alone, as a ``message``
+      on the publish's topic, before its ``ack`` (:data:`KEEP`: none);
+    - ``publish``: more messages, ``(topic, data)`` pairs, delivered from the
+      same sender like publishes, without rules or route plugins.
+    """
+
+    data: Any = KEEP
+    drop: bool = False
+    answer: Any = KEEP
+    publish: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRequest:
+    """One publish a route-handler plugin sees; answer with :class:`RouteDecision`.
+
+    ``user`` and ``roles`` are the publisher's; ``session`` its session id.
+    ``data`` is the data as left by the rules and the plugins before this
+    one: never mutate it, return a :class:`Decision` with new data instead.
+    ``reply_to``, ``request`` and ``step`` address the answer.
+    """
+
+    topic: str
+    data: Any
+    user: str
+    roles: tuple[str, ...]
+    session: str
+    reply_to: ActorAddress
+    request: int
+    step: int
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDecision:
+    """A route-handler plugin's answer to the :class:`RouteRequest` it names."""
+
+    request: int
+    step: int
+    decision: Decision
+
+
 @dataclass(frozen=True, slots=True)
 class RemoteEnvelope:
     """A message from another node, delivered locally by a route handler."""
@@ -269,6 +334,14 @@ class ReapDue:
 @dataclass(frozen=True, slots=True)
 class SampleDue:
     """The metrics collector samples gauges and measures the loop lag."""
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTimeout:
+    """The route plugin asked at ``step`` of publish ``request`` must have answered by now."""
+
+    request: int
+    step: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,7 @@ from rtcs.backends.guarded import guard
 from rtcs.backends.memory import MemoryRevocationStore, memory_backends
 from rtcs.backends.writebehind import SessionWriteBehind
 from rtcs.config import Settings
-from rtcs.errors import CloseCode, Unavailable
+from rtcs.errors import CloseCode, ConfigError, Unavailable
 from rtcs.gateway.server import Gateway
 from rtcs.metrics import Metrics
 from rtcs.plugins import load_plugins
@@ -183,6 +183,8 @@ class App:
             instance=self.instance,
         )
         plugins = load_plugins(settings, ctx)
+        if settings.rules.file:
+            self._use_rules(ctx)
         if self.backends.broker.distributed:
             ctx.write_behind = SessionWriteBehind(
                 self.backends.sessions,
@@ -210,6 +212,54 @@ class App:
         self._ready = True
         self.log.info("rtcs started", host=settings.server.host, port=port, version=__version__)
         return port
+
+    # -- routing rules (docs/rules.md) ---------------------------------------------------
+
+    def _use_rules(self, ctx: NodeContext) -> None:
+        """Load the rules file at start (validated with the settings already)."""
+        from rtcs.rulesfile import load_rule_set
+
+        rules = ctx.rules = load_rule_set(self.settings.rules.file, self.settings.rules.cache_size)
+        self.metrics.rules_loaded(rule.name for rule in rules.rules)
+        self.metrics.watch_route_cache(rules.cache_stats)
+        self.log.info(
+            "rules loaded", file=self.settings.rules.file, rules=len(rules), version=rules.version
+        )
+
+    async def reload_rules(self) -> bool:
+        """Read the rules file again and use it from the next publish on (SIGHUP).
+
+        The file is read and compiled off the event loop, then swapped in at
+        once, so every publish sees either the old rules or the new ones. A
+        file that cannot be read or has a bad rule is logged as an error
+        naming the file, the rule and the field, and the old rules stay.
+        Returns whether the new rules are in use.
+        """
+        from rtcs.rulesfile import read_rules
+
+        ctx, path = self.ctx, self.settings.rules.file
+        if ctx is None or ctx.rules is None:
+            self.log.warning("reload requested, but no rules file is configured (rules.file)")
+            return False
+        try:
+            rules, version = await asyncio.to_thread(read_rules, path)
+        except ConfigError as exc:  # RuleError included
+            self.metrics.rules_reloaded(False)
+            self.log.error(
+                "rules reload failed; the old rules stay",
+                error=str(exc),
+                file=path,
+                version=ctx.rules.version,
+            )
+            return False
+        previous = ctx.rules.version
+        ctx.rules.replace(rules, version)
+        self.metrics.rules_loaded(rule.name for rule in ctx.rules.rules)
+        self.metrics.rules_reloaded(True)
+        self.log.info(
+            "rules reloaded", file=path, rules=len(rules), version=version, previous=previous
+        )
+        return True
 
     async def _wait_for_tree(self) -> None:
         # The tree starts in a few loop turns; poll the directory briefly
@@ -451,6 +501,14 @@ async def serve(
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def reload() -> None:
+        task = loop.create_task(app.reload_rules())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     try:
         await app.start()
     except Unavailable as exc:

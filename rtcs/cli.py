@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -111,6 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rtcs import logs
 
     logs.configure(settings.log.level, settings.log.format)
+    # SIGHUP reloads the rules once the node serves (rtcs.app.serve; a parent
+    # forwards it to its workers); until then it must not end the process.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if args.worker_index is None and settings.server.workers > 1:
         return _parent(settings, list(sys.argv[1:] if argv is None else argv))
     try:
@@ -220,14 +224,9 @@ def _check_config(settings: Any, args: argparse.Namespace, plugins: list[str]) -
     """
     rules = 0
     if settings.rules.file:
-        from rtcs.rules import load_rules
+        from rtcs.rulesfile import read_rules
 
-        try:
-            with open(settings.rules.file, "rb") as f:
-                text = f.read()
-        except OSError as exc:
-            raise ConfigError("rules.file", settings.rules.file, exc.strerror or str(exc)) from None
-        rules = len(load_rules(text, settings.rules.file).rules)
+        rules = len(read_rules(settings.rules.file)[0])
     print(
         f"rtcs: configuration OK (file: {args.config or 'none'}; "
         f"backend: {settings.backend.kind}; "

@@ -15,7 +15,7 @@ docs/operations.md lists every metric with its labels and what to alert on.
 from __future__ import annotations
 
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, TypeVar
 
 from prometheus_client import (
@@ -27,6 +27,8 @@ from prometheus_client import (
     Info,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from rtcs import __version__, config
 from rtcs.errors import CloseCode, ErrorCode
@@ -47,6 +49,8 @@ RESUME_RESULTS = ("resumed", "expired")
 # Why a detached session was expired early (rtcs.backends.detached).
 EVICTION_REASONS = ("user_limit", "node_bytes")
 BREAKER_STATES = ("closed", "open", "half_open")
+RELOAD_RESULTS = ("ok", "error")
+PLUGIN_FAILURE_REASONS = ("crashed", "timeout", "not running", "bad data", "bad decision")
 
 OTHER = "other"
 INVALID = "invalid"
@@ -90,6 +94,36 @@ def _known(table: dict[Any, _M], key: Any, what: str) -> _M:
 
 def _children(metric: _M, values: Iterable[str]) -> dict[str, _M]:
     return {value: metric.labels(value) for value in values}
+
+
+class _RouteCacheCollector(Collector):
+    """The rules' route-cache counters, read from the rule set when scraped."""
+
+    def __init__(self, stats: Callable[[], Any]) -> None:
+        self.stats = stats
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families(0, 0, 0)
+
+    def collect(self) -> Iterator[Metric]:
+        now = self.stats()
+        yield from self._families(now.hits, now.misses, now.size)
+
+    @staticmethod
+    def _families(hits: int, misses: int, size: int) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "rtcs_route_cache_hits",
+            "Publishes whose topic's rules were found in the route cache.",
+            value=hits,
+        )
+        yield CounterMetricFamily(
+            "rtcs_route_cache_misses",
+            "Publishes whose topic's rules had to be matched (then cached).",
+            value=misses,
+        )
+        yield GaugeMetricFamily(
+            "rtcs_route_cache_topics", "Topics the route cache holds now.", value=size
+        )
 
 
 class Metrics:
@@ -212,6 +246,48 @@ class Metrics:
             registry=r,
         )
         self.build_info = Info("rtcs_build", "rtcs version and node id.", registry=r)
+        # Routing rules (docs/rules.md): one child per rule of the rules in
+        # use; rule names are the operator's, at most 1,000 (rtcs.rules.load).
+        self.rule_matches = Counter(
+            "rtcs_rule_matches_total",
+            "Publishes a routing rule applied to (topic and condition matched), by rule.",
+            ["rule"],
+            registry=r,
+        )
+        self.rule_drops = Counter(
+            "rtcs_rule_drops_total",
+            "Publishes a routing rule dropped, by rule.",
+            ["rule"],
+            registry=r,
+        )
+        self.rule_reroutes = Counter(
+            "rtcs_rule_reroutes_total",
+            "Publishes a routing rule moved to another topic, by rule.",
+            ["rule"],
+            registry=r,
+        )
+        self.rule_errors = Counter(
+            "rtcs_rule_errors_total",
+            "Rule conditions that failed to evaluate (the rule did not apply), by rule.",
+            ["rule"],
+            registry=r,
+        )
+        self.rules_active = Gauge("rtcs_rules", "Routing rules in use.", registry=r)
+        self.rules_reloads = Counter(
+            "rtcs_rules_reloads_total",
+            "Reloads of the rules file, by result (ok: in use; error: the old rules stayed).",
+            ["result"],
+            registry=r,
+        )
+        self._reloads = _children(self.rules_reloads, RELOAD_RESULTS)
+        self.route_plugin_failures = Counter(
+            "rtcs_route_plugin_failures_total",
+            "Publishes a route-handler plugin failed (answered 'internal'), by plugin and reason.",
+            ["plugin", "reason"],
+            registry=r,
+        )
+        self._rule_children: dict[str, tuple[Counter, Counter, Counter, Counter]] = {}
+        self._route_cache: _RouteCacheCollector | None = None
 
         # Label children, created now so every known series exports zero.
         self._closed = _children(
@@ -358,6 +434,77 @@ class Metrics:
     def loop_lag(self, seconds: float) -> None:
         """Observe how late a periodic event-loop callback ran."""
         self.loop_lag_seconds.observe(seconds)
+
+    # -- routing rules -------------------------------------------------------
+
+    def rules_loaded(self, names: Iterable[str]) -> None:
+        """The rules named ``names`` are in use now (at start, and after a reload).
+
+        Creates their series (exported as zeros) and removes those of rules
+        that are gone, so renaming rules never grows the label set.
+        """
+        wanted = list(names)
+        families = (self.rule_matches, self.rule_drops, self.rule_reroutes, self.rule_errors)
+        for name in set(self._rule_children) - set(wanted):
+            del self._rule_children[name]
+            for family in families:
+                family.remove(name)
+        for name in wanted:
+            if name not in self._rule_children:
+                matches, drops, reroutes, errors = (f.labels(name) for f in families)
+                self._rule_children[name] = (matches, drops, reroutes, errors)
+        self.rules_active.set(len(wanted))
+
+    def _rule(self, name: str) -> tuple[Counter, Counter, Counter, Counter]:
+        children = self._rule_children.get(name)
+        if children is None:  # not announced by rules_loaded: count it anyway
+            self.rules_loaded([*self._rule_children, name])
+            children = self._rule_children[name]
+        return children
+
+    def rule_outcome(
+        self,
+        matched: Iterable[str],
+        dropped: Iterable[str],
+        rerouted: Iterable[str],
+        errors: Iterable[str],
+    ) -> None:
+        """Count what the rules did to one publish (the fields of a rules ``Outcome``)."""
+        for name in matched:
+            self._rule(name)[0].inc()
+        for name in dropped:
+            self._rule(name)[1].inc()
+        for name in rerouted:
+            self._rule(name)[2].inc()
+        for name in errors:
+            self._rule(name)[3].inc()
+
+    def route_plugin_failure(self, plugin: str, reason: str) -> None:
+        """Count a publish a route plugin failed (plugin names come from the configuration).
+
+        ``reason``: crashed, timeout, not running, bad data, or another
+        reason rtcs names (never text from a client or a plugin).
+        """
+        if reason not in PLUGIN_FAILURE_REASONS:
+            reason = OTHER
+        self.route_plugin_failures.labels(plugin, reason).inc()
+
+    def rules_reloaded(self, ok: bool) -> None:
+        """Count a reload of the rules file (a failed one left the old rules in use)."""
+        self._reloads["ok" if ok else "error"].inc()
+
+    def watch_route_cache(self, stats: Callable[[], Any]) -> None:
+        """Export the route cache's counters, read from ``stats()`` at every scrape.
+
+        ``stats`` returns an object with ``hits``, ``misses`` and ``size``
+        (``rtcs.rules.RuleSet.cache_stats``); reading at scrape time keeps
+        counting off the publish path. A second call replaces the source.
+        """
+        if self._route_cache is None:
+            self._route_cache = _RouteCacheCollector(stats)
+            self.registry.register(self._route_cache)
+        else:
+            self._route_cache.stats = stats
 
     def set_build(self, node: str, version: str = __version__) -> None:
         """Publish the version and node id as ``rtcs_build_info``."""

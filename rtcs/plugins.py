@@ -47,10 +47,20 @@ from rtcs.actors.context import (
     ROUTE_ROOM,
     ROUTE_TOPIC,
     NodeContext,
+    RoutePluginSpec,
 )
 from rtcs.actors.context import NodeActor as PluginActor
-from rtcs.actors.messages import Configure, RemoteEnvelope, ServerPublish
-from rtcs.errors import ConfigError
+from rtcs.actors.messages import (
+    KEEP,
+    Configure,
+    Decision,
+    RemoteEnvelope,
+    RouteDecision,
+    RouteRequest,
+    ServerPublish,
+)
+from rtcs.errors import BadTopic, ConfigError
+from rtcs.protocol.topics import validate_pattern
 from rtcs.runtime.actor_system import Actor, ActorAddress, ActorExitRequest, WakeupMessage
 from rtcs.runtime.control import Calls
 from rtcs.runtime.supervision import ChildSpec, Restart
@@ -60,6 +70,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GROUP",
+    "KEEP",
     "ROUTE_BROADCAST",
     "ROUTE_DIRECT",
     "ROUTE_ROOM",
@@ -69,9 +80,12 @@ __all__ = [
     "ActorExitRequest",
     "Calls",
     "Configure",
+    "Decision",
     "NodeContext",
     "PluginActor",
     "RemoteEnvelope",
+    "RoutePlugin",
+    "RouteRequest",
     "ServerPublish",
     "WakeupMessage",
     "installed",
@@ -84,6 +98,76 @@ GROUP = "rtcs.plugins"
 
 #: Names rtcs's own actors use; a plugin may not take one.
 RESERVED = RESERVED_NAMES
+
+
+#: Seconds a route plugin has to answer a publish, unless it sets ``timeout``.
+DEFAULT_ROUTE_TIMEOUT = 5.0
+#: The longest ``timeout`` a route plugin may set.
+MAX_ROUTE_TIMEOUT = 60.0
+
+
+class RoutePlugin(PluginActor):
+    """A route-handler plugin: sees the publishes on its topics, decides what happens.
+
+    Subclass it and override :meth:`route`. ``topics`` (patterns) and
+    ``timeout`` (seconds to answer one publish) are class attributes that
+    the plugin's options ``topics`` and ``timeout`` override. The topic
+    route handler asks the plugin about every publish on a matching topic
+    (after the routing rules), one at a time per publisher; see
+    docs/plugins.md, "Route-handler plugins".
+    """
+
+    topics: tuple[str, ...] = ()
+    timeout: float = DEFAULT_ROUTE_TIMEOUT
+
+    def receiveMsg_RouteRequest(self, msg: RouteRequest, sender: ActorAddress) -> None:
+        decision = self.route(msg)
+        if decision is not None:
+            self.decide(msg, decision)
+
+    def route(self, message: RouteRequest) -> Decision | None:
+        """Decide about one publish: deliver (maybe changed), drop, answer, fan out.
+
+        Return ``None`` to decide later (after a backend call, say) with
+        :meth:`decide`. Raising crashes the plugin (its supervisor restarts
+        it) and the publisher gets ``internal``. The default delivers the
+        message unchanged.
+        """
+        return Decision()
+
+    def decide(self, message: RouteRequest, decision: Decision) -> None:
+        """Answer ``message`` with ``decision`` (once; later answers are ignored)."""
+        self.send(message.reply_to, RouteDecision(message.request, message.step, decision))
+
+
+def _route_spec(name: str, cls: type[RoutePlugin], options: Mapping[str, Any]) -> RoutePluginSpec:
+    """The route handler's view of a route plugin: its topics and timeout.
+
+    Raises:
+        ConfigError: naming ``plugins.<name>.topics`` or ``.timeout``.
+    """
+    topics = options.get("topics", cls.topics)
+    if isinstance(topics, str) or not isinstance(topics, (list, tuple)) or not topics:
+        raise ConfigError(
+            f"plugins.{name}.topics", topics, "a route plugin needs a non-empty list of topics"
+        )
+    for pattern in topics:
+        try:
+            validate_pattern(pattern)
+        except BadTopic:
+            raise ConfigError(
+                f"plugins.{name}.topics", pattern, "not a topic or topic pattern"
+            ) from None
+    timeout = options.get("timeout", cls.timeout)
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not 0 < timeout <= MAX_ROUTE_TIMEOUT
+    ):
+        raise ConfigError(
+            f"plugins.{name}.timeout", timeout, f"must be seconds in (0, {MAX_ROUTE_TIMEOUT:g}]"
+        )
+    return RoutePluginSpec(name, tuple(topics), float(timeout))
 
 
 def resolve(name: str, target: str) -> type[Actor]:
@@ -211,14 +295,18 @@ def load_plugins(settings: Settings, context: NodeContext | None) -> list[ChildS
     installed package's plugin: the entry point ``name`` of :data:`GROUP`.
     Installed plugins the configuration does not name are not started (with a
     ``context``, each is logged once at info level). With ``context`` None it
-    only checks the configuration (imports included).
+    only checks the configuration (imports included). With a ``context``,
+    ``context.route_plugins`` becomes the :class:`RoutePlugin` subclasses'
+    specs, in configuration order.
 
     Raises:
         ConfigError: a reserved name, a target that :func:`resolve` refuses,
-            an entry point that is missing, ambiguous or broken, or options
-            the plugin's ``validate_options`` refuses.
+            an entry point that is missing, ambiguous or broken, options
+            the plugin's ``validate_options`` refuses, or a route plugin's
+            bad ``topics`` or ``timeout``.
     """
     specs = []
+    routes = []
     offers = installed()
     for name, entry in settings.plugins.items():
         target, enabled, options = _parse(entry)
@@ -229,9 +317,12 @@ def load_plugins(settings: Settings, context: NodeContext | None) -> list[ChildS
             continue
         cls = _from_entry_point(name, offers) if target is None else resolve(name, target)
         _check_options(name, cls, options)
+        if issubclass(cls, RoutePlugin):
+            routes.append(_route_spec(name, cls, options))
         init = Configure(context, types.MappingProxyType(options)) if context is not None else None
         specs.append(ChildSpec(name, cls, Restart.PERMANENT, init=init))
     if context is not None:
+        context.route_plugins = tuple(routes)
         for name, found in sorted(offers.items()):
             if name not in settings.plugins:
                 described = "; ".join(_describe(entry_point) for entry_point in found)

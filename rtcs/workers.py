@@ -16,6 +16,7 @@ does no rtcs work itself:
   (0.1 s doubling to 5 s, back to 0.1 s once a worker stayed up 10 s): a
   worker that keeps dying is retried for ever, but never in a hot loop. The
   dead worker's slot of the :class:`InstanceCounter` is zeroed first.
+- On SIGHUP it sends SIGHUP to every worker (each reloads its rules file).
 - On SIGTERM or SIGINT it sends the same signal to every worker (each drains:
   closes its clients with 1001 within ``server.drain_timeout``), waits for
   all of them, and exits 0. A worker still running ``drain_timeout`` + 6 s
@@ -300,6 +301,13 @@ class WorkerParent:
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(sig)
 
+    def forward(self, sig: int) -> None:
+        """Send ``sig`` to every live worker (SIGHUP: each reloads its rules file)."""
+        for proc in self.procs:
+            if proc is not None and proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(sig)
+
     async def _keep(self, index: int, read_fd: int) -> None:
         loop = asyncio.get_running_loop()
         delay = 0.0
@@ -358,12 +366,13 @@ def reserve_port(host: str, port: int) -> socket.socket:
 
 
 def run_parent(parent: WorkerParent) -> int:
-    """Run ``parent`` in a new event loop, SIGTERM/SIGINT forwarded; its exit status."""
+    """Run ``parent`` in a new event loop, SIGTERM/SIGINT/SIGHUP forwarded; its exit status."""
 
     async def main() -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, parent.stop, sig)
+        loop.add_signal_handler(signal.SIGHUP, parent.forward, signal.SIGHUP)
         return await parent.run()
 
     return asyncio.run(main())

@@ -3,30 +3,140 @@
 Besides the index it counts the local sessions per pattern: the broker
 listens to a pattern while that count is above zero (``RouteHandler``,
 "Broker interest"), and ``subscribed`` is answered once that is live.
+
+A publish goes through two optional stages before delivery (docs/rules.md,
+docs/plugins.md):
+
+1. **Rules** (``ctx.rules``): evaluated here, on the publishing node, in the
+   same turn. They may change the data and the topic, narrow the recipients
+   or drop the message. A topic no rule mentions costs one route-cache
+   lookup. The recipient filter travels in the broker envelope (``roles``,
+   ``users``, ``exclude``), so every node applies what this one decided.
+2. **Route-handler plugins** (``ctx.route_plugins``) whose patterns match the
+   topic after the rules: asked one after the other, in configuration order,
+   each seeing the data as the one before left it. While a publisher's
+   message waits for a plugin, that publisher's later publishes wait behind
+   it (per-publisher order). A plugin that crashes (``PoisonMessage``),
+   does not answer within its timeout or is not running makes the publish
+   fail with ``internal``; nothing of it is delivered.
+
+Server publishes (``ServerPublish``) go through the rules (with an empty
+sender) but not through route plugins, which could otherwise loop on their
+own publishes.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Collection, Iterable
+from typing import TYPE_CHECKING, Any
 
-from thespian.actors import ActorAddress
+from thespian.actors import ActorAddress, PoisonMessage, WakeupMessage
 
+from rtcs.actors.context import RoutePluginSpec
 from rtcs.actors.messages import (
+    KEEP,
+    Decision,
     IndexSession,
     RemoteEnvelope,
+    RouteDecision,
     RoutePublish,
+    RouteRequest,
     RouteSubscribe,
+    RouteTimeout,
     RouteUnsubscribe,
     ServerPublish,
     UnindexSession,
 )
 from rtcs.actors.routing.handler import RouteHandler, ignore_failure
 from rtcs.backends.base import Envelope
+from rtcs.errors import BadTopic, InternalError
 from rtcs.protocol import codec
-from rtcs.protocol.frames import ServerFrame
-from rtcs.protocol.topics import TopicIndex
+from rtcs.protocol.frames import RequestId, ServerFrame
+from rtcs.protocol.topics import TopicIndex, validate_topic
 from rtcs.sessions import Session
+
+if TYPE_CHECKING:
+    from rtcs.rules import Outcome
+
+#: Topics whose route plugins are remembered (the oldest topic goes first).
+PLUGIN_CACHE_SIZE = 10_000
+
+
+class Filter:
+    """A recipient filter as the broker carries it (``Envelope`` fields).
+
+    A recipient needs one of ``roles`` (when not empty) and to be one of
+    ``users`` (when not empty); sessions of the user ``exclude`` are left
+    out. Built from a rules ``Target`` here, or from an envelope elsewhere.
+    """
+
+    __slots__ = ("exclude", "roles", "users")
+
+    def __init__(self, roles: Iterable[str], users: Iterable[str], exclude: str) -> None:
+        self.roles = frozenset(roles)
+        self.users = frozenset(users)
+        self.exclude = exclude
+
+    def select(self, sessions: Collection[Session]) -> list[Session]:
+        roles, users, exclude = self.roles, self.users, self.exclude
+        return [
+            s
+            for s in sessions
+            if s.user != exclude
+            and (not users or s.user in users)
+            and (not roles or not roles.isdisjoint(s.roles))
+        ]
+
+
+def _filter_of(outcome: Outcome, sender: str) -> Filter | None:
+    """The outcome's recipient filter, None when it admits everybody."""
+    target = outcome.target
+    if not target.restricts:
+        return None
+    exclude = sender if target.exclude_sender and sender else ""
+    return Filter(target.roles or (), target.users or (), exclude)
+
+
+class _Pending:
+    """A client publish waiting for its route plugins."""
+
+    __slots__ = (
+        "answers",
+        "data",
+        "extra",
+        "filter",
+        "id",
+        "plugins",
+        "request_id",
+        "session",
+        "started",
+        "step",
+        "topic",
+    )
+
+    def __init__(
+        self,
+        id: int,
+        msg: RoutePublish,
+        topic: str,
+        data: Any,
+        filter: Filter | None,
+        plugins: tuple[RoutePluginSpec, ...],
+        started: float,
+    ) -> None:
+        self.id = id
+        self.session = msg.session
+        self.request_id: RequestId = msg.request_id
+        self.topic = topic
+        self.data = data
+        self.filter = filter
+        self.plugins = plugins
+        self.started = started
+        self.step = 0
+        self.answers: list[Any] = []
+        self.extra: list[tuple[str, Any]] = []
 
 
 class TopicHandler(RouteHandler):
@@ -36,6 +146,21 @@ class TopicHandler(RouteHandler):
         super().__init__()
         self.index: TopicIndex[Session] = TopicIndex()
         self.patterns: dict[str, int] = {}  # pattern -> local sessions subscribed
+        # Route plugins: their patterns, the plugins of each topic seen, the
+        # publishes waiting for one, and what waits behind them per session.
+        self._plugin_index: TopicIndex[int] = TopicIndex()
+        self._plugins_of: dict[str, tuple[RoutePluginSpec, ...]] = {}
+        self._pending: dict[int, _Pending] = {}
+        self._behind: dict[str, deque[Callable[[], None]]] = {}
+        self._next_id = 0
+
+    def configured(self) -> None:
+        self._plugin_index = TopicIndex()
+        self._plugins_of = {}
+        for i, spec in enumerate(self.ctx.route_plugins):
+            for pattern in spec.topics:
+                self._plugin_index.add(pattern, i)
+        super().configured()
 
     def rebuild(self) -> None:
         self.index = TopicIndex()
@@ -84,36 +209,247 @@ class TopicHandler(RouteHandler):
         )
         self.reply(msg.session, frame, ServerFrame.UNSUBSCRIBED)
 
+    # -- client publishes ------------------------------------------------------------
+
     def receiveMsg_RoutePublish(self, msg: RoutePublish, sender: ActorAddress) -> None:
+        waiting = self._behind.get(msg.session.id)
+        if waiting is not None:
+            # An earlier publish of this session waits for a route plugin.
+            waiting.append(lambda: self._publish(msg))
+            return
+        self._publish(msg)
+
+    def _publish(self, msg: RoutePublish) -> None:
         ctx = self.ctx
         started = time.perf_counter()
         session = msg.session
-        recipients = self.index.match(msg.topic)
+        topic, data, only = msg.topic, msg.data, None
+        rules = ctx.rules
+        if rules is not None:
+            matching = rules.rules_for(topic)
+            if matching:
+                outcome = rules.run(matching, topic, data, session.user, session.roles)
+                ctx.metrics.rule_outcome(
+                    outcome.matched, outcome.dropped, outcome.rerouted, outcome.errors
+                )
+                if outcome.topic is None or outcome.target.nobody:
+                    ctx.metrics.routed("topic", time.perf_counter() - started)
+                    self.ack(session, msg.request_id)
+                    return
+                topic, data, only = outcome.topic, outcome.data, _filter_of(outcome, session.user)
+        if self._plugin_index:
+            plugins = self._plugins_for(topic)
+            if plugins:
+                self._ask_first(_Pending(self._new_id(), msg, topic, data, only, plugins, started))
+                return
+        self._deliver(session, msg.request_id, topic, data, only, started)
+
+    def _deliver(
+        self,
+        session: Session,
+        request_id: RequestId,
+        topic: str,
+        data: Any,
+        only: Filter | None,
+        started: float,
+    ) -> None:
+        """Deliver a client's publish here and to other nodes, then ack it."""
+        ctx = self.ctx
+        recipients: Collection[Session] = self.index.match(topic)
+        if only is not None:
+            recipients = only.select(recipients)
         if not recipients and not ctx.backends.broker.distributed:
             # Nobody to deliver to, here or elsewhere: nothing to encode.
             ctx.metrics.routed("topic", time.perf_counter() - started)
-            self.ack(session, msg.request_id)
+            self.ack(session, request_id)
             return
-        tail = codec.message_tail(
-            topic=msg.topic, from_user=session.user, data=msg.data, ts=self.now_ms()
-        )
+        tail = codec.message_tail(topic=topic, from_user=session.user, data=data, ts=self.now_ms())
 
         def envelope() -> Envelope:
-            return Envelope(ctx.node_id, "topic", msg.topic, tail)
+            return _envelope(ctx.node_id, topic, tail, only)
 
-        self.route("topic", recipients, tail, envelope, session, msg.request_id, started)
+        self.route("topic", recipients, tail, envelope, session, request_id, started)
+
+    # -- route plugins -----------------------------------------------------------------
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def _plugins_for(self, topic: str) -> tuple[RoutePluginSpec, ...]:
+        found = self._plugins_of.get(topic)
+        if found is None:
+            specs = self.ctx.route_plugins
+            found = tuple(specs[i] for i in sorted(self._plugin_index.match(topic)))
+            if len(self._plugins_of) >= PLUGIN_CACHE_SIZE:
+                del self._plugins_of[next(iter(self._plugins_of))]
+            self._plugins_of[topic] = found
+        return found
+
+    def _ask_first(self, pending: _Pending) -> None:
+        """Start asking ``pending``'s plugins; its session's next publishes wait."""
+        self._pending[pending.id] = pending
+        self._behind[pending.session.id] = deque()
+        self._ask(pending)
+
+    def _ask(self, pending: _Pending) -> None:
+        spec = pending.plugins[pending.step]
+        address = self.ctx.directory.lookup(spec.name)
+        if address is None:
+            self._failed(pending, "not running")
+            return
+        session = pending.session
+        self.send(
+            address,
+            RouteRequest(
+                pending.topic,
+                pending.data,
+                session.user,
+                session.roles,
+                session.id,
+                self.myAddress,
+                pending.id,
+                pending.step,
+            ),
+        )
+        self.wakeupAfter(spec.timeout, RouteTimeout(pending.id, pending.step))
+
+    def _current(self, request: int, step: int) -> _Pending | None:
+        """The publish waiting for the answer of ``step``; None for a late or stray one."""
+        pending = self._pending.get(request)
+        return pending if pending is not None and pending.step == step else None
+
+    def receiveMsg_RouteDecision(self, msg: RouteDecision, sender: ActorAddress) -> None:
+        pending = self._current(msg.request, msg.step)
+        if pending is None:
+            return
+        decision = msg.decision
+        if not isinstance(decision, Decision):
+            self._failed(pending, "bad decision")
+            return
+        try:
+            extra = [(validate_topic(topic), data) for topic, data in decision.publish]
+        except (BadTopic, TypeError, ValueError):  # not pairs, or not a topic
+            self._failed(pending, "bad decision")
+            return
+        if decision.data is not KEEP:
+            pending.data = decision.data
+        if decision.answer is not KEEP:
+            pending.answers.append(decision.answer)
+        pending.extra += extra
+        pending.step += 1
+        if not decision.drop and pending.step < len(pending.plugins):
+            self._ask(pending)
+            return
+        self._done(pending, drop=decision.drop)
+
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: ActorAddress) -> None:
+        payload = msg.payload
+        if isinstance(payload, RouteTimeout):
+            pending = self._current(payload.request, payload.step)
+            if pending is not None:
+                self._failed(pending, "timeout")
+            return
+        super().receiveMsg_WakeupMessage(msg, sender)
+
+    def receiveMsg_PoisonMessage(self, msg: PoisonMessage, sender: ActorAddress) -> None:
+        # A route plugin raised on our request (after Thespian's retry).
+        request = msg.poisonMessage
+        if isinstance(request, RouteRequest):
+            pending = self._current(request.request, request.step)
+            if pending is not None:
+                self._failed(pending, "crashed")
+
+    def _failed(self, pending: _Pending, reason: str) -> None:
+        """A plugin failed ``pending``: nothing of it is delivered; ``internal``."""
+        spec = pending.plugins[pending.step]
+        self.ctx.log.error("route plugin failed a publish", plugin=spec.name, reason=reason)
+        self.ctx.metrics.route_plugin_failure(spec.name, reason)
+        del self._pending[pending.id]
+        self.error(pending.session, pending.request_id, InternalError("route plugin failed"))
+        self._release(pending.session.id)
+
+    def _done(self, pending: _Pending, *, drop: bool) -> None:
+        """Every plugin answered: answers, extra publishes, then the publish itself."""
+        del self._pending[pending.id]
+        session = pending.session
+        try:
+            now = self.now_ms()
+            answers = [codec.message_tail(topic=pending.topic, data=a, ts=now) for a in pending.answers]
+            extra = [
+                (topic, codec.message_tail(topic=topic, from_user=session.user, data=d, ts=now))
+                for topic, d in pending.extra
+            ]
+            if not drop:
+                codec.message_tail(topic=pending.topic, data=pending.data, ts=now)
+        except (TypeError, ValueError):
+            spec = pending.plugins[pending.step - 1]
+            self.ctx.log.error("route plugin failed a publish", plugin=spec.name, reason="bad data")
+            self.ctx.metrics.route_plugin_failure(spec.name, "bad data")
+            self.error(session, pending.request_id, InternalError("route plugin failed"))
+            self._release(session.id)
+            return
+        for tail in answers:
+            self.ctx.metrics.delivered("topic")
+            session.deliver(tail)
+        for topic, tail in extra:
+            self._server_deliver(topic, tail, None)
+        if drop:
+            self.ctx.metrics.routed("topic", time.perf_counter() - pending.started)
+            self.ack(session, pending.request_id)
+        else:
+            self._deliver(
+                session, pending.request_id, pending.topic, pending.data, pending.filter, pending.started
+            )
+        self._release(session.id)
+
+    def _release(self, session_id: str) -> None:
+        """Run what waited behind a session's publish, until one waits for a plugin again."""
+        waiting = self._behind.pop(session_id, None)
+        while waiting:
+            waiting.popleft()()
+            again = self._behind.get(session_id)
+            if again is not None:
+                again.extend(waiting)
+                return
+
+    # -- server publishes and other nodes ----------------------------------------------
 
     def receiveMsg_ServerPublish(self, msg: ServerPublish, sender: ActorAddress) -> None:
         ctx = self.ctx
-        tail = codec.message_tail(topic=msg.topic, data=msg.data, ts=self.now_ms())
-        self.deliver_remote("topic", self.index.match(msg.topic), tail)
-        if not msg.local_only:
-            self.publish_remote(
-                lambda: Envelope(ctx.node_id, "topic", msg.topic, tail), ignore_failure
-            )
+        topic, data, only = msg.topic, msg.data, None
+        rules = ctx.rules
+        if rules is not None:
+            matching = rules.rules_for(topic)
+            if matching:
+                outcome = rules.run(matching, topic, data, "", ())
+                ctx.metrics.rule_outcome(
+                    outcome.matched, outcome.dropped, outcome.rerouted, outcome.errors
+                )
+                if outcome.topic is None or outcome.target.nobody:
+                    return
+                topic, data, only = outcome.topic, outcome.data, _filter_of(outcome, "")
+        tail = codec.message_tail(topic=topic, data=data, ts=self.now_ms())
+        self._server_deliver(topic, tail, only, local_only=msg.local_only)
+
+    def _server_deliver(
+        self, topic: str, tail: bytes, only: Filter | None, *, local_only: bool = False
+    ) -> None:
+        """Deliver a message nobody waits an ack for, here and (unless local) elsewhere."""
+        ctx = self.ctx
+        recipients: Collection[Session] = self.index.match(topic)
+        if only is not None:
+            recipients = only.select(recipients)
+        self.deliver_remote("topic", recipients, tail)
+        if not local_only:
+            self.publish_remote(lambda: _envelope(ctx.node_id, topic, tail, only), ignore_failure)
 
     def receiveMsg_RemoteEnvelope(self, msg: RemoteEnvelope, sender: ActorAddress) -> None:
-        self.deliver_remote("topic", self.index.match(msg.envelope.target), msg.envelope.tail)
+        env = msg.envelope
+        recipients: Collection[Session] = self.index.match(env.target)
+        if env.roles or env.users or env.exclude:
+            recipients = Filter(env.roles, env.users, env.exclude).select(recipients)
+        self.deliver_remote("topic", recipients, env.tail)
 
     def receiveMsg_IndexSession(self, msg: IndexSession, sender: ActorAddress) -> None:
         for pattern in msg.session.subscriptions:
@@ -122,3 +458,17 @@ class TopicHandler(RouteHandler):
     def receiveMsg_UnindexSession(self, msg: UnindexSession, sender: ActorAddress) -> None:
         for pattern in list(msg.session.subscriptions):
             self._remove(pattern, msg.session)
+
+
+def _envelope(node_id: str, topic: str, tail: bytes, only: Filter | None) -> Envelope:
+    if only is None:
+        return Envelope(node_id, "topic", topic, tail)
+    return Envelope(
+        node_id,
+        "topic",
+        topic,
+        tail,
+        roles=tuple(sorted(only.roles)),
+        users=tuple(sorted(only.users)),
+        exclude=only.exclude,
+    )

@@ -40,7 +40,14 @@ class Envelope:
     (``rtcs.protocol.codec.message_tail``), opaque to the backends; for the
     ``presence`` kind (``target`` is the room) it is a whole ``presence``
     frame for the room's live members. ``roles`` and ``users`` select
-    recipients of a ``filter`` broadcast.
+    recipients of a ``filter`` broadcast (any of the roles, or one of the
+    users).
+
+    On a ``topic`` envelope they are the routing rules' recipient filter
+    (docs/rules.md), applied by every receiving node as the publishing node
+    decided it: a recipient needs one of ``roles`` (when not empty) *and* to
+    be one of ``users`` (when not empty), and ``exclude`` names a user (the
+    publisher) whose sessions are left out.
     """
 
     origin: str
@@ -49,6 +56,7 @@ class Envelope:
     tail: bytes
     roles: tuple[str, ...] = ()
     users: tuple[str, ...] = ()
+    exclude: str = ""
 
 
 DeliverFn = Callable[[Envelope], None]

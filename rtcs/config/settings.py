@@ -280,6 +280,8 @@ class RulesSettings:
 
     # Path of a TOML rules file; empty: no rules.
     file: str = ""
+    # Topics whose matching rules the route cache remembers (oldest out first).
+    cache_size: int = 10000
 
 
 def _default_rbac() -> Mapping[str, Any]:

@@ -214,6 +214,7 @@ def validate(
                 f"ports {metrics.worker_port}-{last} include server.port",
             )
 
+    positive("rules.cache_size", s.rules.cache_size)
     if s.rules.file:
         readable("rules.file", s.rules.file)
         _validate_rules(s.rules.file)
@@ -302,15 +303,9 @@ def _validate_rules(path: str) -> None:
         ConfigError: the file cannot be read.
         RuleError: the file is not a valid rules file (names file, rule and field).
     """
-    # Imported here: the CEL package is loaded only when rules are configured.
-    from rtcs.rules.load import parse_rules
+    from rtcs.rulesfile import read_rules
 
-    try:
-        with open(path, "rb") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise ConfigError("rules.file", path, exc.strerror or "cannot be read") from None
-    parse_rules(text, path)
+    read_rules(path)
 
 
 def _validate_rbac(rbac: Mapping[str, Any]) -> None:

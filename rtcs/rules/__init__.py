@@ -10,12 +10,13 @@ PURE: no I/O, no clock. The pieces, one concern each:
 - :mod:`rtcs.rules.engine`: RuleSet.evaluate (one publish → an Outcome) and
   the route cache.
 
-docs/rules.md is the guide. Not yet applied to publishes: the topic route
-handler will call :meth:`RuleSet.evaluate` in a later step.
+docs/rules.md is the guide. The topic route handler
+(:mod:`rtcs.actors.routing.topic`) applies them to every publish; reading the
+file and reloading it is :mod:`rtcs.rulesfile`'s.
 """
 
 from rtcs.rules.engine import CacheStats, Outcome, RuleSet
-from rtcs.rules.load import load_rules, parse_rules
+from rtcs.rules.load import load_rules, parse_rules, version_of
 from rtcs.rules.model import Action, Rule, Target, Transform
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "Transform",
     "load_rules",
     "parse_rules",
+    "version_of",
 ]

@@ -86,10 +86,20 @@ class RuleSet:
     as the topic route handler, uses it.
     """
 
-    __slots__ = ("_cache", "_cache_size", "_hits", "_misses", "_rules")
+    __slots__ = ("_cache", "_cache_size", "_hits", "_misses", "_rules", "version")
 
-    def __init__(self, rules: Iterable[Rule] = (), *, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
-        """Raises: ValueError: ``cache_size`` is below 1."""
+    def __init__(
+        self,
+        rules: Iterable[Rule] = (),
+        *,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        version: str = "",
+    ) -> None:
+        """``version`` names this set of rules (the loader's digest of the file).
+
+        Raises:
+            ValueError: ``cache_size`` is below 1.
+        """
         if cache_size < 1:
             raise ValueError("cache_size must be at least 1")
         self._rules = _order(rules)
@@ -97,6 +107,7 @@ class RuleSet:
         self._cache_size = cache_size
         self._hits = 0
         self._misses = 0
+        self.version = version
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -106,17 +117,26 @@ class RuleSet:
     def __len__(self) -> int:
         return len(self._rules)
 
-    def replace(self, rules: Iterable[Rule]) -> None:
-        """Use ``rules`` from now on; empties the route cache (the counters go on)."""
+    def replace(self, rules: Iterable[Rule], version: str = "") -> None:
+        """Use ``rules`` (named ``version``) from now on; empties the route cache.
+
+        The cache counters go on, so they stay monotonic for metrics.
+        """
         self._rules = _order(rules)
         self._cache.clear()
+        self.version = version
 
     def cache_stats(self) -> CacheStats:
         """Hits and misses of the route cache, and how many topics it holds."""
         return CacheStats(self._hits, self._misses, len(self._cache))
 
     def rules_for(self, topic: str) -> tuple[Rule, ...]:
-        """The rules whose pattern matches the concrete ``topic``, in evaluation order."""
+        """The rules whose pattern matches the concrete ``topic``, in evaluation order.
+
+        With no rules at all this is ``()`` at once, and is not counted.
+        """
+        if not self._rules:
+            return ()
         found = self._cache.get(topic)
         if found is not None:
             self._hits += 1
@@ -139,6 +159,21 @@ class RuleSet:
         rules = self.rules_for(topic)
         if not rules:
             return Outcome(topic, data)
+        return self.run(rules, topic, data, sender_user, sender_roles)
+
+    def run(
+        self,
+        rules: tuple[Rule, ...],
+        topic: str,
+        data: Any,
+        sender_user: str,
+        sender_roles: Collection[str],
+    ) -> Outcome:
+        """:meth:`evaluate` with the topic's rules already looked up (:meth:`rules_for`).
+
+        A caller on a hot path looks the rules up first and calls this only
+        when there are some, so a topic no rule mentions costs one lookup.
+        """
         state = _Pass(topic, data, sender_user, sender_roles)
         rerouted_to = state.run(rules, may_reroute=True)
         if rerouted_to is not None:

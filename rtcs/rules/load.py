@@ -10,6 +10,7 @@ Pure: the caller reads the file and passes its text (or bytes) in.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import tomllib
@@ -29,6 +30,7 @@ __all__ = [
     "load_rules",
     "parse_path",
     "parse_rules",
+    "version_of",
 ]
 
 #: Rules one file may hold.
@@ -58,14 +60,24 @@ _Fail = Callable[[str, str], NoReturn]
 def load_rules(
     text: str | bytes, file: str = "<rules>", *, cache_size: int = DEFAULT_CACHE_SIZE
 ) -> RuleSet:
-    """Parse a rules file into a :class:`RuleSet`.
+    """Parse a rules file into a :class:`RuleSet` whose version is :func:`version_of` the text.
 
     ``file`` is only used in error messages.
 
     Raises:
         RuleError: the text is not UTF-8 TOML, or any rule is invalid.
     """
-    return RuleSet(parse_rules(text, file), cache_size=cache_size)
+    return RuleSet(parse_rules(text, file), cache_size=cache_size, version=version_of(text))
+
+
+def version_of(text: str | bytes) -> str:
+    """A rules file's version: the first 12 hex digits of its SHA-256.
+
+    The same file gives the same version on every instance, so operators can
+    check that all of them run the same rules.
+    """
+    data = text.encode() if isinstance(text, str) else text
+    return hashlib.sha256(data).hexdigest()[:12]
 
 
 def parse_path(text: object) -> Path:

@@ -49,6 +49,18 @@ class Target:
             users = self.users & other.users
         return Target(roles, users, self.exclude_sender or other.exclude_sender)
 
+    @property
+    def nobody(self) -> bool:
+        """True when no recipient can pass (an empty role or user set)."""
+        return (self.roles is not None and not self.roles) or (
+            self.users is not None and not self.users
+        )
+
+    @property
+    def restricts(self) -> bool:
+        """False for the filter that admits everybody."""
+        return self.roles is not None or self.users is not None or self.exclude_sender
+
     def admits(self, user: str, roles: Collection[str], *, is_sender: bool) -> bool:
         """Whether a recipient with ``user`` and ``roles`` passes the filter."""
         if is_sender and self.exclude_sender:

@@ -1,18 +1,22 @@
 """What the Redis backends put on the wire and in keys: pure, no I/O, no redis.
 
-Envelope encoding (broker payloads), version 1, all integers big-endian::
+Envelope encoding (broker payloads), all integers big-endian::
 
     offset  size     field
-    0       1        version, 0x01
+    0       1        version, 0x01 or 0x02
     1       1        kind, an index into ``KINDS``
     2       2        n = byte length of origin;  then n bytes of UTF-8
     .       4        n = byte length of target;  then n bytes of UTF-8
     .       2        roles: count, then per role  2-byte length + UTF-8
     .       4        users: count, then per user  2-byte length + UTF-8
+    .       2        version 2 only: n = byte length of exclude; then n bytes of UTF-8
     .       rest     tail, raw bytes (the pre-encoded message tail)
 
 The tail is last, so it needs no length prefix. The overhead is 14 bytes plus
-origin and target (and roles and users, for ``filter``).
+origin and target (and roles and users, for ``filter`` and rule-filtered
+``topic`` envelopes). Version 2 is written only for an envelope with an
+``exclude`` user (a routing rule's ``exclude_sender``); every other envelope
+is version 1, byte for byte what earlier releases wrote and read.
 ``decode_envelope`` accepts exactly what ``encode_envelope`` produces and
 raises ``WireError`` for anything else (bad version or kind, truncation,
 invalid UTF-8); the broker logs and drops such a payload.
@@ -46,6 +50,8 @@ from typing import NamedTuple, get_args
 from rtcs.backends.base import ALL_SHARDS, Envelope, EnvelopeKind, shard_key
 
 VERSION = 1
+#: The version of envelopes that carry an ``exclude`` user.
+VERSION_EXCLUDE = 2
 KINDS: tuple[EnvelopeKind, ...] = get_args(EnvelopeKind)
 UNTARGETED: frozenset[str] = frozenset({"global", "filter"})
 
@@ -67,18 +73,19 @@ def _utf8(text: str, limit: int, what: str) -> bytes:
 
 
 def encode_envelope(envelope: Envelope) -> bytes:
-    """The version-1 bytes of ``envelope`` (layout in the module docstring).
+    """The bytes of ``envelope`` (layout and version in the module docstring).
 
     Raises:
         ValueError: a field is too long for its length prefix (origin, a role
-            or a user over 65535 bytes), or ``kind`` is unknown.
+            a user or ``exclude`` over 65535 bytes), or ``kind`` is unknown.
     """
     kind = _KIND_INDEX.get(envelope.kind)
     if kind is None:
         raise ValueError(f"unknown envelope kind {envelope.kind!r}")
     origin = _utf8(envelope.origin, 0xFFFF, "origin")
     target = _utf8(envelope.target, 0xFFFFFFFF, "target")
-    parts = [_HEAD.pack(VERSION, kind, len(origin)), origin, _U32.pack(len(target)), target]
+    version = VERSION_EXCLUDE if envelope.exclude else VERSION
+    parts = [_HEAD.pack(version, kind, len(origin)), origin, _U32.pack(len(target)), target]
     parts.append(_U16.pack(len(envelope.roles)))
     for role in envelope.roles:
         data = _utf8(role, 0xFFFF, "role")
@@ -86,6 +93,9 @@ def encode_envelope(envelope: Envelope) -> bytes:
     parts.append(_U32.pack(len(envelope.users)))
     for user in envelope.users:
         data = _utf8(user, 0xFFFF, "user")
+        parts += (_U16.pack(len(data)), data)
+    if envelope.exclude:
+        data = _utf8(envelope.exclude, 0xFFFF, "exclude")
         parts += (_U16.pack(len(data)), data)
     parts.append(envelope.tail)
     return b"".join(parts)
@@ -123,12 +133,12 @@ def decode_envelope(data: bytes) -> Envelope:
     """The envelope ``encode_envelope`` turned into ``data``.
 
     Raises:
-        WireError: ``data`` is not a version-1 envelope.
+        WireError: ``data`` is not an envelope of version 1 or 2.
     """
     if len(data) < _HEAD.size:
         raise WireError(f"truncated: {len(data)} bytes")
     version, kind, origin_size = _HEAD.unpack_from(data)
-    if version != VERSION:
+    if version not in (VERSION, VERSION_EXCLUDE):
         raise WireError(f"unknown envelope version {version}")
     if kind >= len(KINDS):
         raise WireError(f"unknown envelope kind {kind}")
@@ -141,6 +151,7 @@ def decode_envelope(data: bytes) -> Envelope:
     if users_count > len(data):  # each user costs at least 2 bytes: garbage
         raise WireError(f"implausible user count {users_count}")
     users = tuple(reader.text(reader.u16()) for _ in range(users_count))
+    exclude = reader.text(reader.u16()) if version == VERSION_EXCLUDE else ""
     return Envelope(
         origin=origin,
         kind=KINDS[kind],
@@ -148,6 +159,7 @@ def decode_envelope(data: bytes) -> Envelope:
         tail=data[reader.pos :],
         roles=roles,
         users=users,
+        exclude=exclude,
     )
 
 

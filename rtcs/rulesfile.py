@@ -1,0 +1,54 @@
+"""The routing-rules file on disk: read it, parse it, and reload it into a live rule set.
+
+The rules engine (:mod:`rtcs.rules`) is pure and takes text; this module is
+the one place that opens the file named by ``rules.file``. Configuration
+validation, ``python -m rtcs check-config``, the node's start and its SIGHUP
+reload all read the file through :func:`read_rules`, so they accept and
+refuse exactly the same files.
+
+The CEL package is imported only when a rules file is configured: the
+:mod:`rtcs.rules` imports are inside the functions.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rtcs.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rtcs.rules import Rule, RuleSet
+
+__all__ = ["KEY", "load_rule_set", "read_rules"]
+
+#: The setting that names the file, in every error about reading it.
+KEY = "rules.file"
+
+
+def read_rules(path: str) -> tuple[tuple[Rule, ...], str]:
+    """The rules of the file at ``path`` and its version (:func:`rtcs.rules.version_of`).
+
+    Raises:
+        ConfigError: the file cannot be read (naming ``rules.file`` and the path).
+        RuleError: the file is not a valid rules file (naming the file, the
+            rule and the field).
+    """
+    from rtcs.rules import parse_rules, version_of
+
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ConfigError(KEY, path, exc.strerror or "cannot be read") from None
+    return parse_rules(text, path), version_of(text)
+
+
+def load_rule_set(path: str, cache_size: int) -> RuleSet:
+    """A :class:`~rtcs.rules.RuleSet` of the file at ``path`` (errors as :func:`read_rules`).
+
+    ``cache_size`` bounds its route cache (``rules.cache_size``).
+    """
+    from rtcs.rules import RuleSet
+
+    rules, version = read_rules(path)
+    return RuleSet(rules, cache_size=cache_size, version=version)
