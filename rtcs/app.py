@@ -220,7 +220,7 @@ class App:
         from rtcs.rulesfile import load_rule_set
 
         rules = ctx.rules = load_rule_set(self.settings.rules.file, self.settings.rules.cache_size)
-        self.metrics.rules_loaded(rule.name for rule in rules.rules)
+        self.metrics.rules_loaded((rule.name for rule in rules.rules), rules.version)
         self.metrics.watch_route_cache(rules.cache_stats)
         self.log.info(
             "rules loaded", file=self.settings.rules.file, rules=len(rules), version=rules.version
@@ -254,7 +254,7 @@ class App:
             return False
         previous = ctx.rules.version
         ctx.rules.replace(rules, version)
-        self.metrics.rules_loaded(rule.name for rule in ctx.rules.rules)
+        self.metrics.rules_loaded((rule.name for rule in ctx.rules.rules), version)
         self.metrics.rules_reloaded(True)
         self.log.info(
             "rules reloaded", file=path, rules=len(rules), version=version, previous=previous

@@ -272,7 +272,11 @@ class Metrics:
             ["rule"],
             registry=r,
         )
-        self.rules_active = Gauge("rtcs_rules", "Routing rules in use.", registry=r)
+        self.rules_active = Gauge("rtcs_rules_loaded", "Routing rules in use.", registry=r)
+        self.rules_info = Info(
+            "rtcs_rules", "The version of the rules file in use (empty: none).", registry=r
+        )
+        self.rules_info.info({"version": ""})
         self.rules_reloads = Counter(
             "rtcs_rules_reloads_total",
             "Reloads of the rules file, by result (ok: in use; error: the old rules stayed).",
@@ -437,8 +441,8 @@ class Metrics:
 
     # -- routing rules -------------------------------------------------------
 
-    def rules_loaded(self, names: Iterable[str]) -> None:
-        """The rules named ``names`` are in use now (at start, and after a reload).
+    def rules_loaded(self, names: Iterable[str], version: str = "") -> None:
+        """The rules named ``names`` (file ``version``) are in use now (at start, after a reload).
 
         Creates their series (exported as zeros) and removes those of rules
         that are gone, so renaming rules never grows the label set.
@@ -454,6 +458,7 @@ class Metrics:
                 matches, drops, reroutes, errors = (f.labels(name) for f in families)
                 self._rule_children[name] = (matches, drops, reroutes, errors)
         self.rules_active.set(len(wanted))
+        self.rules_info.info({"version": version})
 
     def _rule(self, name: str) -> tuple[Counter, Counter, Counter, Counter]:
         children = self._rule_children.get(name)

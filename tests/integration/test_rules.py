@@ -156,7 +156,7 @@ async def test_route_cache_metrics(ruled: Node) -> None:
     assert "rtcs_route_cache_misses_total 1.0" in body
     assert "rtcs_route_cache_hits_total 2.0" in body
     assert "rtcs_route_cache_topics 1.0" in body
-    assert metric(ruled, "rtcs_rules") == 4
+    assert metric(ruled, "rtcs_rules_loaded") == 4
 
 
 async def test_reload_swaps_the_rules_and_a_bad_file_keeps_the_old_ones(

@@ -32,6 +32,7 @@ envelopes = st.builds(
     tail=st.binary(max_size=200),
     roles=names,
     users=names,
+    exclude=text,
 )
 
 
@@ -40,8 +41,22 @@ def test_every_envelope_round_trips(envelope: Envelope) -> None:
     assert decode_envelope(encode_envelope(envelope)) == envelope
 
 
+def test_an_envelope_without_exclude_is_version_1_byte_for_byte() -> None:
+    # What releases before envelope version 2 wrote and read.
+    plain = Envelope("n1", "topic", "chat.x", b"tail", roles=("a",), users=("u",))
+    data = encode_envelope(plain)
+    assert data[0] == 1
+    assert data == (
+        b"\x01\x00\x00\x02n1\x00\x00\x00\x06chat.x\x00\x01\x00\x01a\x00\x00\x00\x01\x00\x01utail"
+    )
+    excluding = encode_envelope(Envelope("n1", "topic", "chat.x", b"tail", exclude="pub"))
+    assert excluding[0] == 2
+    assert decode_envelope(excluding).exclude == "pub"
+
+
 @given(st.binary(max_size=300))
 @example(b"")
+@example(b"\x02\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00")
 @example(b"\x01\x00\x00\x00")
 @example(b"\x01\x07\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00")
 @example(b"\x01\x00\x00\x01\xff\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00")

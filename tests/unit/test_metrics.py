@@ -217,3 +217,42 @@ def test_outbox_drops_resumes_and_plain_counters(metrics: Metrics) -> None:
 def test_build_info_names_version_and_node(metrics: Metrics) -> None:
     metrics.set_build(node="node-7")
     assert value(metrics, "rtcs_build_info", version=__version__, node="node-7") == 1
+
+
+def test_rule_series_follow_the_rules_in_use(metrics: Metrics) -> None:
+    metrics.rules_loaded(["a", "b"], "v1")
+    assert value(metrics, "rtcs_rule_matches_total", rule="a") == 0
+    assert value(metrics, "rtcs_rules_loaded") == 2
+    assert value(metrics, "rtcs_rules_info", version="v1") == 1
+    metrics.rule_outcome(["a", "b"], ["b"], ["a"], [])
+    metrics.rule_outcome([], [], [], ["a"])
+    assert value(metrics, "rtcs_rule_matches_total", rule="a") == 1
+    assert value(metrics, "rtcs_rule_drops_total", rule="b") == 1
+    assert value(metrics, "rtcs_rule_reroutes_total", rule="a") == 1
+    assert value(metrics, "rtcs_rule_errors_total", rule="a") == 1
+    # a reload: "a" is gone with its series, "c" starts at zero
+    metrics.rules_loaded(["b", "c"], "v2")
+    assert label_values(metrics, "rtcs_rule_matches_total", "rule") == {"b", "c"}
+    assert value(metrics, "rtcs_rule_drops_total", rule="b") == 1
+    assert value(metrics, "rtcs_rules_info", version="v2") == 1
+    assert value(metrics, "rtcs_rules_info", version="v1") is None
+
+
+def test_route_cache_counters_are_read_at_scrape_time(metrics: Metrics) -> None:
+    class Stats:
+        hits, misses, size = 5, 2, 2
+
+    assert value(metrics, "rtcs_route_cache_hits_total") is None  # no rules: not exported
+    metrics.watch_route_cache(Stats)
+    assert value(metrics, "rtcs_route_cache_hits_total") == 5
+    assert value(metrics, "rtcs_route_cache_misses_total") == 2
+    assert value(metrics, "rtcs_route_cache_topics") == 2
+    Stats.hits = 9
+    assert value(metrics, "rtcs_route_cache_hits_total") == 9
+
+
+def test_route_plugin_failure_reasons_are_bounded(metrics: Metrics) -> None:
+    metrics.route_plugin_failure("mod", "timeout")
+    metrics.route_plugin_failure("mod", "a reason nobody listed")
+    assert value(metrics, "rtcs_route_plugin_failures_total", plugin="mod", reason="timeout") == 1
+    assert value(metrics, "rtcs_route_plugin_failures_total", plugin="mod", reason="other") == 1

@@ -151,7 +151,11 @@ def decode_envelope(data: bytes) -> Envelope:
     if users_count > len(data):  # each user costs at least 2 bytes: garbage
         raise WireError(f"implausible user count {users_count}")
     users = tuple(reader.text(reader.u16()) for _ in range(users_count))
-    exclude = reader.text(reader.u16()) if version == VERSION_EXCLUDE else ""
+    exclude = ""
+    if version == VERSION_EXCLUDE:
+        exclude = reader.text(reader.u16())
+        if not exclude:  # encode_envelope writes version 1 then
+            raise WireError("version 2 without an exclude user")
     return Envelope(
         origin=origin,
         kind=KINDS[kind],

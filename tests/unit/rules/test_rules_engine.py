@@ -136,6 +136,22 @@ def test_disjoint_filters_admit_nobody_but_do_not_drop() -> None:
     out = run(rs, "t", {})
     assert out.topic == "t" and out.target.users == frozenset()
     assert not out.target.admits("u1", (), is_sender=False)
+    assert out.target.nobody and out.target.restricts
+
+
+@pytest.mark.parametrize(
+    ("target", "nobody", "restricts"),
+    [
+        (Target(), False, False),
+        (Target(exclude_sender=True), False, True),
+        (Target(roles=frozenset({"r"})), False, True),
+        (Target(roles=frozenset()), True, True),
+        (Target(users=frozenset({"u"}), roles=frozenset()), True, True),
+        (Target(users=frozenset()), True, True),
+    ],
+)
+def test_nobody_and_restricts(target: Target, nobody: bool, restricts: bool) -> None:
+    assert (target.nobody, target.restricts) == (nobody, restricts)
 
 
 def test_drop_delivers_to_nobody_and_ends_the_evaluation() -> None:
@@ -241,6 +257,27 @@ def test_cache_hits_misses_and_invalidation() -> None:
     assert run(rs, "x.y", {}).matched == ()
     stats = rs.cache_stats()
     assert (stats.hits, stats.misses, stats.size) == (2, 4, 2)
+
+
+def test_a_rule_set_without_rules_counts_no_lookups() -> None:
+    rs = RuleSet()
+    assert rs.rules_for("a.b") == ()
+    assert rs.cache_stats() == CacheStats(0, 0, 0)
+
+
+def test_run_is_evaluate_with_the_rules_looked_up() -> None:
+    rs = rules('[[rule]]\nname = "a"\ntopic = "x.*"\ntransform = { set = { "data.k" = 1 } }\n')
+    found = rs.rules_for("x.y")
+    assert rs.run(found, "x.y", {}, "u", ()) == run(rs, "x.y", {})
+
+
+def test_the_version_names_the_file_and_changes_with_replace() -> None:
+    text = '[[rule]]\nname = "a"\ntopic = "x.*"\n'
+    rs = rules(text)
+    assert rs.version == rules(text).version != rules(text + "\n").version
+    assert len(rs.version) == 12
+    rs.replace([Rule("b", "y")], "v2")
+    assert rs.version == "v2"
 
 
 def test_a_reroute_looks_up_the_new_topic_in_the_cache() -> None:
