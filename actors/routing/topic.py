@@ -148,6 +148,7 @@ class TopicHandler(RouteHandler):
         self.patterns: dict[str, int] = {}  # pattern -> local sessions subscribed
         # Route plugins: their patterns, the plugins of each topic seen, the
         # publishes waiting for one, and what waits behind them per session.
+        self._has_plugins = False
         self._plugin_index: TopicIndex[int] = TopicIndex()
         self._plugins_of: dict[str, tuple[RoutePluginSpec, ...]] = {}
         self._pending: dict[int, _Pending] = {}
@@ -157,6 +158,7 @@ class TopicHandler(RouteHandler):
     def configured(self) -> None:
         self._plugin_index = TopicIndex()
         self._plugins_of = {}
+        self._has_plugins = bool(self.ctx.route_plugins)
         for i, spec in enumerate(self.ctx.route_plugins):
             for pattern in spec.topics:
                 self._plugin_index.add(pattern, i)
@@ -237,7 +239,7 @@ class TopicHandler(RouteHandler):
                     self.ack(session, msg.request_id)
                     return
                 topic, data, only = outcome.topic, outcome.data, _filter_of(outcome, session.user)
-        if self._plugin_index:
+        if self._has_plugins:
             plugins = self._plugins_for(topic)
             if plugins:
                 self._ask_first(_Pending(self._new_id(), msg, topic, data, only, plugins, started))
@@ -252,8 +254,12 @@ class TopicHandler(RouteHandler):
         data: Any,
         only: Filter | None,
         started: float,
+        tail: bytes | None = None,
     ) -> None:
-        """Deliver a client's publish here and to other nodes, then ack it."""
+        """Deliver a client's publish here and to other nodes, then ack it.
+
+        ``tail``: ``data`` already encoded (``codec.message_tail``), if it is.
+        """
         ctx = self.ctx
         recipients: Collection[Session] = self.index.match(topic)
         if only is not None:
@@ -263,7 +269,10 @@ class TopicHandler(RouteHandler):
             ctx.metrics.routed("topic", time.perf_counter() - started)
             self.ack(session, request_id)
             return
-        tail = codec.message_tail(topic=topic, from_user=session.user, data=data, ts=self.now_ms())
+        if tail is None:
+            tail = codec.message_tail(
+                topic=topic, from_user=session.user, data=data, ts=self.now_ms()
+            )
 
         def envelope() -> Envelope:
             return _envelope(ctx.node_id, topic, tail, only)
@@ -360,46 +369,58 @@ class TopicHandler(RouteHandler):
             if pending is not None:
                 self._failed(pending, "crashed")
 
-    def _failed(self, pending: _Pending, reason: str) -> None:
-        """A plugin failed ``pending``: nothing of it is delivered; ``internal``."""
-        spec = pending.plugins[pending.step]
+    def _failed(self, pending: _Pending, reason: str, step: int | None = None) -> None:
+        """The plugin of ``step`` (the current one by default) failed ``pending``.
+
+        Nothing of the publish is delivered; the publisher gets ``internal``.
+        """
+        spec = pending.plugins[pending.step if step is None else step]
         self.ctx.log.error("route plugin failed a publish", plugin=spec.name, reason=reason)
         self.ctx.metrics.route_plugin_failure(spec.name, reason)
-        del self._pending[pending.id]
+        self._pending.pop(pending.id, None)
         self.error(pending.session, pending.request_id, InternalError("route plugin failed"))
         self._release(pending.session.id)
 
     def _done(self, pending: _Pending, *, drop: bool) -> None:
-        """Every plugin answered: answers, extra publishes, then the publish itself."""
+        """Every plugin answered: answers, extra publishes, then the publish itself.
+
+        Everything is encoded before anything is delivered, so data that is
+        not JSON fails the whole publish (``internal``), never half of it.
+        """
         del self._pending[pending.id]
-        session = pending.session
+        session, topic = pending.session, pending.topic
+        now = self.now_ms()
         try:
-            now = self.now_ms()
-            answers = [codec.message_tail(topic=pending.topic, data=a, ts=now) for a in pending.answers]
+            answers = [codec.message_tail(topic=topic, data=a, ts=now) for a in pending.answers]
             extra = [
-                (topic, codec.message_tail(topic=topic, from_user=session.user, data=d, ts=now))
-                for topic, d in pending.extra
+                (to, codec.message_tail(topic=to, from_user=session.user, data=data, ts=now))
+                for to, data in pending.extra
             ]
+            tail = None
             if not drop:
-                codec.message_tail(topic=pending.topic, data=pending.data, ts=now)
+                tail = codec.message_tail(
+                    topic=topic, from_user=session.user, data=pending.data, ts=now
+                )
         except (TypeError, ValueError):
-            spec = pending.plugins[pending.step - 1]
-            self.ctx.log.error("route plugin failed a publish", plugin=spec.name, reason="bad data")
-            self.ctx.metrics.route_plugin_failure(spec.name, "bad data")
-            self.error(session, pending.request_id, InternalError("route plugin failed"))
-            self._release(session.id)
+            self._failed(pending, "bad data", step=pending.step - 1)
             return
-        for tail in answers:
+        for answer in answers:
             self.ctx.metrics.delivered("topic")
-            session.deliver(tail)
-        for topic, tail in extra:
-            self._server_deliver(topic, tail, None)
-        if drop:
+            session.deliver(answer)
+        for to, extra_tail in extra:
+            self._server_deliver(to, extra_tail, None)
+        if tail is None:
             self.ctx.metrics.routed("topic", time.perf_counter() - pending.started)
             self.ack(session, pending.request_id)
         else:
             self._deliver(
-                session, pending.request_id, pending.topic, pending.data, pending.filter, pending.started
+                session,
+                pending.request_id,
+                topic,
+                pending.data,
+                pending.filter,
+                pending.started,
+                tail,
             )
         self._release(session.id)
 

@@ -91,6 +91,22 @@ async def test_a_bad_decision_answers_internal(routed: Node) -> None:
     assert err["code"] == "internal"
 
 
+async def test_data_that_is_not_json_fails_the_whole_publish(routed: Node) -> None:
+    pub, audit = await routed.client("pub"), await routed.client("auditor")
+    await audit.subscribe("audit.>")
+    await pub.subscribe("chat.>")
+    err = await pub.request(
+        {"type": "publish", "topic": "chat.room", "data": {"text": "not json"}}, "error"
+    )
+    assert err["code"] == "internal"
+    # neither the answer, nor the fan-out, nor the message went anywhere
+    await pub.request({"type": "ping"}, "pong")
+    await pub.silent()
+    await audit.request({"type": "ping"}, "pong")
+    await audit.silent()
+    assert metric(routed, "rtcs_route_plugin_failures_total", plugin="tag", reason="bad data") == 1
+
+
 @pytest.mark.parametrize(
     ("entry", "key"),
     [

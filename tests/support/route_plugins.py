@@ -25,6 +25,8 @@ class Upper(RoutePlugin):
             return None  # never decides
         if text == "bad":
             return Decision(publish=(("not a topic!", 1),))
+        if text == "not json":
+            return Decision(data={"a set": {1, 2}}, answer="an answer", publish=(("audit.x", 1),))
         extra = (("audit.chat", {"seen": text}),) if text == "fan" else ()
         return Decision(data={**data, "text": text.upper(), "by": message.user}, publish=extra)
 
