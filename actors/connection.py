@@ -757,7 +757,7 @@ class WebSocketActor(Calls, ActorTypeDispatcher):
             if handle.write_paused:
                 self.call(handle.drained(), self._replay_drained, self._replay_failed)
                 break
-            if not handle.push(codec.with_seq(seq, tail)):
+            if not handle.push_message(codec.with_seq(seq, tail)):
                 break  # closing: nothing more to write
             self._replay_cursor = seq
             written += 1

@@ -396,13 +396,13 @@ class Metrics:
             supervisor = OTHER
         _known(self._restarts, (supervisor, strategy), "unknown restart strategy").inc()
 
-    def outbox_drop(self, reason: str) -> None:
-        """Count a dropped outbound frame (overflow, closed, write_buffer).
+    def outbox_drop(self, reason: str, n: int = 1) -> None:
+        """Count ``n`` dropped outbound frames (overflow, closed, write_buffer).
 
         Raises:
             ValueError: ``reason`` is none of those.
         """
-        _known(self._drops, reason, "unknown outbox drop reason").inc()
+        _known(self._drops, reason, "unknown outbox drop reason").inc(n)
 
     def rate_limit(self, limit: Limit) -> None:
         """Count a client frame refused by the per-connection ``limit`` (frames or bytes)."""

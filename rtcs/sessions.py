@@ -46,6 +46,11 @@ class Sink(Protocol):
 
     def push(self, frame: bytes) -> bool: ...
 
+    def push_message(self, frame: bytes) -> bool:
+        """``push`` for a ``message`` frame, which may be written a little later
+        together with more (``limits.batch_window_ms``)."""
+        ...
+
     def close(self, code: int, reason: str = "") -> None: ...
 
 
@@ -186,7 +191,7 @@ class Session:
         self.buffer.append((seq, tail))
         sink = self.sink
         if sink is not None and not self.holding:
-            sink.push(with_seq(seq, tail))
+            sink.push_message(with_seq(seq, tail))
         mirror = self.mirror
         if mirror is not None:
             mirror(self.id, seq, tail)

@@ -159,6 +159,10 @@ class LimitsSettings:
     # sessions are evicted (expired early).
     max_detached_sessions: int = 10
     max_detached_buffered_bytes: int = 268435456
+    # Milliseconds message frames may wait to be written together with more
+    # to the same connection; 0: written at the end of the loop iteration
+    # that produced them. Replies (acks, errors) never wait past it.
+    batch_window_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,12 @@ __all__ = ["validate"]
 _HMAC_MIN_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 
 
+# Limits for which 0 has a meaning (checked on their own).
+_LIMITS_MAY_BE_ZERO = frozenset({"batch_window_ms"})
+#: The longest write-coalescing window, in milliseconds.
+MAX_BATCH_WINDOW_MS = 1000.0
+
+
 def validate(
     s: Settings, name: Callable[[str], str], dev_secret_file: Callable[[], str]
 ) -> Settings:
@@ -125,7 +131,14 @@ def validate(
 
     limits = s.limits
     for f in dataclasses.fields(limits):
-        positive(f"limits.{f.name}", getattr(limits, f.name))
+        if f.name not in _LIMITS_MAY_BE_ZERO:
+            positive(f"limits.{f.name}", getattr(limits, f.name))
+    if not 0 <= limits.batch_window_ms <= MAX_BATCH_WINDOW_MS:
+        fail(
+            "limits.batch_window_ms",
+            limits.batch_window_ms,
+            f"must be between 0 and {MAX_BATCH_WINDOW_MS:g} (milliseconds)",
+        )
     if limits.byte_burst < limits.max_message_size:
         # Else a frame of the largest accepted size could never pass.
         fail(

@@ -2,14 +2,18 @@
 
 Actors never touch the socket. They hold a ``ConnectionHandle`` (it
 implements ``rtcs.actors.ports.ClientHandle``, and is the session's
-``rtcs.sessions.Sink``) and call ``push(frame)`` with bytes
-that are already encoded. ``push`` frames the bytes and hands them to the
-transport synchronously, as ``websockets.broadcast()`` does, so there is no
-``await ws.send()`` that could block forever on a client that never reads
-(docs/architecture.md, "Library behaviour"). The transport's write buffer
-*is* the outbox: when it would grow past ``limits.outbox_bytes`` the
-connection is closed with 4008 and aborted if the close handshake cannot
-complete, and its memory is freed.
+``rtcs.sessions.Sink``) and call ``push(frame)`` (replies) or
+``push_message(frame)`` (messages) with bytes that are already encoded.
+The handle frames the bytes at once and keeps them in its pending list; the
+node's ``Coalescer`` (``rtcs.gateway.coalesce``) writes each connection's
+pending frames to its transport in one write at the end of the loop
+iteration (messages may wait up to ``limits.batch_window_ms``). Nothing
+awaits a send, so there is no ``await ws.send()`` that could block forever
+on a client that never reads (docs/architecture.md, "Library behaviour").
+The pending frames plus the transport's write buffer *are* the outbox: when
+they would grow past ``limits.outbox_bytes`` the connection is closed with
+4008 and aborted if the close handshake cannot complete, and its memory is
+freed.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from websockets.protocol import State
 
 from rtcs.errors import CloseCode
+from rtcs.gateway.coalesce import DUE, IDLE, Coalescer
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
@@ -29,6 +34,18 @@ if TYPE_CHECKING:
 
 # FIN + text opcode, then the 7-bit length: the header of every short frame.
 _SMALL_HEADERS = [bytes((0x81, n)) for n in range(126)]
+# Pending bytes past which the outbox counts as paused (websockets' default
+# write_limit high-water mark): a replay stops producing and flushes.
+PENDING_HIGH = 32768
+
+
+def frame_header(n: int) -> bytes:
+    """The header of an unmasked, final text frame of ``n`` payload bytes."""
+    if n < 126:
+        return _SMALL_HEADERS[n]
+    if n < 65536:
+        return b"\x81\x7e" + n.to_bytes(2, "big")
+    return b"\x81\x7f" + n.to_bytes(8, "big")
 
 
 class ConnectionHandle:
@@ -42,8 +59,12 @@ class ConnectionHandle:
         "_admission",
         "_close_timeout",
         "_closing",
+        "_coalescer",
+        "_hold",
         "_limit",
         "_metrics",
+        "_out",
+        "_out_bytes",
         "_protocol",
         "_tasks",
         "_transport",
@@ -52,6 +73,7 @@ class ConnectionHandle:
         "close_code",
         "connection_id",
         "created",
+        "flush_state",
         "inflight",
         "paused",
         "peer",
@@ -66,7 +88,9 @@ class ConnectionHandle:
         outbox_bytes: int,
         close_timeout: float,
         metrics: Metrics,
+        coalescer: Coalescer | None = None,
     ) -> None:
+        """``coalescer``: the node's (a new one with no window when None)."""
         self._ws = ws
         self._close_timeout = close_timeout
         self._protocol = ws.protocol
@@ -75,6 +99,12 @@ class ConnectionHandle:
         self._metrics = metrics
         self._closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Framed bytes not yet written (one write per loop iteration).
+        self._coalescer = coalescer if coalescer is not None else Coalescer()
+        self._hold = self._coalescer.window > 0
+        self._out: list[bytes] = []
+        self._out_bytes = 0
+        self.flush_state = IDLE
         self.connection_id = connection_id
         self.peer = peer
         self.user: str | None = None
@@ -117,57 +147,91 @@ class ConnectionHandle:
         return await self._admission
 
     def write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size()
+        """Bytes of the outbox: pending frames and the transport's write buffer."""
+        return self._transport.get_write_buffer_size() + self._out_bytes
 
     @property
     def write_paused(self) -> bool:
         """True while the outbox is above its high-water mark (websockets'
-        ``write_limit``, 32 KiB) and has not yet drained below the low one."""
-        return bool(self._ws.paused)
+        ``write_limit``, 32 KiB, or as many bytes pending) and has not yet
+        drained below the low one."""
+        return bool(self._ws.paused) or self._out_bytes >= PENDING_HIGH
 
     async def drained(self) -> None:
         """Return once the outbox has drained below its low-water mark (8 KiB),
         or at once when it is not paused or the connection is closing.
 
+        Pending frames are written first.
+
         Raises:
             ConnectionError: the connection was lost meanwhile.
         """
+        if self._out:
+            self.flush()
         if not self._closing and self._ws.paused:
             await self._ws.drain()
 
     def push(self, frame: bytes) -> bool:
-        """Write one text frame (UTF-8 JSON bytes) without blocking.
+        """Queue one text frame (UTF-8 JSON bytes), written at the end of this iteration.
 
         Returns False when the frame was dropped: the connection is closing,
         or the outbox would exceed its bound (the connection is then closed
         with 4008).
         """
+        if not self._queue(frame):
+            return False
+        if self.flush_state != DUE:
+            self._coalescer.due(self)
+        return True
+
+    def push_message(self, frame: bytes) -> bool:
+        """Queue one ``message`` frame: like :meth:`push`, but it may wait up to
+        ``limits.batch_window_ms`` for more (0: the end of this iteration)."""
+        if not self._queue(frame):
+            return False
+        if self.flush_state == IDLE:
+            if self._hold:
+                self._coalescer.hold(self)
+            else:
+                self._coalescer.due(self)
+        return True
+
+    def _queue(self, frame: bytes) -> bool:
         if self._closing or self._protocol.state is not State.OPEN:
             self._metrics.outbox_drop("closed")
             return False
-        if self._transport.get_write_buffer_size() + len(frame) > self._limit:
+        n = len(frame)
+        if self._transport.get_write_buffer_size() + self._out_bytes + n > self._limit:
             self._metrics.outbox_drop("overflow")
             self.close(CloseCode.TOO_SLOW, "outbound queue overflow")
             return False
-        n = len(frame)
-        # The "fastlane": frame the bytes here and write them in one call,
-        # instead of websockets' Frame object per message. Valid because rtcs
-        # never fragments, negotiates no extension (compression is off), and
-        # websockets flushes its own frames (pongs, close) as soon as it makes
-        # them, so nothing of its can be pending between two pushes.
-        if n < 126:
-            header = _SMALL_HEADERS[n]
-        elif n < 65536:
-            header = b"\x81\x7e" + n.to_bytes(2, "big")
-        else:
-            header = b"\x81\x7f" + n.to_bytes(8, "big")
-        try:
-            self._transport.write(header + frame)
-        except Exception:  # the transport is already broken: treat as closed
-            self._metrics.outbox_drop("closed")
-            self.abort()
-            return False
+        # The "fastlane": frame the bytes here instead of websockets' Frame
+        # object per message. Valid because rtcs never fragments, negotiates
+        # no extension (compression is off), and websockets writes its own
+        # frames (pongs, close) as soon as it makes them; a close is preceded
+        # by a flush (close()), and frames pending when websockets closed by
+        # itself are dropped (flush()).
+        self._out.append(_SMALL_HEADERS[n] + frame if n < 126 else frame_header(n) + frame)
+        self._out_bytes += n
         return True
+
+    def flush(self) -> None:
+        """Write the pending frames in one write (the coalescer calls this)."""
+        out = self._out
+        if not out:
+            return
+        self._out = []
+        self._out_bytes = 0
+        if self._protocol.state is not State.OPEN:
+            # websockets closed the connection meanwhile (a close frame from
+            # the client, a keepalive timeout): nothing may follow its close.
+            self._metrics.outbox_drop("closed", len(out))
+            return
+        try:
+            self._transport.write(out[0] if len(out) == 1 else b"".join(out))
+        except Exception:  # the transport is already broken: treat as closed
+            self._metrics.outbox_drop("closed", len(out))
+            self.abort()
 
     def handled(self, low_water: int) -> None:
         """One client frame was handled; wake the reader once few are left."""
@@ -187,6 +251,7 @@ class ConnectionHandle:
         """Start closing with ``code``; abort if the client does not answer."""
         if self._closing:
             return
+        self.flush()  # what was pushed before the close goes before it
         self._closing = True
         self._unpause()
         self.close_code = code
@@ -204,6 +269,8 @@ class ConnectionHandle:
     def abort(self) -> None:
         """Drop the TCP connection at once (the client cannot keep up)."""
         self._closing = True
+        self._out = []
+        self._out_bytes = 0
         self._unpause()
         with contextlib.suppress(Exception):
             self._transport.abort()

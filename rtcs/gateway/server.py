@@ -46,6 +46,7 @@ from rtcs.actors.messages import ClientText, OpenConnection, SocketClosed
 from rtcs.auth.extract import HandshakeAuth, extract, origin_allowed, own_origin
 from rtcs.auth.tokens import Identity
 from rtcs.errors import AuthError, CloseCode, ProtocolError
+from rtcs.gateway.coalesce import Coalescer
 from rtcs.gateway.echo import serve_echo
 from rtcs.gateway.frontdoor import FrontDoorConnection, RefusedReason, front_door
 from rtcs.gateway.handle import ConnectionHandle
@@ -91,6 +92,8 @@ class Gateway:
         self._server: Server | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._scheme = "wss" if ctx.settings.server.tls_cert else "ws"
+        # One write per connection per loop iteration (rtcs.gateway.coalesce).
+        self.coalescer = Coalescer(ctx.settings.limits.batch_window_ms / 1000.0)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -280,6 +283,7 @@ class Gateway:
             ctx.settings.limits.outbox_bytes,
             ctx.settings.server.close_timeout,
             ctx.metrics,
+            self.coalescer,
         )
         self.handles.add(handle)
         ctx.metrics.opened()

@@ -27,6 +27,9 @@ class Sink:
         self.frames.append(frame)
         return True
 
+    def push_message(self, frame: bytes) -> bool:
+        return self.push(frame)
+
     def close(self, code: int, reason: str = "") -> None:
         self.closed.append(code)
 

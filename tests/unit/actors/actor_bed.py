@@ -71,6 +71,9 @@ class RecordingSink:
         self._changed.set()
         return True
 
+    def push_message(self, frame: bytes) -> bool:
+        return self.push(frame)
+
     def close(self, code: int, reason: str = "") -> None:
         self.closed_with = code
 

@@ -17,6 +17,9 @@ class Sink:
     def push(self, frame: bytes) -> bool:
         return True
 
+    def push_message(self, frame: bytes) -> bool:
+        return self.push(frame)
+
     def close(self, code: int, reason: str = "") -> None:
         pass
 
