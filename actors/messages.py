@@ -293,11 +293,16 @@ class RouteRequest:
 
 @dataclass(frozen=True, slots=True)
 class RouteDecision:
-    """A route-handler plugin's answer to the :class:`RouteRequest` it names."""
+    """A route-handler plugin's answer to the :class:`RouteRequest` it names.
+
+    ``failure`` set (``decision`` then None): the plugin could not decide
+    (``route`` raised: ``"crashed"``); the publisher gets ``internal``.
+    """
 
     request: int
     step: int
-    decision: Decision
+    decision: Decision | None
+    failure: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,11 +342,8 @@ class SampleDue:
 
 
 @dataclass(frozen=True, slots=True)
-class RouteTimeout:
-    """The route plugin asked at ``step`` of publish ``request`` must have answered by now."""
-
-    request: int
-    step: int
+class RouteSweep:
+    """The topic route handler fails the publishes whose route plugin is past its timeout."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -263,9 +263,12 @@ class App:
 
     async def _wait_for_tree(self) -> None:
         # The tree starts in a few loop turns; poll the directory briefly
-        # rather than guess.
+        # rather than guess. Route plugins too: a publish on their topics
+        # before they run would fail ("not running").
+        ctx = self.ctx
+        names = (*_REQUIRED, *(spec.name for spec in ctx.route_plugins)) if ctx else _REQUIRED
         for _ in range(1000):
-            if all(self.directory.lookup(name) is not None for name in _REQUIRED):
+            if all(self.directory.lookup(name) is not None for name in names):
                 return
             await asyncio.sleep(0)
         raise RuntimeError("the actor tree did not start")

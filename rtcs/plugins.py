@@ -121,7 +121,18 @@ class RoutePlugin(PluginActor):
     timeout: float = DEFAULT_ROUTE_TIMEOUT
 
     def receiveMsg_RouteRequest(self, msg: RouteRequest, sender: ActorAddress) -> None:
-        decision = self.route(msg)
+        # An exception in route() fails this publish ("internal") and is
+        # logged, but does not crash the plugin: route() runs on client data,
+        # and a client able to make it raise would otherwise restart the
+        # plugins, then the server (supervisor intensity), at will.
+        try:
+            decision = self.route(msg)
+        except Exception:
+            self.ctx.log.error(
+                "route plugin raised", plugin=type(self).__name__, topic=msg.topic, exc_info=True
+            )
+            self.send(msg.reply_to, RouteDecision(msg.request, msg.step, None, "crashed"))
+            return
         if decision is not None:
             self.decide(msg, decision)
 
@@ -129,9 +140,9 @@ class RoutePlugin(PluginActor):
         """Decide about one publish: deliver (maybe changed), drop, answer, fan out.
 
         Return ``None`` to decide later (after a backend call, say) with
-        :meth:`decide`. Raising crashes the plugin (its supervisor restarts
-        it) and the publisher gets ``internal``. The default delivers the
-        message unchanged.
+        :meth:`decide`. If it raises, the publisher gets ``internal``, the
+        exception is logged, and the plugin goes on (it is not restarted).
+        The default delivers the message unchanged.
         """
         return Decision()
 

@@ -16,9 +16,10 @@ docs/plugins.md):
    topic after the rules: asked one after the other, in configuration order,
    each seeing the data as the one before left it. While a publisher's
    message waits for a plugin, that publisher's later publishes wait behind
-   it (per-publisher order). A plugin that crashes (``PoisonMessage``),
-   does not answer within its timeout or is not running makes the publish
-   fail with ``internal``; nothing of it is delivered.
+   it (per-publisher order). A plugin whose ``route`` raises (reported by
+   ``RoutePlugin``, or a ``PoisonMessage``), that does not answer within its
+   timeout or is not running makes the publish fail with ``internal``;
+   nothing of it is delivered.
 
 Server publishes (``ServerPublish``) go through the rules (with an empty
 sender) but not through route plugins, which could otherwise loop on their
@@ -44,7 +45,7 @@ from rtcs.actors.messages import (
     RoutePublish,
     RouteRequest,
     RouteSubscribe,
-    RouteTimeout,
+    RouteSweep,
     RouteUnsubscribe,
     ServerPublish,
     UnindexSession,
@@ -62,6 +63,9 @@ if TYPE_CHECKING:
 
 #: Topics whose route plugins are remembered (the oldest topic goes first).
 PLUGIN_CACHE_SIZE = 10_000
+#: Bounds of the period at which publishes waiting for a plugin are checked
+#: against their timeout (a tenth of the shortest plugin timeout between).
+SWEEP_MIN, SWEEP_MAX = 0.01, 0.25
 
 
 class Filter:
@@ -105,6 +109,7 @@ class _Pending:
     __slots__ = (
         "answers",
         "data",
+        "deadline",
         "extra",
         "filter",
         "id",
@@ -135,6 +140,7 @@ class _Pending:
         self.plugins = plugins
         self.started = started
         self.step = 0
+        self.deadline = 0.0  # when the plugin asked now must have answered
         self.answers: list[Any] = []
         self.extra: list[tuple[str, Any]] = []
 
@@ -154,11 +160,16 @@ class TopicHandler(RouteHandler):
         self._pending: dict[int, _Pending] = {}
         self._behind: dict[str, deque[Callable[[], None]]] = {}
         self._next_id = 0
+        self._sweeping = False  # a RouteSweep timer is set
+        self._sweep_every = SWEEP_MAX
 
     def configured(self) -> None:
         self._plugin_index = TopicIndex()
         self._plugins_of = {}
         self._has_plugins = bool(self.ctx.route_plugins)
+        if self.ctx.route_plugins:
+            shortest = min(spec.timeout for spec in self.ctx.route_plugins)
+            self._sweep_every = min(SWEEP_MAX, max(SWEEP_MIN, shortest / 10))
         for i, spec in enumerate(self.ctx.route_plugins):
             for pattern in spec.topics:
                 self._plugin_index.add(pattern, i)
@@ -321,7 +332,10 @@ class TopicHandler(RouteHandler):
                 pending.step,
             ),
         )
-        self.wakeupAfter(spec.timeout, RouteTimeout(pending.id, pending.step))
+        pending.deadline = self.ctx.clock() + spec.timeout
+        if not self._sweeping:
+            self._sweeping = True
+            self.wakeupAfter(self._sweep_every, RouteSweep())
 
     def _current(self, request: int, step: int) -> _Pending | None:
         """The publish waiting for the answer of ``step``; None for a late or stray one."""
@@ -333,6 +347,9 @@ class TopicHandler(RouteHandler):
         if pending is None:
             return
         decision = msg.decision
+        if msg.failure:
+            self._failed(pending, msg.failure)
+            return
         if not isinstance(decision, Decision):
             self._failed(pending, "bad decision")
             return
@@ -354,15 +371,23 @@ class TopicHandler(RouteHandler):
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: ActorAddress) -> None:
         payload = msg.payload
-        if isinstance(payload, RouteTimeout):
-            pending = self._current(payload.request, payload.step)
-            if pending is not None:
-                self._failed(pending, "timeout")
+        if isinstance(payload, RouteSweep):
+            # One timer for every publish waiting for a plugin (Thespian
+            # timers cannot be cancelled: one per publish would pile up).
+            self._sweeping = False
+            now = self.ctx.clock()
+            for pending in [p for p in self._pending.values() if p.deadline <= now]:
+                if pending.id in self._pending:  # not ended by an earlier failure's release
+                    self._failed(pending, "timeout")
+            if self._pending and not self._sweeping:
+                self._sweeping = True
+                self.wakeupAfter(self._sweep_every, RouteSweep())
             return
         super().receiveMsg_WakeupMessage(msg, sender)
 
     def receiveMsg_PoisonMessage(self, msg: PoisonMessage, sender: ActorAddress) -> None:
-        # A route plugin raised on our request (after Thespian's retry).
+        # A route plugin's handler of our request raised past RoutePlugin's
+        # own guard (it overrides receiveMsg_RouteRequest): it crashed.
         request = msg.poisonMessage
         if isinstance(request, RouteRequest):
             pending = self._current(request.request, request.step)
