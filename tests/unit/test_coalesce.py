@@ -1,0 +1,73 @@
+"""rtcs.gateway.coalesce: when connections are flushed, and in what order."""
+
+from __future__ import annotations
+
+import asyncio
+
+from rtcs.gateway.coalesce import DUE, HELD, IDLE, Coalescer
+
+
+class Conn:
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name = name
+        self.log = log
+        self.flush_state = IDLE
+
+    def flush(self) -> None:
+        self.log.append(self.name)
+
+
+async def next_iteration() -> None:
+    # call_soon callbacks queued now run before this sleep's wake-up.
+    await asyncio.sleep(0)
+
+
+async def test_due_connections_flush_once_at_the_end_of_the_iteration() -> None:
+    log: list[str] = []
+    coalescer = Coalescer()
+    a, b = Conn("a", log), Conn("b", log)
+    coalescer.due(a)
+    coalescer.due(b)
+    assert (a.flush_state, b.flush_state) == (DUE, DUE)
+    assert log == []  # nothing is written inside the turn that pushed
+    await next_iteration()
+    assert log == ["a", "b"]
+    assert (a.flush_state, b.flush_state) == (IDLE, IDLE)
+
+
+async def test_held_connections_wait_for_the_window() -> None:
+    log: list[str] = []
+    loop = asyncio.get_running_loop()
+    coalescer = Coalescer(window=0.05)
+    a = Conn("a", log)
+    coalescer.hold(a)
+    assert a.flush_state == HELD
+    await next_iteration()
+    assert log == []
+    flushed = loop.create_future()
+    loop.call_later(0.2, flushed.set_result, None)  # an upper bound, never a wait for settling
+    while not log and not flushed.done():
+        await asyncio.sleep(0.01)
+    assert log == ["a"] and a.flush_state == IDLE
+
+
+async def test_a_held_connection_made_due_flushes_at_the_iteration_and_only_once() -> None:
+    log: list[str] = []
+    coalescer = Coalescer(window=0.05)
+    a = Conn("a", log)
+    coalescer.hold(a)
+    coalescer.due(a)  # an ack for the same connection
+    await next_iteration()
+    assert log == ["a"]
+    coalescer.flush_all()  # the window's timer finds it idle: no second flush
+    assert log == ["a"]
+
+
+async def test_flush_all_writes_everything_pending() -> None:
+    log: list[str] = []
+    coalescer = Coalescer(window=10.0)
+    a, b = Conn("a", log), Conn("b", log)
+    coalescer.hold(a)
+    coalescer.due(b)
+    coalescer.flush_all()
+    assert sorted(log) == ["a", "b"]
