@@ -108,7 +108,8 @@ class WebSocketActor(Calls, ActorTypeDispatcher):
         # While a publish's id is checked against the shared store, later
         # frames wait here, in order (``True``: already counted as handled).
         self._deduping = False
-        self._waiting: deque[tuple[ClientText, bool]] = deque()
+        # Created when the first frame has to wait (most connections never do).
+        self._waiting: deque[tuple[ClientText, bool]] | None = None
         self._last_activity = 0.0
         self._released = False
 
@@ -211,17 +212,23 @@ class WebSocketActor(Calls, ActorTypeDispatcher):
         if self._deduping:
             # Not counted as handled yet: the gateway's inbound bound still
             # applies to the frames waiting behind a publish.
-            self._waiting.append((msg, False))
+            self._wait(msg, counted=False)
             return
         self.handle.handled(self._ctx.settings.limits.inbound_queue // 2)
         self._on_text(msg)
+
+    def _wait(self, msg: ClientText, *, counted: bool) -> None:
+        """Keep ``msg`` until the publish being de-duplicated is decided."""
+        if self._waiting is None:
+            self._waiting = deque()
+        self._waiting.append((msg, counted))
 
     def _on_text(self, msg: ClientText) -> None:
         ctx, handle = self.ctx, self.handle
         if handle.closing:
             return
         if self._deduping:
-            self._waiting.append((msg, True))
+            self._wait(msg, counted=True)
             return
         if self._held is not None:
             if len(self._held) >= ctx.settings.limits.held_frames:

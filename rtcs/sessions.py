@@ -133,6 +133,12 @@ class _Tracked(set[str]):
             self._changed()
 
 
+#: The replay buffer of a session that has buffered nothing yet: shared and
+#: empty (``maxlen`` 0), so an idle session costs no deque of its own. It is
+#: never appended to: :meth:`Session.writable_buffer` replaces it first.
+NO_BUFFER: deque[tuple[int, bytes]] = deque(maxlen=0)
+
+
 class Session:
     """One client session. Mutated only on the event-loop thread.
 
@@ -143,6 +149,7 @@ class Session:
     __slots__ = (
         "__weakref__",
         "buffer",
+        "capacity",
         "connection_id",
         "detached_at",
         "holding",
@@ -163,7 +170,9 @@ class Session:
         self.user = user
         self.roles = roles
         self.seq = 0
-        self.buffer: deque[tuple[int, bytes]] = deque(maxlen=buffer_size)
+        # The replay buffer, created at the first message (NO_BUFFER until then).
+        self.buffer: deque[tuple[int, bytes]] = NO_BUFFER
+        self.capacity = buffer_size
         self.subscriptions: set[str] = _Tracked(self)
         self.rooms: set[str] = _Tracked(self)
         self.sink: Sink | None = None
@@ -188,13 +197,22 @@ class Session:
         """Deliver one message: next ``seq``, buffer it, write it if attached,
         note it in the mirror if any."""
         seq = self.seq = self.seq + 1
-        self.buffer.append((seq, tail))
+        buffer = self.buffer
+        if buffer is NO_BUFFER:
+            buffer = self.writable_buffer()
+        buffer.append((seq, tail))
         sink = self.sink
         if sink is not None and not self.holding:
             sink.push_message(with_seq(seq, tail))
         mirror = self.mirror
         if mirror is not None:
             mirror(self.id, seq, tail)
+
+    def writable_buffer(self) -> deque[tuple[int, bytes]]:
+        """The session's own replay buffer, created now if it had none."""
+        if self.buffer is NO_BUFFER:
+            self.buffer = deque(maxlen=self.capacity)
+        return self.buffer
 
     def used_publish_id(self, key: str, now: float, window: float) -> bool:
         """True if ``key`` was noted (``note_publish_id``) less than ``window`` seconds ago.
@@ -373,7 +391,7 @@ class SessionRegistry:
         session.detached_at = now  # until attached, it expires like any detached one
         self._detached[session.id] = session
         session.seq = seq
-        session.buffer.extend(buffer)
+        session.writable_buffer().extend(buffer)
         session.subscriptions.update(subscriptions)
         session.rooms.update(rooms)
         return session

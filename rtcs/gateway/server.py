@@ -275,6 +275,7 @@ class Gateway:
             return
         ctx = self.ctx
         auth, identity, address = self._auth.pop(ws)
+        _forget_handshake(ws)
         self._per_address[address] = self._per_address.get(address, 0) + 1
         handle = ConnectionHandle(
             ws,
@@ -442,3 +443,22 @@ def _text(status: HTTPStatus, text: str) -> Response:
 
 def _json(status: HTTPStatus, payload: dict[str, Any]) -> Response:
     return _response(status, json.dumps(payload).encode(), "application/json")
+
+
+#: The headers of every open connection's handshake request, once forgotten.
+_NO_HEADERS = Headers()
+
+
+def _forget_handshake(ws: ServerConnection) -> None:
+    """Drop the handshake's request and response headers once the connection is open.
+
+    Everything rtcs needs from them (token, origin, address) was taken in
+    ``process_request``, and websockets reads neither later; they were about
+    2 KiB of every idle connection's memory (docs/performance.md). The
+    request stays (without headers): websockets tells the handshake request
+    from later events by its presence.
+    """
+    request = ws.request
+    if request is not None:
+        ws.request = Request(request.path, _NO_HEADERS)
+    ws.response = None
