@@ -9,12 +9,18 @@ With ``rtcs-w2`` among the targets (rtcs ``--workers 2``, Redis backend) the
 runner starts one redis-server on a free loopback port first, empties it before
 each rtcs-w2 start, and stops it by PID at the end; the table then also shows
 rtcs-w2/rtcs and the latency rtcs-w2 adds over rtcs.
+
+``python -m bench rules`` measures rtcs against itself: routing rules (0, 10,
+100 and 1,000 rules) on the ``rtcs`` target only, printed as its own table
+with every rule count's ratio to the rtcs without rules of the same run
+(:mod:`bench.rules`). It is not part of the default set of workloads.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -23,13 +29,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from bench.loadgen import LoadGen, LoadgenError, raise_nofile_limit
 from bench.report import build_rows, medians, render_table
+from bench.rules import render_rules_table, rules_rows
 from bench.servers import (
     NODE_DIR,
     REPO_ROOT,
@@ -41,7 +48,7 @@ from bench.servers import (
     prepare_node,
     targets_by_name,
 )
-from bench.workloads import SCALES, WORKLOADS, Runner
+from bench.workloads import DEFAULT_WORKLOADS, RTCS_ONLY, SCALES, WORKLOADS, Runner
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 
@@ -99,13 +106,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "workloads",
         nargs="*",
         metavar="WORKLOAD",
-        help=f"any of {', '.join(WORKLOADS)} (default: all)",
+        help=f"any of {', '.join(WORKLOADS)} (default: {', '.join(DEFAULT_WORKLOADS)};"
+        " rules measures rtcs with routing rules against rtcs without, on the rtcs target only)",
     )
     parser.add_argument(
         "--targets",
-        default="rtcs,raw,node",
+        default=None,
         help=f"comma-separated servers to measure, any of {', '.join(TARGET_NAMES)}"
-        " (default: rtcs,raw,node; rtcs-w2 needs redis-server on PATH)",
+        " (default: rtcs,raw,node, or rtcs when only rules runs;"
+        " rtcs-w2 needs redis-server on PATH)",
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
@@ -133,6 +142,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for w in args.workloads:
         if w not in WORKLOADS:
             parser.error(f"unknown workload {w!r}; choose from {', '.join(WORKLOADS)}")
+    args.workloads = args.workloads or list(DEFAULT_WORKLOADS)
+    if args.targets is None:
+        only_rtcs = all(w in RTCS_ONLY for w in args.workloads)
+        args.targets = "rtcs" if only_rtcs else "rtcs,raw,node"
     args.target_names = [t.strip() for t in args.targets.split(",") if t.strip()]
     for t in args.target_names:
         if t not in TARGET_NAMES:
@@ -141,7 +154,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(
             "target rtcs-w2 needs redis-server on PATH (Debian: apt-get install redis-server)"
         )
-    args.workloads = args.workloads or list(WORKLOADS)
+    rtcs_only = sorted(set(args.workloads) & RTCS_ONLY)
+    if rtcs_only and "rtcs" not in args.target_names:
+        parser.error(f"workload {rtcs_only[0]} runs on the rtcs target: add rtcs to --targets")
     if args.repeats < 1 or args.workers < 1:
         parser.error("--repeats and --workers must be at least 1")
     if args.max_seconds is None:
@@ -213,28 +228,46 @@ def _run(
         for workload in args.workloads:
             for repeat in range(args.repeats):
                 for spec in list(active):
+                    if workload in RTCS_ONLY and spec.name != "rtcs":
+                        continue  # it measures rtcs against itself
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"deadline of {args.max_seconds:.0f} s reached")
 
                     @contextlib.contextmanager
-                    def start(spec: TargetSpec = spec) -> Iterator[ServerProcess]:
-                        shared = redis if spec.name == "rtcs-w2" else None
+                    def start(
+                        env: Mapping[str, str] | None = None,
+                        label: str = "",
+                        spec: TargetSpec = spec,
+                    ) -> Iterator[ServerProcess]:
+                        target = spec.name
+                        if env or label:
+                            # Its own log file: servers of one workload may run together.
+                            name = f"{spec.name}-{label}" if label else spec.name
+                            spec = dataclasses.replace(
+                                spec, name=name, env={**spec.env, **(env or {})}
+                            )
+                        shared = redis if target == "rtcs-w2" else None
                         if shared is not None:
                             shared.flush()  # no sessions or presence left from the last start
                         srv = ServerProcess(spec, server_cpu, log_dir, shared)
+                        entry: dict[str, Any] = {"target": target}
+                        if label:
+                            entry["label"] = label
                         try:
                             with srv:
-                                servers.append({"target": spec.name, "pid": srv.pid})
+                                entry["pid"] = srv.pid
+                                servers.append(entry)
                                 if srv.worker_pids:
-                                    servers[-1]["worker_pids"] = srv.worker_pids
+                                    entry["worker_pids"] = srv.worker_pids
                                 yield srv
                         finally:
                             if srv.proc is not None:
-                                if not servers or servers[-1]["pid"] != srv.pid:
-                                    servers.append({"target": spec.name, "pid": srv.pid})
-                                servers[-1]["exit_code"] = srv.exit_code
+                                if "pid" not in entry:  # it never became ready
+                                    entry["pid"] = srv.pid
+                                    servers.append(entry)
+                                entry["exit_code"] = srv.exit_code
                                 if srv.worker_pids:
-                                    servers[-1]["worker_pids"] = srv.worker_pids
+                                    entry["worker_pids"] = srv.worker_pids
 
                     record: dict[str, Any] = {
                         "target": spec.name,
@@ -308,7 +341,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"python -m bench: {exc}", file=sys.stderr)
             return 2
     targets = [t for t in result["targets"] if result["status"].get(t) == "ok"]
-    rows = build_rows(result["summary"], result["largest_idle"])
+    summary = result["summary"]
+    rows = build_rows(
+        {k: v for k, v in summary.items() if not k.startswith("rules.")}, result["largest_idle"]
+    )
+    rule_rows = rules_rows(summary)
+    result["rules_table"] = [
+        {
+            "key": r.key,
+            "label": r.label,
+            "unit": r.unit,
+            "values": {str(n): v for n, v in r.values.items()},
+            "target": r.target,
+            "ok": r.verdict,
+        }
+        for r in rule_rows
+    ]
     result["table"] = [
         {
             "key": r.key,
@@ -331,7 +379,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, state in result["status"].items():
         if state != "ok":
             print(f"{name}: {state}")
-    print(render_table(rows, targets))
+    if rows:
+        print(render_table(rows, targets))
+    if rule_rows:
+        print(
+            "\nRouting rules (rtcs; 10% of the rules match the matched topic, none the"
+            " unmatched one; ratios to the rtcs without rules of the same run)"
+        )
+        print(render_rules_table(rule_rows))
     print(f"\nJSON: {path}")
     failed = [r for r in result["runs"] if "error" in r and r["target"] in targets]
     return 1 if failed or "aborted" in result["status"] else 0

@@ -12,7 +12,7 @@ Commands (all bounded by their own timeout):
 ``publisher``    open one extra connection used by ``publish``.
 ``publish``      open-loop publishes at a fixed rate for a duration.
 ``await_step``   wait until this worker's subscribers received a step's messages.
-``reqrep``       every connection runs publish→ack in a closed loop.
+``reqrep``       every connection (of one group) runs publish→ack in a closed loop.
 ``chat``         every connection broadcasts to its room at a steady rate, then
                  waits for the deliveries of its own rooms.
 ``close``        abort every connection.
@@ -72,6 +72,7 @@ class ConnState:
     pending: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     next_id: int = 0
     room: str | None = None
+    group: str = ""  # ``connect``'s group: ``reqrep`` can drive one group only
     server: str = ""  # ``welcome.server``: which worker this connection is on
     # request/reply mode: called with each reply instead of resolving a future
     on_reply: Callable[[BenchConnection, ConnState, dict[str, Any]], None] | None = None
@@ -88,6 +89,7 @@ class StepStats:
 
     received: int = 0
     received_cross: int = 0
+    marked: int = 0  # deliveries whose data has a ``routed`` field (set by routing rules)
     last_ns: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     same_ms: list[float] = field(default_factory=list)
@@ -133,6 +135,8 @@ class Worker:
                 st = self.steps[data["s"]] = StepStats()
             st.received += 1
             st.last_ns = now
+            if "routed" in data:
+                st.marked += 1
             lat = (now - data["t"]) / 1e6
             # Reservoir sampling keeps the sample uniform over the whole step.
             sample(st.latencies_ms, st.received, lat, self.rng)
@@ -224,8 +228,12 @@ class Worker:
         topic: str | None = None,
         rooms: Sequence[str] | None = None,
         timeout: float = 60.0,
+        group: str = "",
     ) -> dict[str, Any]:
-        """Open ``len(tokens)`` connections, ``concurrency`` handshakes at a time."""
+        """Open ``len(tokens)`` connections, ``concurrency`` handshakes at a time.
+
+        ``group`` tags them, so ``reqrep`` can drive this group alone.
+        """
         sem = asyncio.Semaphore(concurrency)
         failures: list[str] = []
         opened: list[BenchConnection | None] = [None] * len(tokens)
@@ -248,6 +256,10 @@ class Worker:
             await asyncio.gather(*(one(i) for i in range(len(tokens))))
         end = time.time()
         conns = [c for c in opened if c is not None]
+        for conn in conns:
+            state = conn.state
+            assert isinstance(state, ConnState)
+            state.group = group
         self.conns.extend(conns)
         if topic is not None or rooms is not None:
 
@@ -364,6 +376,7 @@ class Worker:
         return {
             "received": st.received,
             "received_cross": st.received_cross,
+            "marked": st.marked,
             "last": st.last_ns / 1e9,
             "latencies": st.latencies_ms,
             "same": st.same_ms,
@@ -371,14 +384,27 @@ class Worker:
         }
 
     async def cmd_reqrep(
-        self, topic: str, start_at: float, warmup: float, duration: float
+        self,
+        topic: str,
+        start_at: float,
+        warmup: float,
+        duration: float,
+        group: str | Sequence[str] | None = None,
+        data: dict[str, Any] | None = None,
+        step: int | None = None,
     ) -> dict[str, Any]:
-        """Every connection: publish to ``topic``, await the ack, repeat.
+        """Every connection (of ``group``, if given): publish to ``topic``, await the ack, repeat.
+
+        ``group`` may name several groups, all driven at once; ``by_group`` in
+        the reply has the round trips counted per group.
 
         Round trips completing inside ``[start_at + warmup, start_at + warmup +
         duration]`` (epoch seconds) are counted; latencies are perf-counter RTTs.
         Driven from the frame callback (no task or future per request) so the
-        generator spends as little CPU per round trip as it can.
+        generator spends as little CPU per round trip as it can. The payload is
+        ``{"t": <ns>}`` plus ``"s": step`` (so subscribers count deliveries
+        per step, see ``await_step``) and the fields of ``data``. ``sent`` in
+        the reply counts every publish, warm-up and tail included.
         """
         loop = asyncio.get_running_loop()
         t_begin = start_at + warmup
@@ -386,18 +412,26 @@ class Worker:
         rtts: list[float] = []
         counted = 0
         in_flight = 0
+        sent = 0
+        groups = None if group is None else {group} if isinstance(group, str) else set(group)
+        by_group = dict.fromkeys(groups or (), 0)
         failures: list[str] = []
         finished = loop.create_future()
         rng = self.rng
         head = b'{"type":"publish","topic":"' + topic.encode() + b'","id":'
+        fields = {**(data or {}), **({} if step is None else {"s": step})}
+        # The other fields of the payload, after "t": b'' or b',"s":1,...'.
+        rest = json.dumps(fields, separators=(",", ":")).encode()[1:-1]
+        rest = b"," + rest if rest else b""
         perf_ns, time_ns, wall = time.perf_counter_ns, time.time_ns, time.time
 
         def send_next(conn: BenchConnection, state: ConnState) -> None:
-            nonlocal in_flight
+            nonlocal in_flight, sent
             state.next_id += 1
             state.rr_sent_ns = perf_ns()
             in_flight += 1
-            conn.send(b'%s%d,"data":{"t":%d}}' % (head, state.next_id, time_ns()))
+            sent += 1
+            conn.send(b'%s%d,"data":{"t":%d%s}}' % (head, state.next_id, time_ns(), rest))
 
         def on_reply(conn: BenchConnection, state: ConnState, msg: dict[str, Any]) -> None:
             nonlocal counted, in_flight
@@ -410,6 +444,8 @@ class Worker:
                 now = wall()
                 if t_begin <= now <= t_end:
                     counted += 1
+                    if groups is not None:
+                        by_group[state.group] += 1
                     rtt = (t1 - state.rr_sent_ns) / 1e6
                     if len(rtts) < LATENCY_SAMPLES:
                         rtts.append(rtt)
@@ -424,8 +460,15 @@ class Worker:
             if in_flight == 0 and not finished.done():
                 finished.set_result(None)
 
+        conns = [
+            c
+            for c in self.conns
+            if groups is None or (isinstance(c.state, ConnState) and c.state.group in groups)
+        ]
+        if not conns:
+            raise LoadgenError(f"no connections in group {group!r}")
         await asyncio.sleep(max(0.0, start_at - time.time()))
-        for conn in self.conns:
+        for conn in conns:
             state = conn.state
             assert isinstance(state, ConnState)
             state.on_reply = on_reply
@@ -439,12 +482,14 @@ class Worker:
                 await finished
         except TimeoutError:
             failures.append(f"{in_flight} publishes unanswered 10 s after the end")
-        for conn in self.conns:
+        for conn in conns:
             state = conn.state
             assert isinstance(state, ConnState)
             state.on_reply = None
         return {
+            "sent": sent,
             "count": counted,
+            "by_group": by_group,
             "latencies": rtts,
             "failures": failures[:5],
             "failed": len(failures),
@@ -605,9 +650,23 @@ class LoadGen:
         **common: Any,
     ) -> list[dict[str, Any]]:
         """Send one command to every worker at once and collect every reply."""
+        self.send_all(name, per_worker, **common)
+        return self.recv_all(wait)
+
+    def send_all(
+        self, name: str, per_worker: Sequence[dict[str, Any]] | None = None, **common: Any
+    ) -> None:
+        """Send one command to every worker; collect the replies with :meth:`recv_all`."""
         for i in range(self.size):
             extra = per_worker[i] if per_worker is not None else {}
             self.send(i, name, **common, **extra)
+
+    def recv_all(self, wait: float) -> list[dict[str, Any]]:
+        """Every worker's reply to the last :meth:`send_all`, within ``wait`` s in all.
+
+        Raises:
+            LoadgenError: the first worker that failed (the others are still drained).
+        """
         deadline = time.monotonic() + wait
         replies = []
         first_error: LoadgenError | None = None

@@ -1,4 +1,8 @@
-"""The four workloads; each returns ``{metric key: value}`` for one target.
+"""The workloads; each returns ``{metric key: value}`` for one target.
+
+``idle``, ``fanout``, ``reqrep`` and ``chat`` compare rtcs with the baselines;
+``rules`` (rtcs only, not in the default set) compares rtcs with routing rules
+against rtcs without (:meth:`Runner.rules`, :mod:`bench.rules`).
 
 Sizes come from a :class:`Scale` (``small`` for the smoke test, ``full`` for
 the numbers in the issue, ``medium`` for the scale-out comparison of ``rtcs``
@@ -14,26 +18,54 @@ deliveries, so no ``*_cross_*`` metrics).
 
 from __future__ import annotations
 
+import contextlib
+import statistics
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from bench.loadgen import LoadGen
+from bench.rules import (
+    PUBLISH_DATA,
+    RULE_COUNTS,
+    TOPICS,
+    matching_count,
+    micro,
+    rules_toml,
+)
 from bench.servers import ServerProcess, mint_token
 
-WORKLOADS = ("idle", "fanout", "reqrep", "chat")
+WORKLOADS = ("idle", "fanout", "reqrep", "chat", "rules")
+#: What ``python -m bench`` runs without workload names.
+DEFAULT_WORKLOADS = ("idle", "fanout", "reqrep", "chat")
+#: Workloads that measure rtcs against itself: they run on the ``rtcs`` target only.
+RTCS_ONLY = frozenset({"rules"})
 FANOUT_TOPIC = "bench.fanout"
 REQREP_TOPIC = "bench.reqrep"
 LATENCY_REF_OFFERED = 10_000  # fan-out latency is quoted at 10k deliveries/s offered
 CHAT_STEP = 1_000_000
+RULES_STEP = 2_000_000  # the rules windows' step tags start above it
 WARMUP_STEP = -1  # the step tag of the unmeasured fan-out warm-up (real steps are ≥ 0)
 KEEP_UP = 0.9  # a step keeps up when ≥ 90 % of its offered deliveries arrive at rate
 EXPLODED_P99_MS = 5_000.0
 
-StartServer = Callable[[], AbstractContextManager[ServerProcess]]
 Metrics = dict[str, float]
+
+
+class StartServer(Protocol):
+    """Starts the target being measured (a fresh process each call); stops it on exit.
+
+    ``env`` adds environment variables (``RTCS_RULES_FILE=...``); ``label``
+    tells apart servers of one run that are alive together (log file names).
+    """
+
+    def __call__(
+        self, env: Mapping[str, str] | None = None, label: str = ""
+    ) -> AbstractContextManager[ServerProcess]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +84,14 @@ class Scale:
     chat_rate: float  # broadcasts/s per member
     chat_s: float
     connect_concurrency: int  # handshakes in flight per worker
+    # rules: per server, publishers in a closed loop and subscribers per topic
+    rules_clients: int
+    rules_subscribers: int
+    rules_s: float  # one measured window (after rules_warmup_s)
+    rules_warmup_s: float
+    rules_rounds: int  # windows per (rule count, topic) in one repeat, interleaved
+    rules_micro_runs: int  # in-process: runs per (rule count, topic), median
+    rules_micro_s: float  # in-process: seconds of evaluate() calls per run
 
 
 SCALES = {
@@ -68,6 +108,13 @@ SCALES = {
         chat_rate=2.0,
         chat_s=0.5,
         connect_concurrency=25,
+        rules_clients=4,
+        rules_subscribers=1,
+        rules_s=0.1,
+        rules_warmup_s=0.05,
+        rules_rounds=1,
+        rules_micro_runs=1,
+        rules_micro_s=0.002,
     ),
     "medium": Scale(
         name="medium",
@@ -82,6 +129,13 @@ SCALES = {
         chat_rate=1.0,
         chat_s=5.0,
         connect_concurrency=50,
+        rules_clients=50,
+        rules_subscribers=1,
+        rules_s=1.0,
+        rules_warmup_s=0.3,
+        rules_rounds=3,
+        rules_micro_runs=5,
+        rules_micro_s=0.1,
     ),
     "full": Scale(
         name="full",
@@ -96,6 +150,13 @@ SCALES = {
         chat_rate=0.1,
         chat_s=10.0,
         connect_concurrency=50,
+        rules_clients=50,
+        rules_subscribers=1,
+        rules_s=1.0,
+        rules_warmup_s=0.3,
+        rules_rounds=6,
+        rules_micro_runs=5,
+        rules_micro_s=0.2,
     ),
 }
 
@@ -162,8 +223,12 @@ class Runner:
         tag: str,
         topic: str | None = None,
         rooms_per_worker: Sequence[Sequence[str]] | None = None,
+        group: str = "",
     ) -> tuple[int, float]:
-        """Open ``n`` connections over all workers; return (opened, connects/s)."""
+        """Open ``n`` connections over all workers; return (opened, connects/s).
+
+        ``group`` tags them for a ``reqrep`` that drives that group alone.
+        """
         counts = (
             [len(r) for r in rooms_per_worker] if rooms_per_worker is not None else self.split(n)
         )
@@ -184,6 +249,7 @@ class Runner:
             concurrency=self.scale.connect_concurrency,
             topic=topic,
             timeout=timeout,
+            group=group,
         )
         opened = sum(r["opened"] for r in replies)
         self.servers = {}
@@ -412,6 +478,141 @@ class Runner:
         if rcpu0 is not None and rcpu1 is not None:
             out["chat.redis_cpu_pct"] = 100.0 * (rcpu1 - rcpu0) / wall
         out.update(hop_split(res, "chat.", ""))
+        return out
+
+    def rules(self, start_server: StartServer) -> Metrics:
+        """Routing rules: cost per publish with 0, 10, 100 and 1,000 rules.
+
+        In-process first (:func:`bench.rules.micro`: ``RuleSet.evaluate`` per
+        publish, no sockets). Then one rtcs per rule count, alive together and
+        pinned to the same CPU: 0 is started without a rules file, the others
+        with ``RTCS_RULES_FILE`` naming a file from
+        :func:`bench.rules.rules_toml`. Each has ``rules_clients`` publishers
+        and ``rules_subscribers`` subscribers on each topic.
+
+        Each round, for the unmatched topic and then the matched one: every
+        server alone in turn (order rotating by round) for one closed-loop
+        publish→ack window (``rules.e2e.*``: round trips/s, the server's CPU
+        per publish over the same window, how many publishes reached the
+        subscribers and carried the rules' transform); then one window with
+        every server's publishers at once (``rules.shared.*``): the servers
+        share the CPU at the same moment, so the machine's other load hits
+        them alike and their rates compare to within a few per cent. Medians
+        over the rounds; ``*.rt_ratio`` is the median over rounds of the rate
+        divided by the no-rules server's in the same round (or window).
+        """
+        sc = self.scale
+        out: Metrics = micro(RULE_COUNTS, sc.rules_micro_runs, sc.rules_micro_s)
+        windows: dict[tuple[str, str, int], list[Metrics]] = {}
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-rules-") as tmp,
+            contextlib.ExitStack() as stack,
+        ):
+            servers: dict[int, ServerProcess] = {}
+            for n in RULE_COUNTS:
+                env: dict[str, str] = {}
+                if n:
+                    path = Path(tmp) / f"rules-{n}.toml"
+                    path.write_text(rules_toml(n))
+                    env["RTCS_RULES_FILE"] = str(path)
+                servers[n] = stack.enter_context(start_server(env=env, label=f"rules{n}"))
+            stack.callback(self.close_all)  # before the servers stop
+            for n, srv in servers.items():
+                self.connect_all(srv, sc.rules_clients, f"rules{n}-pub", group=f"{n}.pub")
+                for kind, topic in TOPICS.items():
+                    subs = f"rules{n}-{kind}"
+                    self.connect_all(srv, sc.rules_subscribers, subs, topic=topic, group=subs)
+            step = RULES_STEP
+            for r in range(sc.rules_rounds):
+                at = r % len(RULE_COUNTS)
+                order = RULE_COUNTS[at:] + RULE_COUNTS[:at]
+                for kind, topic in TOPICS.items():
+                    for n in order:
+                        step += 1
+                        alone = self.rules_window({n: servers[n]}, topic, step)
+                        windows.setdefault(("e2e", kind, n), []).append(alone[n])
+                    step += 1
+                    for n, shared in self.rules_window(servers, topic, step).items():
+                        windows.setdefault(("shared", kind, n), []).append(shared)
+        for (mode, kind, n), runs in windows.items():
+            base = windows[(mode, kind, 0)]
+            per_round = [
+                {**w, "rt_ratio": w["rt_per_s"] / b["rt_per_s"] if b["rt_per_s"] else 0.0}
+                for w, b in zip(runs, base, strict=True)
+            ]
+            if kind == "matched" and matching_count(n):
+                for w, u in zip(per_round, windows[(mode, "unmatched", n)], strict=True):
+                    extra = w["server_us"] - u["server_us"]
+                    w["server_us_per_matching_rule"] = extra / matching_count(n)
+            for metric in per_round[0]:
+                values = [w[metric] for w in per_round]
+                out[f"rules.{mode}.{kind}.{n}.{metric}"] = statistics.median(values)
+        return out
+
+    def rules_window(
+        self, servers: Mapping[int, ServerProcess], topic: str, step: int
+    ) -> dict[int, Metrics]:
+        """One closed-loop publish→ack window on ``topic`` of every server in ``servers``.
+
+        Their publishers (groups ``<n>.pub``) run at once; metrics per server.
+        With one server, also the latency and what its subscribers received.
+        """
+        sc = self.scale
+        start_at = time.time() + 0.1
+        t_begin = start_at + sc.rules_warmup_s
+        self.lg.send_all(
+            "reqrep",
+            topic=topic,
+            start_at=start_at,
+            warmup=sc.rules_warmup_s,
+            duration=sc.rules_s,
+            group=[f"{n}.pub" for n in servers],
+            data=PUBLISH_DATA,
+            step=step,
+        )
+        try:
+            # Not waiting for anything to settle: the servers' CPU is read at
+            # the edges of the workers' counting window, by the same clock.
+            time.sleep(max(0.0, t_begin - time.time()))
+            cpu0 = {n: srv.cpu_seconds() for n, srv in servers.items()}
+            w0 = time.monotonic()
+            time.sleep(max(0.0, t_begin + sc.rules_s - time.time()))
+            cpu1 = {n: srv.cpu_seconds() for n, srv in servers.items()}
+            w1 = time.monotonic()
+        finally:
+            res = self.lg.recv_all(sc.rules_warmup_s + sc.rules_s + 30)
+        failed = [f for r in res for f in r["failures"]]
+        if failed:
+            raise RuntimeError(f"rules publishers on {topic} failed: {failed[:3]}")
+        out: dict[int, Metrics] = {}
+        for n in servers:
+            count = sum(r["by_group"][f"{n}.pub"] for r in res)
+            cpu = cpu1[n] - cpu0[n]
+            out[n] = {
+                "rt_per_s": count / sc.rules_s,
+                "server_us": 1e6 * cpu / count if count else 0.0,
+                "server_cpu_pct": 100.0 * cpu / (w1 - w0) if w1 > w0 else 0.0,
+            }
+        sent = sum(r["sent"] for r in res)
+        subs = self.split(sc.rules_subscribers)
+        got = self.lg.call_all(
+            "await_step",
+            20.0,
+            per_worker=[{"expected": sent * c} for c in subs],
+            step=step,
+            timeout=10.0,
+        )
+        delivered = sum(r["received"] for r in got)
+        if len(servers) == 1:
+            rtts = [x for r in res for x in r["latencies"]]
+            (only,) = out.values()
+            only["rtt_p50_ms"] = percentile(rtts, 50)
+            only["rtt_p99_ms"] = percentile(rtts, 99)
+            only["loadgen_cpu_pct"] = (
+                100.0 * sum(r["cpu_window"] for r in res) / (sc.rules_s * self.loadgen_cores)
+            )
+            only["delivered_ratio"] = delivered / (sent * sc.rules_subscribers) if sent else 0.0
+            only["routed_ratio"] = sum(r["marked"] for r in got) / delivered if delivered else 0.0
         return out
 
     def run(self, workload: str, start_server: StartServer) -> Metrics:

@@ -5,7 +5,10 @@ against the raw websockets baseline (always) and rtcs (skipped with the
 runner's reason while rtcs is not runnable), then checks the JSON it wrote:
 numbers exist and are positive, and every process it started is gone.
 
-A second run measures ``rtcs-w2`` (two workers + the redis-server the bench
+A second run measures the ``rules`` workload (rtcs with 0, 10, 100 and 1,000
+routing rules, and ``RuleSet.evaluate`` in-process) at the same scale.
+
+A third run measures ``rtcs-w2`` (two workers + the redis-server the bench
 starts itself) on the fan-out and chat workloads: skipped when redis-server is
 missing, failed instead when the ``CI`` environment variable is set.
 """
@@ -26,7 +29,7 @@ from bench.report import build_rows, render_table
 from bench.servers import pid_alive
 
 # About 12 s: two targets x four workloads, each on a fresh server process;
-# about 6 s more for rtcs-w2 on two workloads.
+# about 6 s for the rules workload; about 6 s more for rtcs-w2 on two workloads.
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -73,6 +76,11 @@ def run_bench(out: Path, *args: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return run_bench(tmp_path_factory.mktemp("bench") / "smoke.json", "--targets", "raw,rtcs")
+
+
+@pytest.fixture(scope="module")
+def smoke_rules(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return run_bench(tmp_path_factory.mktemp("bench") / "smoke-rules.json", "rules")
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +136,42 @@ def test_every_process_was_stopped(smoke: dict[str, Any]) -> None:
     codes = smoke["loadgen_exit_codes"]
     assert len(codes) == len(smoke["loadgen_pids"]) > 0
     assert all(code is not None for code in codes), codes
+
+
+def test_rules_measures_every_rule_count_against_no_rules(smoke_rules: dict[str, Any]) -> None:
+    assert smoke_rules["targets"] == ["rtcs"], smoke_rules["_stderr"][-2000:]
+    status = smoke_rules["status"]["rtcs"]
+    if status != "ok":
+        pytest.skip(f"rtcs: {status}")
+    (run,) = smoke_rules["runs"]
+    assert "error" not in run, run["error"]
+    metrics = run["metrics"]
+    for n in (0, 10, 100, 1000):
+        for kind in ("unmatched", "matched"):
+            assert metrics[f"rules.e2e.{kind}.{n}.rt_per_s"] > 0, (n, kind)
+            assert metrics[f"rules.e2e.{kind}.{n}.server_us"] > 0, (n, kind)
+            assert metrics[f"rules.micro.{kind}.{n}.us_per_publish"] > 0, (n, kind)
+            # Every server's publishers also ran at once, sharing the server CPU.
+            assert metrics[f"rules.shared.{kind}.{n}.rt_per_s"] > 0, (n, kind)
+            # Every publish reached the subscriber: the rules deliver.
+            assert metrics[f"rules.e2e.{kind}.{n}.delivered_ratio"] == 1.0, (n, kind)
+        assert metrics[f"rules.e2e.unmatched.{n}.routed_ratio"] == 0.0
+    assert metrics["rules.e2e.unmatched.0.rt_ratio"] == 1.0
+    assert metrics["rules.shared.unmatched.0.rt_ratio"] == 1.0
+    assert metrics["rules.micro.matched.1000.us_per_matching_rule"] > 0
+    # The servers started with a rules file really apply it: the subscribers
+    # got the rules' transform, and 100 matching rules cost the server more.
+    assert metrics["rules.e2e.matched.0.routed_ratio"] == 0.0
+    assert metrics["rules.e2e.matched.1000.routed_ratio"] == 1.0
+    assert metrics["rules.e2e.matched.1000.server_us"] > metrics["rules.e2e.matched.0.server_us"]
+    # One server per rule count, each stopped; one table row per rule count.
+    labels = [s["label"] for s in smoke_rules["servers"]]
+    assert sorted(labels) == sorted(f"rules{n}" for n in (0, 10, 100, 1000))
+    assert_stopped(smoke_rules)
+    assert "| metric | unit | no rules | 10 (1 matching) |" in smoke_rules["_stdout"]
+    (judged,) = [r for r in smoke_rules["rules_table"] if r["target"]]
+    assert judged["key"] == "rules.shared.unmatched.{n}.rt_ratio"
+    assert set(judged["values"]) == {"0", "10", "100", "1000"}
 
 
 def assert_stopped(result: dict[str, Any]) -> None:
