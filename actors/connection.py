@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, assert_never
 from thespian.actors import (
     ActorAddress,
     ActorExitRequest,
-    ActorTypeDispatcher,
     PoisonMessage,
     WakeupMessage,
 )
@@ -82,6 +81,7 @@ from rtcs.protocol.frames import (
 from rtcs.protocol.ratelimit import RateLimiter, Verdict
 from rtcs.protocol.states import ConnectionStateMachine, Event, State
 from rtcs.runtime.control import Calls
+from rtcs.runtime.dispatch import Dispatcher
 from rtcs.sessions import ResumePlan, ResumeVerdict, Session, plan_claimed, plan_resume
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ if TYPE_CHECKING:
     from rtcs.auth.tokens import Identity
 
 
-class WebSocketActor(Calls, ActorTypeDispatcher):
+class WebSocketActor(Calls, Dispatcher):
     """One connection: its state machine, rate limiter, session and timers."""
 
     def __init__(self) -> None:

@@ -14,9 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from thespian.actors import ActorAddress, ActorTypeDispatcher
+from thespian.actors import ActorAddress
 
 from rtcs.actors.messages import Configure
+from rtcs.runtime.dispatch import Dispatcher
 from rtcs.runtime.supervision import Supervisor
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ class NotConfigured(RuntimeError):
     """An actor was used before it received its node context (a bug, not a client fault)."""
 
 
-class NodeActor(ActorTypeDispatcher):
+class NodeActor(Dispatcher):
     """Base of rtcs's actors that are not supervisors, and of plugins.
 
     Its first message is :class:`~rtcs.actors.messages.Configure` (sent by

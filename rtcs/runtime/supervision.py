@@ -38,12 +38,12 @@ from thespian.actors import (
     Actor,
     ActorAddress,
     ActorExitRequest,
-    ActorTypeDispatcher,
     ChildActorExited,
 )
 
 from rtcs.runtime.actor_system import is_top_level, parent_address
 from rtcs.runtime.directory import Directory
+from rtcs.runtime.dispatch import Dispatcher
 from rtcs.runtime.messages import ChildFailed, Escalated
 from rtcs.runtime.policy import Restart, Strategy, SupervisorPolicy, _member
 
@@ -127,7 +127,7 @@ class _Child:
     key: str = field(default="")  # actorAddressString of ``address``
 
 
-class Supervisor(ActorTypeDispatcher):
+class Supervisor(Dispatcher):
     """An actor that starts, watches and restarts its children.
 
     Send it :class:`Supervise` first. Subclasses may add ``receiveMsg_X``
