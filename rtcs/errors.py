@@ -50,6 +50,7 @@ class CloseCode(enum.IntEnum):
     GOING_AWAY = 1001  # server shutting down: reconnect and resume
     UNSUPPORTED_DATA = 1003  # binary frame on the JSON protocol
     ABNORMAL = 1006  # never sent: the connection dropped without a close frame
+    INVALID_DATA = 1007  # a text frame that is not UTF-8
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011  # reconnect and resume
     TRY_AGAIN_LATER = 1013  # overloaded or backend unavailable

@@ -23,6 +23,16 @@ by the handler and closed; anything else goes to websockets.
 Once decided, ``data_received`` is websockets' own method again (an instance
 attribute set once), so frames cost nothing extra; a trusted proxy may also
 connect without a header (its health checks), and its own address stands.
+
+Frames. After the handshake, websockets hands every frame to
+``process_event``, which would queue data frames for ``recv()``. A front-door
+connection instead hands them to the callback the gateway gives
+:meth:`FrontDoorConnection.take_frames` (the connection's handle, which
+assembles text messages and tells them to the connection actor): no queue, no
+``recv()`` coroutine per message. Frames that arrive before the gateway takes
+them (between the handshake and the actor's admission) wait in a list; past
+``EARLY_FRAMES`` of them the socket is not read until then. Connections with
+``raw_frames`` False (the test-only echo route) keep websockets' own queue.
 """
 
 from __future__ import annotations
@@ -35,6 +45,8 @@ from http import HTTPStatus
 from typing import Any, Literal
 
 from websockets.asyncio.server import ServerConnection
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Event
 
 from rtcs.protocol import proxy
 from rtcs.protocol.http import HttpError, HttpRequest, parse_request, render_response
@@ -45,6 +57,11 @@ RefusedReason = Literal["untrusted", "malformed"]
 
 #: Answers a request with a body: ``(request, client address)`` -> status and JSON.
 HttpHandler = Callable[[HttpRequest, str], Awaitable[tuple[HTTPStatus, dict[str, Any]]]]
+
+#: Frames kept before the gateway takes them, past which reading pauses.
+EARLY_FRAMES = 64
+#: Where a connection's data frames go once the gateway takes them.
+FrameSink = Callable[[Frame], None]
 
 MAX_HTTP_HEAD = 8192
 MAX_HTTP_BODY = 65536
@@ -71,6 +88,10 @@ class FrontDoorConnection(ServerConnection):
         self._proxy_done = False
         self._http_task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        #: False: data frames go to websockets' own queue (``recv()``).
+        self.raw_frames = True
+        self._frames_to: FrameSink | None = None
+        self._early: list[Frame] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -159,6 +180,38 @@ class FrontDoorConnection(ServerConnection):
         with contextlib.suppress(Exception):
             transport.write(render_response(status, payload, "application/json"))
         transport.close()
+
+    # -- frames, once open ------------------------------------------------------------
+
+    def process_event(self, event: Event) -> None:
+        if not self.raw_frames or not isinstance(event, Frame):
+            super().process_event(event)  # the handshake request; the echo route
+            return
+        opcode = event.opcode
+        if opcode is Opcode.PONG:
+            self.acknowledge_pings(bytes(event.data))
+        elif opcode is Opcode.TEXT or opcode is Opcode.CONT or opcode is Opcode.BINARY:
+            to = self._frames_to
+            if to is not None:
+                to(event)
+                return
+            early = self._early
+            if early is None:
+                early = self._early = []
+            early.append(event)
+            if len(early) == EARLY_FRAMES:
+                self.transport.pause_reading()
+        # PING and CLOSE: websockets' protocol has answered them already.
+
+    def take_frames(self, to: FrameSink) -> None:
+        """From now on hand every data frame to ``to``, starting with those that waited."""
+        self._frames_to = to
+        early, self._early = self._early, None
+        if early:
+            if len(early) >= EARLY_FRAMES:
+                self.transport.resume_reading()
+            for frame in early:
+                to(frame)
 
     def _decided(self) -> None:
         # Drop the instance attribute: the class's (websockets') method is found again.

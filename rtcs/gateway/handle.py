@@ -20,10 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
+from rtcs.actors.messages import ClientText
 from rtcs.errors import CloseCode
 from rtcs.gateway.coalesce import DUE, IDLE, Coalescer
 
@@ -57,16 +61,20 @@ class ConnectionHandle:
 
     __slots__ = (
         "_admission",
+        "_backlog",
         "_close_timeout",
         "_closing",
         "_coalescer",
+        "_fragments",
         "_hold",
+        "_inbound_high",
         "_limit",
         "_metrics",
         "_out",
         "_out_bytes",
         "_protocol",
         "_tasks",
+        "_tell",
         "_transport",
         "_ws",
         "actor",
@@ -75,8 +83,8 @@ class ConnectionHandle:
         "created",
         "flush_state",
         "inflight",
-        "paused",
         "peer",
+        "reading_paused",
         "user",
     )
 
@@ -112,10 +120,14 @@ class ConnectionHandle:
         self.close_code: int | None = None
         loop = asyncio.get_running_loop()
         self.created = loop.time()
-        # Inbound backpressure: frames told to the actor and not yet handled,
-        # and the future the reader waits on while too many are (see resume()).
+        # Inbound: messages told to the actor and not yet handled; the socket
+        # is not read while ``inbound_high`` are (see frame() and handled()).
         self.inflight = 0
-        self.paused: asyncio.Future[None] | None = None
+        self.reading_paused = False
+        self._tell: Callable[[Any, Any], None] | None = None
+        self._inbound_high = 0
+        self._fragments: list[bytes] | None = None
+        self._backlog: deque[str] | None = None
         # Resolved by the connection supervisor (admit / refuse) or by the
         # gateway's open timeout: None when admitted, else the close code.
         self._admission: asyncio.Future[int | None] = loop.create_future()
@@ -233,19 +245,76 @@ class ConnectionHandle:
             self._metrics.outbox_drop("closed", len(out))
             self.abort()
 
-    def handled(self, low_water: int) -> None:
-        """One client frame was handled; wake the reader once few are left."""
-        self.inflight -= 1
-        paused = self.paused
-        if paused is not None and self.inflight <= low_water:
-            self.paused = None
-            if not paused.done():
-                paused.set_result(None)
+    # -- inbound ------------------------------------------------------------------------
 
-    def _unpause(self) -> None:
-        paused, self.paused = self.paused, None
-        if paused is not None and not paused.done():
-            paused.set_result(None)
+    def receive(self, tell: Callable[[Any, Any], None], inbound_high: int) -> None:
+        """Tell the admitted actor every text message from now on (``frame``).
+
+        Past ``inbound_high`` messages not yet handled, the socket is not read
+        (TCP pushes back on the client) until the actor caught up.
+        """
+        self._tell = tell
+        self._inbound_high = inbound_high
+
+    def frame(self, frame: Frame) -> None:
+        """One data frame from the client (``FrontDoorConnection.take_frames``).
+
+        Text messages (one frame, or fragments joined) go to the actor as
+        ``ClientText``; invalid UTF-8 closes with 1007, a binary frame with
+        1003. websockets has checked the framing and the size already.
+        """
+        if self._closing or self._tell is None:
+            return
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT:
+            if not frame.fin:
+                self._fragments = [bytes(frame.data)]
+                return
+            data = bytes(frame.data)  # the same object when it is bytes already
+        elif opcode is Opcode.CONT and self._fragments is not None:
+            self._fragments.append(bytes(frame.data))
+            if not frame.fin:
+                return
+            data, self._fragments = b"".join(self._fragments), None
+        else:
+            self.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not supported")
+            return
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            self.close(CloseCode.INVALID_DATA, "invalid UTF-8")
+            return
+        if self.inflight < self._inbound_high and not self._backlog:
+            self.inflight += 1
+            self._tell(self.actor, ClientText(text))
+            return
+        # One read may hold many frames: those past the bound wait here, and
+        # the socket is not read until the actor caught up.
+        if self._backlog is None:
+            self._backlog = deque()
+        self._backlog.append(text)
+        if not self.reading_paused:
+            self.reading_paused = True
+            self._transport.pause_reading()
+
+    def handled(self, low_water: int) -> None:
+        """One client message was handled; read the socket again once few are left."""
+        self.inflight -= 1
+        backlog = self._backlog
+        if backlog:
+            tell, high = self._tell, self._inbound_high
+            assert tell is not None
+            while backlog and self.inflight < high:
+                self.inflight += 1
+                tell(self.actor, ClientText(backlog.popleft()))
+        if self.reading_paused and not backlog and self.inflight <= low_water:
+            self._resume_reading()
+
+    def _resume_reading(self) -> None:
+        if self.reading_paused:
+            self.reading_paused = False
+            with contextlib.suppress(Exception):  # closed meanwhile
+                self._transport.resume_reading()
 
     def close(self, code: int, reason: str = "") -> None:
         """Start closing with ``code``; abort if the client does not answer."""
@@ -253,7 +322,7 @@ class ConnectionHandle:
             return
         self.flush()  # what was pushed before the close goes before it
         self._closing = True
-        self._unpause()
+        self._resume_reading()  # the client's close frame must be read
         self.close_code = code
         task = asyncio.get_running_loop().create_task(self._close(code, reason))
         self._tasks.add(task)
@@ -271,6 +340,6 @@ class ConnectionHandle:
         self._closing = True
         self._out = []
         self._out_bytes = 0
-        self._unpause()
+        self.reading_paused = False
         with contextlib.suppress(Exception):
             self._transport.abort()

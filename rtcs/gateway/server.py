@@ -32,17 +32,16 @@ import ssl
 import weakref
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from rtcs import admin
 from rtcs.actors.admission import admission_of
 from rtcs.actors.context import CONNECTIONS, NodeContext
-from rtcs.actors.messages import ClientText, OpenConnection, SocketClosed
+from rtcs.actors.messages import OpenConnection, SocketClosed
 from rtcs.auth.extract import HandshakeAuth, extract, origin_allowed, own_origin
 from rtcs.auth.tokens import Identity
 from rtcs.errors import AuthError, CloseCode, ProtocolError
@@ -178,6 +177,8 @@ class Gateway:
         echo = settings.server.test_echo_path
         if echo and path == echo:
             self._echo.add(connection)
+            # websockets' own message queue: serve_echo reads with recv().
+            cast(FrontDoorConnection, connection).raw_frames = False
             return None
         if path == "/healthz":
             return _text(HTTPStatus.OK, "ok\n")
@@ -340,25 +341,13 @@ class Gateway:
             await _wait_closed(ws)
             return
         actor = handle.actor
-        high_water = self.ctx.settings.limits.inbound_queue
-        loop = asyncio.get_running_loop()
+        handle.receive(tell, self.ctx.settings.limits.inbound_queue)
+        connection = cast(FrontDoorConnection, ws)
+        connection.take_frames(handle.frame)
         try:
-            async for message in ws:
-                if isinstance(message, str):
-                    handle.inflight += 1
-                    tell(actor, ClientText(message))
-                    if handle.inflight >= high_water and not handle.closing:
-                        # Stop reading this socket until the actor caught up.
-                        handle.paused = loop.create_future()
-                        await handle.paused
-                else:
-                    handle.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not supported")
-                    break
-        except ConnectionClosed:
-            pass
+            await ws.wait_closed()
         finally:
             tell(actor, SocketClosed(ws.close_code))
-        await _wait_closed(ws)
 
     async def _watch_buffers(self) -> None:
         """Close connections whose write buffer outgrew the outbox bound.

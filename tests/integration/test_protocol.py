@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -87,6 +88,41 @@ async def test_binary_frame_closes_1003(node: Node) -> None:
     client = await node.client("alice")
     await client.ws.send(b"\x00\x01")
     assert await client.closed() == 1003
+
+
+async def test_a_fragmented_binary_message_closes_1003(node: Node) -> None:
+    client = await node.client("alice")
+    await client.ws.send([b"\x00", b"\x01"])  # an iterable: sent as fragments
+    assert await client.closed() == 1003
+
+
+async def test_a_fragmented_text_message_is_one_frame_to_rtcs(node: Node) -> None:
+    client = await node.client("alice")
+    parts = ['{"type": "ping",', ' "id": ', "42}"]
+    await client.ws.send(parts)  # three frames: TEXT, CONT, CONT (fin)
+    await client.expect("pong", id=42)
+
+
+async def test_invalid_utf8_in_a_text_frame_closes_1007(node: Node) -> None:
+    client = await node.client("alice")
+    ws = client.ws
+    ws.protocol.send_text(b'{"type": "ping", "id": 1, "x": "\xff\xfe"}')  # not UTF-8
+    ws.send_data()
+    assert await client.closed() == 1007
+
+
+async def test_frames_sent_with_the_handshake_are_not_lost(node: Node) -> None:
+    # A first-frame auth client writes its auth and more frames at once,
+    # before the connection actor runs: they wait and arrive in order.
+    client = await node.client(None, welcome=False, additional_headers={})  # type: ignore[arg-type]
+    token = node.token("alice")
+    await asyncio.gather(
+        client.send({"type": "auth", "token": token, "id": 1}),
+        *(client.send({"type": "ping", "id": i}) for i in range(2, 12)),
+    )
+    await client.expect("welcome")
+    for i in range(2, 12):
+        assert (await client.expect("pong"))["id"] == i
 
 
 async def test_too_large_frame_closes_1009(node_factory: NodeFactory) -> None:

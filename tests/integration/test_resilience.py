@@ -278,7 +278,7 @@ async def test_inbound_frames_are_bounded_per_connection(
     await asyncio.gather(*(client.ws.send(f) for f in frames))
     await client.expect("pong", id=1999, timeout=TIMEOUT * 2)
     assert len(seen) == 2000
-    assert max(seen) < 8  # never more than the queue bound waiting behind a frame
+    assert max(seen) <= 8  # never more than the queue bound waiting behind a frame
     assert max(seen) > 0  # and frames did queue up: the bound was exercised
 
 
