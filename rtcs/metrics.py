@@ -14,6 +14,8 @@ docs/operations.md lists every metric with its labels and what to alert on.
 
 from __future__ import annotations
 
+import bisect
+import time
 import typing
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, TypeVar
@@ -27,8 +29,14 @@ from prometheus_client import (
     Info,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from rtcs import __version__, config
 from rtcs.errors import CloseCode, ErrorCode
@@ -78,10 +86,11 @@ ROUTING_BUCKETS = (
 LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 _M = TypeVar("_M", Counter, Gauge, Histogram)
+_V = TypeVar("_V")
 
 
-def _known(table: dict[Any, _M], key: Any, what: str) -> _M:
-    """The label child for ``key``; a key rtcs itself never produces is a bug.
+def _known(table: dict[Any, _V], key: Any, what: str) -> _V:
+    """The entry for ``key`` (a label child, a label); a key rtcs itself never produces is a bug.
 
     Raises:
         ValueError: ``key`` is not in ``table`` ("<what>: <key>").
@@ -94,6 +103,96 @@ def _known(table: dict[Any, _M], key: Any, what: str) -> _M:
 
 def _children(metric: _M, values: Iterable[str]) -> dict[str, _M]:
     return {value: metric.labels(value) for value in values}
+
+
+def _go_float(value: float) -> str:
+    """A bucket bound as Prometheus writes it (``prometheus_client.utils.floatToGoString``)."""
+    text: str = floatToGoString(value)  # type: ignore[no-untyped-call]
+    return text
+
+
+class LoopCounter(Collector):
+    """A counter family with one label, for the per-message paths.
+
+    prometheus_client's ``Counter`` takes a lock on every ``inc`` (about
+    1 µs, four times per publish → ack); these counters are only changed on
+    the event-loop thread, so plain numbers in a dict, read at scrape time,
+    do. Exported exactly as a ``Counter`` with the same name and label
+    (``<name>_total``, ``<name>_created``).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        label: str,
+        values: Iterable[str],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name = name.removesuffix("_total")
+        self.documentation = documentation
+        self.label = label
+        #: The count of each label value; add to it with ``+=`` on the loop thread.
+        self.values: dict[str, float] = dict.fromkeys(values, 0.0)
+        self._created = time.time()
+        registry.register(self)
+
+    def _family(self) -> CounterMetricFamily:
+        return CounterMetricFamily(self.name, self.documentation, labels=[self.label])
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        for value, count in list(self.values.items()):
+            family.add_metric([value], count, created=self._created)
+        yield family
+
+
+class LoopHistogram(Collector):
+    """A histogram family with one label, for the per-message paths (see :class:`LoopCounter`)."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        label: str,
+        values: Iterable[str],
+        buckets: tuple[float, ...],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.label = label
+        self.buckets = buckets
+        # Per label value: [count in each bucket (the last one +Inf)..., sum].
+        self.values: dict[str, list[float]] = {v: [0.0] * (len(buckets) + 2) for v in values}
+        self._created = time.time()
+        registry.register(self)
+
+    def observe(self, value: str, amount: float) -> None:
+        """Observe ``amount`` for the label ``value`` (one of those given)."""
+        counts = self.values[value]
+        counts[bisect.bisect_left(self.buckets, amount)] += 1
+        counts[-1] += amount
+
+    def _family(self) -> HistogramMetricFamily:
+        return HistogramMetricFamily(self.name, self.documentation, labels=[self.label])
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        edges = [*(_go_float(b) for b in self.buckets), "+Inf"]
+        for value, counts in list(self.values.items()):
+            cumulative, running = [], 0.0
+            for edge, count in zip(edges, counts[:-1], strict=True):
+                running += count
+                cumulative.append((edge, running))
+            family.add_metric([value], cumulative, counts[-1])
+        yield family
 
 
 class _RouteCacheCollector(Collector):
@@ -156,27 +255,37 @@ class Metrics:
             ["status"],
             registry=r,
         )
-        self.messages_in = Counter(
-            "rtcs_messages_in_total", "Client frames received, by type.", ["type"], registry=r
+        self.messages_in = LoopCounter(
+            "rtcs_messages_in_total",
+            "Client frames received, by type.",
+            "type",
+            (*CLIENT_FRAME_TYPES, INVALID),
+            r,
         )
-        self.messages_out = Counter(
-            "rtcs_messages_out_total", "Server frames sent, by type.", ["type"], registry=r
+        self.messages_out = LoopCounter(
+            "rtcs_messages_out_total",
+            "Server frames sent, by type.",
+            "type",
+            (*SERVER_FRAME_TYPES, OTHER),
+            r,
         )
-        self.deliveries = Counter(
+        self.deliveries = LoopCounter(
             "rtcs_deliveries_total",
             "Messages handed to recipients' outboxes, by kind.",
-            ["kind"],
-            registry=r,
+            "kind",
+            DELIVERY_KINDS,
+            r,
         )
         self.errors = Counter(
             "rtcs_errors_total", "Error frames sent, by wire code.", ["code"], registry=r
         )
-        self.routing_seconds = Histogram(
+        self.routing_seconds = LoopHistogram(
             "rtcs_routing_seconds",
             "Time to route one message to its local recipients, by kind.",
-            ["kind"],
-            buckets=ROUTING_BUCKETS,
-            registry=r,
+            "kind",
+            DELIVERY_KINDS,
+            ROUTING_BUCKETS,
+            r,
         )
         self.actor_restarts = Counter(
             "rtcs_actor_restarts_total",
@@ -302,13 +411,13 @@ class Metrics:
             self.handshakes_rejected, [str(s) for s in HANDSHAKE_STATUSES] + [OTHER]
         )
         self._rejected_by_status = {s: self._rejected[str(s)] for s in HANDSHAKE_STATUSES}
-        self._in = _children(self.messages_in, (*CLIENT_FRAME_TYPES, INVALID))
-        self._out = _children(self.messages_out, (*SERVER_FRAME_TYPES, OTHER))
-        self._delivered = _children(self.deliveries, DELIVERY_KINDS)
-        self._routing = _children(self.routing_seconds, DELIVERY_KINDS)
+        self._in = self.messages_in.values
+        self._out = self.messages_out.values
+        self._delivered = self.deliveries.values
+        # Delivery kind -> the label it is counted under (envelope kinds alias).
+        self._kinds: dict[str, str] = {kind: kind for kind in DELIVERY_KINDS}
         for alias in _DIRECT_ALIASES:
-            self._delivered[alias] = self._delivered["direct"]
-            self._routing[alias] = self._routing["direct"]
+            self._kinds[alias] = "direct"
         # ErrorCode is a str enum, so members find their value's key.
         self._errors = _children(self.errors, [c.value for c in ErrorCode])
         self._restarts = {
@@ -345,16 +454,20 @@ class Metrics:
 
     def frame_in(self, type_: object) -> None:
         """Count a client frame; an unknown or ill-typed ``type`` counts as "invalid"."""
+        counts = self._in
         try:
-            child = self._in[type_]  # type: ignore[index]
+            counts[type_] += 1  # type: ignore[index]
         except (KeyError, TypeError):
             # TypeError: a client sent an unhashable "type" (a list, an object).
-            child = self._in[INVALID]
-        child.inc()
+            counts[INVALID] += 1
 
     def frame_out(self, type_: str, n: int = 1) -> None:
         """Count ``n`` server frames of ``type_``; an unlisted type counts as "other"."""
-        self._out.get(type_, self._out[OTHER]).inc(n)
+        counts = self._out
+        if type_ in counts:
+            counts[type_] += n
+        else:
+            counts[OTHER] += n
 
     def error(self, code: ErrorCode | str) -> None:
         """Count an error frame by wire code.
@@ -374,7 +487,7 @@ class Metrics:
         Raises:
             ValueError: ``kind`` is none of those.
         """
-        _known(self._delivered, kind, "unknown delivery kind").inc(n)
+        self._delivered[_known(self._kinds, kind, "unknown delivery kind")] += n
 
     def routed(self, kind: str, seconds: float) -> None:
         """Observe the time one message of ``kind`` took to route (kinds as ``delivered``).
@@ -382,7 +495,7 @@ class Metrics:
         Raises:
             ValueError: ``kind`` is not a delivery kind.
         """
-        _known(self._routing, kind, "unknown delivery kind").observe(seconds)
+        self.routing_seconds.observe(_known(self._kinds, kind, "unknown delivery kind"), seconds)
 
     # -- runtime -----------------------------------------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rtcs import __version__
@@ -256,3 +256,35 @@ def test_route_plugin_failure_reasons_are_bounded(metrics: Metrics) -> None:
     metrics.route_plugin_failure("mod", "a reason nobody listed")
     assert value(metrics, "rtcs_route_plugin_failures_total", plugin="mod", reason="timeout") == 1
     assert value(metrics, "rtcs_route_plugin_failures_total", plugin="mod", reason="other") == 1
+
+
+def test_loop_counters_and_histograms_export_like_prometheus_client() -> None:
+    from prometheus_client import Counter, Histogram
+
+    from rtcs.metrics import LoopCounter, LoopHistogram
+
+    theirs_registry, ours_registry = CollectorRegistry(), CollectorRegistry()
+    buckets = (0.001, 0.01, 0.1)
+    their_counter = Counter("c_total", "doc", ["k"], registry=theirs_registry)
+    their_histogram = Histogram("h", "doc", ["k"], buckets=buckets, registry=theirs_registry)
+    our_counter = LoopCounter("c_total", "doc", "k", ("a", "b"), ours_registry)
+    our_histogram = LoopHistogram("h", "doc", "k", ("a", "b"), buckets, ours_registry)
+    for k in ("a", "b"):
+        their_counter.labels(k)
+        their_histogram.labels(k)
+    for amount in (0.0005, 0.001, 0.002, 0.1, 5.0):  # on and between the bounds
+        their_histogram.labels("a").observe(amount)
+        our_histogram.observe("a", amount)
+    their_counter.labels("b").inc(3)
+    our_counter.values["b"] += 3
+
+    def samples(registry: CollectorRegistry) -> set[tuple[str, tuple[tuple[str, str], ...], float]]:
+        body = generate_latest(registry).decode()
+        return {
+            (s.name, tuple(sorted(s.labels.items())), s.value)
+            for family in text_string_to_metric_families(body)
+            for s in family.samples
+            if not s.name.endswith("_created")
+        }
+
+    assert samples(ours_registry) == samples(theirs_registry)
