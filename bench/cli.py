@@ -224,6 +224,9 @@ def _run(
     loadgen = LoadGen(args.workers, loadgen_cpus)
     loadgen_pids = list(loadgen.pids)
     loadgen_exit_codes: list[int | None] = []
+    # The loop lag probe's processes (one per fanout or burst run), each stopped by its run.
+    probe_pids: list[int] = []
+    probe_exit_codes: list[int | None] = []
     try:
         for workload in args.workloads:
             for repeat in range(args.repeats):
@@ -276,8 +279,8 @@ def _run(
                     }
                     t0 = time.monotonic()
                     print(f"[{workload} #{repeat + 1}] {spec.name} …", file=sys.stderr, flush=True)
+                    runner = Runner(loadgen, scale, len(loadgen_cpus))
                     try:
-                        runner = Runner(loadgen, scale, len(loadgen_cpus))
                         record["metrics"] = runner.run(workload, start)
                     except ServerError as exc:
                         record["error"] = str(exc)
@@ -286,6 +289,8 @@ def _run(
                             print(f"{spec.name}: not runnable: {exc}", file=sys.stderr)
                             active.remove(spec)
                             runs.append(record)  # the failed attempt stays in the JSON
+                            probe_pids += runner.probe_pids
+                            probe_exit_codes += runner.probe_exit_codes
                             continue
                     except (LoadgenError, RuntimeError, TimeoutError) as exc:
                         record["error"] = f"{type(exc).__name__}: {exc}"
@@ -295,6 +300,8 @@ def _run(
                         loadgen_exit_codes += loadgen.exit_codes
                         loadgen = LoadGen(args.workers, loadgen_cpus)
                         loadgen_pids += loadgen.pids
+                    probe_pids += runner.probe_pids
+                    probe_exit_codes += runner.probe_exit_codes
                     record["seconds"] = round(time.monotonic() - t0, 2)
                     runs.append(record)
     except (KeyboardInterrupt, Interrupted, TimeoutError) as exc:
@@ -325,6 +332,8 @@ def _run(
         "servers": servers,
         "loadgen_pids": loadgen_pids,
         "loadgen_exit_codes": loadgen_exit_codes,
+        "probe_pids": probe_pids,
+        "probe_exit_codes": probe_exit_codes,
         "runs": runs,
         "summary": summary,
         "largest_idle": max(scale.idle_sizes),

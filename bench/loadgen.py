@@ -12,9 +12,17 @@ Commands (all bounded by their own timeout):
 ``publisher``    open one extra connection used by ``publish``.
 ``publish``      open-loop publishes at a fixed rate for a duration.
 ``await_step``   wait until this worker's subscribers received a step's messages.
-``reqrep``       every connection (of one group) runs publish→ack in a closed loop.
+``reqrep``       every connection (of one group) runs publish→ack (or ping→pong)
+                 in a closed loop.
+``burst``        the publisher (if told to) writes a burst of publishes in one
+                 socket write; every worker waits until its subscribers received
+                 the whole burst (and the publisher every ack).
 ``chat``         every connection broadcasts to its room at a steady rate, then
                  waits for the deliveries of its own rooms.
+``probe_start``  open one probe connection that sends ``{"type":"ping","id":N}``
+                 every ``interval`` seconds (meant for a worker of its own, see
+                 :class:`bench.workloads.LagProbe`); ``probe_take`` returns the
+                 ping→pong round trips since the last take; ``probe_stop``.
 ``close``        abort every connection.
 ``cpu``          just report CPU and wall clock.
 
@@ -33,6 +41,7 @@ import json
 import multiprocessing
 import os
 import random
+import re
 import resource
 import time
 from collections.abc import Callable, Sequence
@@ -44,6 +53,9 @@ from bench.wsclient import BenchConnection, connect
 
 LATENCY_SAMPLES = 100_000
 REPLY_TYPES = frozenset({"ack", "subscribed", "joined", "error", "pong"})
+#: The burst id in a burst delivery's data (``{"b":ID,"k":K,"t":NS}``), found
+#: without decoding the frame: every target sends compact JSON.
+BURST_ID = re.compile(rb'"b":\s*(\d+)')
 
 
 class LoadgenError(RuntimeError):
@@ -96,6 +108,47 @@ class StepStats:
     cross_ms: list[float] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class BurstStats:
+    """Deliveries of one burst seen by one worker."""
+
+    received: int = 0
+    expected: int = -1  # set by the ``burst`` command (deliveries may come first)
+    first_ns: int = 0
+    last_ns: int = 0
+
+
+@dataclass(slots=True)
+class CurrentBurst:
+    """The burst a worker's ``burst`` command waits for."""
+
+    stats: BurstStats
+    acks_needed: int
+    first_id: int  # the publisher's first frame id of the burst
+    waiter: asyncio.Future[None]
+    acks: int = 0
+    errors: int = 0
+
+
+@dataclass(slots=True)
+class ProbeState:
+    """The loop lag probe: one connection pinging at a fixed interval.
+
+    Each ping belongs to the window that was open when it was sent; a window
+    is closed and returned by ``probe_take``.
+    """
+
+    conn: BenchConnection
+    interval: float
+    window: int = 0
+    next_id: int = 0
+    outstanding: dict[int, tuple[int, int]] = field(default_factory=dict)  # id: (ns, window)
+    rtts_ms: dict[int, list[float]] = field(default_factory=dict)
+    sent: dict[int, int] = field(default_factory=dict)
+    drained: asyncio.Future[None] | None = None
+    task: asyncio.Task[None] | None = None
+
+
 def sample(values: list[float], seen: int, value: float, rng: random.Random) -> None:
     """Add ``value`` (the ``seen``-th) to a uniform reservoir of LATENCY_SAMPLES."""
     if len(values) < LATENCY_SAMPLES:
@@ -119,6 +172,10 @@ class Worker:
         self.errors = 0
         self.error_samples: list[str] = []
         self.rng = random.Random(index)
+        self.bursts: dict[int, BurstStats] = {}
+        self.burst: CurrentBurst | None = None
+        self.lean = False  # subscribers' frames go to on_burst_text
+        self.probe: ProbeState | None = None
 
     # frames -------------------------------------------------------------------
     def on_text(self, conn: BenchConnection, payload: bytes) -> None:
@@ -166,6 +223,69 @@ class Worker:
         elif kind == "welcome" and not state.welcome.done():
             state.server = str(msg.get("server", ""))
             state.welcome.set_result(msg)
+
+    def on_burst_text(self, conn: BenchConnection, payload: bytes) -> None:
+        """A subscriber's frame during bursts: count burst deliveries without decoding."""
+        m = BURST_ID.search(payload)
+        if m is None:
+            self.on_text(conn, payload)
+            return
+        bid = int(m[1])
+        st = self.bursts.get(bid)
+        if st is None:
+            st = self.bursts[bid] = BurstStats()
+        now = time.time_ns()
+        if not st.received:
+            st.first_ns = now
+        st.received += 1
+        st.last_ns = now
+        if st.received == st.expected:
+            self.burst_check()
+
+    def on_burst_reply(self, conn: BenchConnection, state: ConnState, msg: dict[str, Any]) -> None:
+        """The publisher's acks (and errors) during a burst."""
+        cur = self.burst
+        if cur is None:
+            return
+        if msg.get("type") == "ack":
+            fid = msg.get("id")
+            if isinstance(fid, int) and fid >= cur.first_id:
+                cur.acks += 1
+                self.burst_check()
+        else:
+            cur.errors += 1
+            if len(self.error_samples) < 5:
+                self.error_samples.append(f"{msg.get('code')}: {msg.get('message')}")
+
+    def burst_check(self) -> None:
+        """Resolve the current burst's waiter once everything of it arrived here."""
+        cur = self.burst
+        if (
+            cur is not None
+            and cur.stats.received >= cur.stats.expected
+            and cur.acks >= cur.acks_needed
+            and not cur.waiter.done()
+        ):
+            cur.waiter.set_result(None)
+
+    def on_probe_reply(self, conn: BenchConnection, state: ConnState, msg: dict[str, Any]) -> None:
+        """A pong for the loop lag probe: its round trip goes to the ping's window."""
+        t1 = time.perf_counter_ns()
+        probe = self.probe
+        if probe is None or msg.get("type") != "pong":
+            return
+        sent = probe.outstanding.pop(msg.get("id", -1), None)
+        if sent is None:
+            return
+        t0, window = sent
+        probe.rtts_ms.setdefault(window, []).append((t1 - t0) / 1e6)
+        drained = probe.drained
+        if (
+            drained is not None
+            and not drained.done()
+            and all(w != window for _, w in probe.outstanding.values())
+        ):
+            drained.set_result(None)
 
     def frame_id(self, conn: BenchConnection) -> int:
         state = conn.state
@@ -392,8 +512,12 @@ class Worker:
         group: str | Sequence[str] | None = None,
         data: dict[str, Any] | None = None,
         step: int | None = None,
+        kind: str = "publish",
     ) -> dict[str, Any]:
         """Every connection (of ``group``, if given): publish to ``topic``, await the ack, repeat.
+
+        With ``kind="ping"`` the request is ``{"type":"ping","id":N}`` and the
+        reply awaited a ``pong`` (``topic``, ``data`` and ``step`` are unused).
 
         ``group`` may name several groups, all driven at once; ``by_group`` in
         the reply has the round trips counted per group.
@@ -424,6 +548,10 @@ class Worker:
         rest = json.dumps(fields, separators=(",", ":")).encode()[1:-1]
         rest = b"," + rest if rest else b""
         perf_ns, time_ns, wall = time.perf_counter_ns, time.time_ns, time.time
+        if kind not in ("publish", "ping"):
+            raise LoadgenError(f"unknown request kind {kind!r}")
+        ping = kind == "ping"
+        expect = "pong" if ping else "ack"
 
         def send_next(conn: BenchConnection, state: ConnState) -> None:
             nonlocal in_flight, sent
@@ -431,14 +559,17 @@ class Worker:
             state.rr_sent_ns = perf_ns()
             in_flight += 1
             sent += 1
-            conn.send(b'%s%d,"data":{"t":%d%s}}' % (head, state.next_id, time_ns(), rest))
+            if ping:
+                conn.send(b'{"type":"ping","id":%d}' % state.next_id)
+            else:
+                conn.send(b'%s%d,"data":{"t":%d%s}}' % (head, state.next_id, time_ns(), rest))
 
         def on_reply(conn: BenchConnection, state: ConnState, msg: dict[str, Any]) -> None:
             nonlocal counted, in_flight
             t1 = perf_ns()
             in_flight -= 1
-            if msg.get("type") != "ack":
-                failures.append(f"publish: {msg.get('code')}: {msg.get('message')}")
+            if msg.get("type") != expect:
+                failures.append(f"{kind}: {msg.get('code')}: {msg.get('message')}")
                 state.on_reply = None
             else:
                 now = wall()
@@ -481,7 +612,7 @@ class Worker:
             async with asyncio.timeout(10):
                 await finished
         except TimeoutError:
-            failures.append(f"{in_flight} publishes unanswered 10 s after the end")
+            failures.append(f"{in_flight} {kind} requests unanswered 10 s after the end")
         for conn in conns:
             state = conn.state
             assert isinstance(state, ConnState)
@@ -529,8 +660,149 @@ class Worker:
         res.update(sent=sent, start=start, cpu_window=cpu1 - cpu0)
         return res
 
+    async def cmd_burst(
+        self,
+        burst: int,
+        expected: int,
+        timeout: float,
+        topic: str = "",
+        send: int = 0,
+        idle: float = 2.0,
+    ) -> dict[str, Any]:
+        """Wait until this worker's subscribers received ``expected`` deliveries of ``burst``.
+
+        With ``send`` > 0 the publisher first writes ``send`` publishes to
+        ``topic`` back to back in one socket write (data ``{"b": burst, "k":
+        index, "t": ns}``) and also waits for their ``send`` acks. Gives up
+        after ``timeout`` s, or ``idle`` s without a new delivery or ack.
+        ``sent_at`` is the epoch time of the write.
+        """
+        loop = asyncio.get_running_loop()
+        if not self.lean:
+            for conn in self.conns:
+                conn.on_text = self.on_burst_text
+            self.lean = True
+        st = self.bursts.setdefault(burst, BurstStats())
+        st.expected = expected
+        cur = CurrentBurst(st, send, 0, loop.create_future())
+        sent_at = 0.0
+        if send:
+            pub = self.publisher
+            if pub is None:
+                raise LoadgenError("no publisher connection")
+            state = pub.state
+            assert isinstance(state, ConnState)
+            state.on_reply = self.on_burst_reply
+            cur.first_id = state.next_id + 1
+            head = b'{"type":"publish","topic":"' + topic.encode() + b'","id":'
+            frames = []
+            for k in range(send):
+                state.next_id += 1
+                frames.append(
+                    b'%s%d,"data":{"b":%d,"k":%d,"t":%d}}'
+                    % (head, state.next_id, burst, k, time.time_ns())
+                )
+            sent_at = time.time()
+            pub.send_many(frames)
+        self.burst = cur
+        self.burst_check()
+        deadline = loop.time() + timeout
+        progress = -1
+        try:
+            while not cur.waiter.done():
+                left = deadline - loop.time()
+                seen = st.received + cur.acks
+                if left <= 0 or seen == progress:
+                    break
+                progress = seen
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(idle, left)):
+                        await asyncio.shield(cur.waiter)
+        finally:
+            self.burst = None
+            self.bursts.pop(burst, None)
+        return {
+            "received": st.received,
+            "first": st.first_ns / 1e9,
+            "last": st.last_ns / 1e9,
+            "sent_at": sent_at,
+            "sent": send,
+            "acks": cur.acks,
+            "errors": cur.errors,
+        }
+
+    async def probe_loop(self, probe: ProbeState) -> None:
+        """Send a ping every ``probe.interval`` seconds while the connection is open."""
+        loop = asyncio.get_running_loop()
+        nxt = loop.time()
+        while probe.conn.is_open:
+            probe.next_id += 1
+            probe.outstanding[probe.next_id] = (time.perf_counter_ns(), probe.window)
+            probe.sent[probe.window] = probe.sent.get(probe.window, 0) + 1
+            probe.conn.send(b'{"type":"ping","id":%d}' % probe.next_id)
+            # A late wake-up does not send a catch-up burst of pings.
+            nxt = max(nxt + probe.interval, loop.time())
+            await asyncio.sleep(nxt - loop.time())
+
+    async def cmd_probe_start(
+        self, host: str, port: int, token: str, interval: float = 0.05
+    ) -> dict[str, Any]:
+        """Open the probe connection and start pinging every ``interval`` s."""
+        if self.probe is not None:
+            raise LoadgenError("a probe is already running")
+        conn = await self.open_one(host, port, f"/ws?token={token}", None, 10.0)
+        state = conn.state
+        assert isinstance(state, ConnState)
+        state.on_reply = self.on_probe_reply
+        probe = self.probe = ProbeState(conn, interval)
+        probe.task = asyncio.get_running_loop().create_task(self.probe_loop(probe))
+        return {"server": state.server}
+
+    async def cmd_probe_take(self, grace: float = 2.0) -> dict[str, Any]:
+        """Close the current window and return its round trips (ms).
+
+        Pings of the window still unanswered get up to ``grace`` s; those still
+        unanswered then are counted in ``unanswered`` and their age so far
+        joins ``rtts`` (a lower bound of their round trip).
+        """
+        probe = self.probe
+        if probe is None:
+            raise LoadgenError("no probe running")
+        window = probe.window
+        probe.window += 1
+        if any(w == window for _, w in probe.outstanding.values()):
+            probe.drained = asyncio.get_running_loop().create_future()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await probe.drained
+            probe.drained = None
+        rtts = probe.rtts_ms.pop(window, [])
+        now = time.perf_counter_ns()
+        late = [i for i, (_, w) in probe.outstanding.items() if w == window]
+        for i in late:
+            t0, _ = probe.outstanding.pop(i)
+            rtts.append((now - t0) / 1e6)
+        return {
+            "rtts": rtts,
+            "sent": probe.sent.pop(window, 0),
+            "unanswered": len(late),
+            "open": probe.conn.is_open,
+        }
+
+    async def cmd_probe_stop(self) -> dict[str, Any]:
+        """Stop pinging and close the probe connection."""
+        probe, self.probe = self.probe, None
+        if probe is not None:
+            if probe.task is not None:
+                probe.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await probe.task
+            probe.conn.abort()
+        return {}
+
     async def cmd_close(self) -> dict[str, Any]:
         """Abort every connection and forget all state."""
+        await self.cmd_probe_stop()
         n = len(self.conns)
         for conn in self.conns:
             conn.abort()
@@ -539,6 +811,9 @@ class Worker:
             self.publisher = None
         self.conns = []
         self.steps.clear()
+        self.bursts.clear()
+        self.burst = None
+        self.lean = False
         errors, self.errors = self.errors, 0
         samples, self.error_samples = self.error_samples, []
         return {"closed": n, "errors": errors, "error_samples": samples}

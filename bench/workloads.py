@@ -1,6 +1,6 @@
 """The workloads; each returns ``{metric key: value}`` for one target.
 
-``idle``, ``fanout``, ``reqrep`` and ``chat`` compare rtcs with the baselines;
+``idle``, ``fanout``, ``burst``, ``reqrep`` and ``chat`` compare rtcs with the baselines;
 ``rules`` (rtcs only, not in the default set) compares rtcs with routing rules
 against rtcs without (:meth:`Runner.rules`, :mod:`bench.rules`).
 
@@ -14,6 +14,11 @@ was welcomed by another worker than its receiver crossed between workers (for
 ``rtcs-w2``, through Redis); ``*_same_*`` and ``*_cross_*`` metrics and the
 cross share come from that split (single-process targets have no cross
 deliveries, so no ``*_cross_*`` metrics).
+
+Loop lag: during every fan-out step and every burst phase a :class:`LagProbe`
+(a process of its own with one connection, subscribed to nothing) sends an
+application ``ping`` every 50 ms and records each ``pong``'s round trip; a
+server whose event loop is busy answers late.
 """
 
 from __future__ import annotations
@@ -22,13 +27,13 @@ import contextlib
 import statistics
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from bench.loadgen import LoadGen
+from bench.loadgen import LoadGen, LoadgenError
 from bench.rules import (
     PUBLISH_DATA,
     RULE_COUNTS,
@@ -39,14 +44,23 @@ from bench.rules import (
 )
 from bench.servers import ServerProcess, mint_token
 
-WORKLOADS = ("idle", "fanout", "reqrep", "chat", "rules")
+WORKLOADS = ("idle", "fanout", "burst", "reqrep", "chat", "rules")
 #: What ``python -m bench`` runs without workload names.
-DEFAULT_WORKLOADS = ("idle", "fanout", "reqrep", "chat")
+DEFAULT_WORKLOADS = ("idle", "fanout", "burst", "reqrep", "chat")
 #: Workloads that measure rtcs against itself: they run on the ``rtcs`` target only.
 RTCS_ONLY = frozenset({"rules"})
 FANOUT_TOPIC = "bench.fanout"
 REQREP_TOPIC = "bench.reqrep"
+BURST_TOPIC = "bench.burst"
 LATENCY_REF_OFFERED = 10_000  # fan-out latency is quoted at 10k deliveries/s offered
+#: Fan-out latency is also quoted (and judged) at 2 messages/s to every subscriber
+#: (10k subscribers x 2 msg/s = 20k deliveries/s offered at full scale).
+LATENCY_TARGET_RATE = 2
+WARMUP_BURST = 5  # messages in the unmeasured burst before the measured ones
+#: A burst with no delivery or ack for this long is given up. Long: a server
+#: may build a whole burst's frames in one loop turn before writing any.
+BURST_IDLE_S = 10.0
+PROBE_INTERVAL = 0.05  # seconds between two loop lag probe pings
 CHAT_STEP = 1_000_000
 RULES_STEP = 2_000_000  # the rules windows' step tags start above it
 WARMUP_STEP = -1  # the step tag of the unmeasured fan-out warm-up (real steps are ≥ 0)
@@ -79,6 +93,12 @@ class Scale:
     fanout_step_s: float
     reqrep_clients: tuple[int, ...]
     reqrep_s: float
+    # burst: subscribers of one topic; messages per burst; each size repeats
+    # for burst_s seconds and at least burst_min_count bursts
+    burst_subscribers: int
+    burst_sizes: tuple[int, ...]
+    burst_s: float
+    burst_min_count: int
     chat_rooms: int
     chat_members: int
     chat_rate: float  # broadcasts/s per member
@@ -103,6 +123,10 @@ SCALES = {
         fanout_step_s=0.5,
         reqrep_clients=(10, 50),
         reqrep_s=0.5,
+        burst_subscribers=50,
+        burst_sizes=(20, 100),
+        burst_s=0.3,
+        burst_min_count=3,
         chat_rooms=10,
         chat_members=5,
         chat_rate=2.0,
@@ -124,6 +148,10 @@ SCALES = {
         fanout_step_s=2.0,
         reqrep_clients=(100,),
         reqrep_s=2.0,
+        burst_subscribers=4_000,
+        burst_sizes=(20, 100),
+        burst_s=2.0,
+        burst_min_count=3,
         chat_rooms=400,
         chat_members=5,
         chat_rate=1.0,
@@ -145,6 +173,10 @@ SCALES = {
         fanout_step_s=4.0,
         reqrep_clients=(100, 1_000),
         reqrep_s=4.0,
+        burst_subscribers=10_000,
+        burst_sizes=(20, 100),
+        burst_s=4.0,
+        burst_min_count=3,
         chat_rooms=1_000,
         chat_members=10,
         chat_rate=0.1,
@@ -195,6 +227,80 @@ def hop_split(res: Sequence[dict[str, Any]], prefix: str, suffix: str) -> Metric
     return out
 
 
+def lag_metrics(prefix: str, take: Mapping[str, Any], suffix: str = "") -> Metrics:
+    """Loop lag percentiles from one :meth:`LagProbe.take`.
+
+    ``lag_unanswered`` counts pings without a pong 2 s after the window
+    closed (their age then is among the samples, a lower bound).
+    """
+    rtts: list[float] = take["rtts"]
+    return {
+        f"{prefix}lag_p50_ms{suffix}": percentile(rtts, 50),
+        f"{prefix}lag_p99_ms{suffix}": percentile(rtts, 99),
+        f"{prefix}lag_max_ms{suffix}": max(rtts, default=0.0),
+        f"{prefix}lag_unanswered{suffix}": float(take["unanswered"]),
+    }
+
+
+class LagProbe:
+    """The loop lag probe: one connection in a process of its own, a ping every 50 ms.
+
+    Its own process, not pinned, so that neither the load generator's busy
+    loops nor the runner delay it: a late pong is the server's delay (plus
+    the probe's scheduling, well under a millisecond on an idle CPU and a
+    few on a busy one). The connection subscribes to nothing.
+
+    Obligations: use as a context manager; the process is stopped by
+    :meth:`__exit__` (its PID and exit status are kept in ``pids`` and
+    ``exit_codes``).
+
+    Raises (on enter):
+        LoadgenError: the process did not start or the connection failed.
+    """
+
+    def __init__(self, port: int, interval: float = PROBE_INTERVAL) -> None:
+        self.port = port
+        self.interval = interval
+        self.lg: LoadGen | None = None
+        self.pids: list[int] = []
+        self.exit_codes: list[int | None] = []
+
+    def __enter__(self) -> LagProbe:
+        self.lg = LoadGen(1, None)
+        self.pids = self.lg.pids
+        try:
+            self.lg.call(
+                0,
+                "probe_start",
+                30.0,
+                host="127.0.0.1",
+                port=self.port,
+                token=mint_token("bench-lag-probe"),
+                interval=self.interval,
+            )
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def take(self) -> dict[str, Any]:
+        """The round trips (ms) of the pings sent since the last take; a new window starts."""
+        assert self.lg is not None
+        return self.lg.call(0, "probe_take", 15.0, grace=2.0)
+
+    def close(self) -> None:
+        if self.lg is None:
+            return
+        with contextlib.suppress(LoadgenError, OSError):
+            self.lg.call(0, "probe_stop", 10.0)
+        self.lg.stop()
+        self.exit_codes = self.lg.exit_codes
+        self.lg = None
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class Runner:
     """Runs workloads against one target with a shared load generator."""
 
@@ -205,6 +311,9 @@ class Runner:
         self.addrs = source_addresses()
         #: Connections per ``welcome.server`` (worker) of the last :meth:`connect_all`.
         self.servers: dict[str, int] = {}
+        #: Every loop lag probe process started, and its exit status once stopped.
+        self.probe_pids: list[int] = []
+        self.probe_exit_codes: list[int | None] = []
 
     # building blocks ----------------------------------------------------------------
     def split(self, n: int) -> list[int]:
@@ -270,6 +379,18 @@ class Runner:
     def close_all(self) -> None:
         self.lg.call_all("close", 60.0)
 
+    @contextlib.contextmanager
+    def lag_probe(self, srv: ServerProcess) -> Iterator[LagProbe]:
+        """A running :class:`LagProbe` on ``srv``; its process is recorded and stopped."""
+        probe = LagProbe(srv.port)
+        try:
+            with probe:
+                self.probe_pids += probe.pids
+                yield probe
+        finally:
+            self.probe_pids = sorted(set(self.probe_pids) | set(probe.pids))
+            self.probe_exit_codes += probe.exit_codes
+
     def loadgen_cpu_pct(
         self, before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]]
     ) -> float:
@@ -297,11 +418,15 @@ class Runner:
         return out
 
     def fanout(self, start_server: StartServer) -> Metrics:
-        """Step the publish rate to N subscribers up until deliveries fall behind."""
+        """Step the publish rate to N subscribers up until deliveries fall behind.
+
+        The loop lag probe runs through every step: each step's probe p99, and
+        p50/p99/max for the largest step run (``@top``).
+        """
         sc = self.scale
         n = sc.fanout_subscribers
         out: Metrics = {}
-        with start_server() as srv:
+        with start_server() as srv, contextlib.ExitStack() as stack:
             try:
                 self.connect_all(srv, n, "fan", topic=FANOUT_TOPIC)
                 out["fanout.busiest_worker_share"] = self.busiest_share()
@@ -329,8 +454,10 @@ class Runner:
                 peak = 0.0
                 sustained = 0.0
                 at_peak: Metrics = {}
+                probe = stack.enter_context(self.lag_probe(srv))
                 for step, offered in enumerate(sc.fanout_offered):
                     rate = offered / n
+                    probe.take()  # the step's window starts here
                     cpu0 = self.lg.call_all("cpu", 10.0)
                     scpu0, rcpu0, t0 = srv.cpu_seconds(), srv.redis_cpu_seconds(), time.monotonic()
                     pub = self.lg.call(
@@ -351,6 +478,7 @@ class Runner:
                         timeout=grace,
                     )
                     scpu1, rcpu1, t1 = srv.cpu_seconds(), srv.redis_cpu_seconds(), time.monotonic()
+                    lag = probe.take()
                     delivered = sum(r["received"] for r in res)
                     expected = pub["sent"] * n
                     last = max((r["last"] for r in res if r["received"]), default=pub["start"])
@@ -364,6 +492,9 @@ class Runner:
                     out[f"{tag}.p99_ms"] = p99
                     out[f"{tag}.loadgen_cpu_pct"] = self.loadgen_cpu_pct(cpu0, res)
                     out[f"{tag}.server_cpu_pct"] = 100.0 * (scpu1 - scpu0) / (t1 - t0)
+                    out[f"{tag}.lag_p99_ms"] = percentile(lag["rtts"], 99)
+                    out.update(lag_metrics("fanout.", lag, "@top"))
+                    out["fanout.top_offered"] = float(offered)
                     if rcpu0 is not None and rcpu1 is not None:
                         out[f"{tag}.redis_cpu_pct"] = 100.0 * (rcpu1 - rcpu0) / (t1 - t0)
                     if per_s > peak:
@@ -382,6 +513,10 @@ class Runner:
                         out["fanout.p99_ms@10k"] = p99
                         out["fanout.max_ms@10k"] = max(lats, default=0.0)
                         out.update(hop_split(res, "fanout.", "@10k"))
+                    if offered == LATENCY_TARGET_RATE * n:
+                        out["fanout.p50_ms@2msg"] = percentile(lats, 50)
+                        out["fanout.p99_ms@2msg"] = p99
+                        out["fanout.max_ms@2msg"] = max(lats, default=0.0)
                     if not kept or p99 > EXPLODED_P99_MS:
                         break
                     sustained = float(offered)
@@ -392,42 +527,156 @@ class Runner:
                 self.close_all()
         return out
 
+    def burst(self, start_server: StartServer) -> Metrics:
+        """Bursts of B messages to N subscribers of one topic, one burst at a time.
+
+        For each burst size B: the publisher writes B publishes back to back
+        in one socket write, then every worker waits until its subscribers
+        received all B (and the publisher all B acks) before the next burst;
+        repeated for ``burst_s`` seconds and at least ``burst_min_count``
+        bursts, after one unmeasured burst. deliveries/s = deliveries / (last
+        delivery of the last burst - write of the first); a burst's
+        completion = its last delivery anywhere - its write, over the bursts
+        that completed (none: no completion metrics). The loop lag probe runs
+        through each size's bursts. A burst that does not complete (timeout,
+        or no delivery or ack for :data:`BURST_IDLE_S`) ends that size's bursts.
+        """
+        sc = self.scale
+        n = sc.burst_subscribers
+        local = self.split(n)
+        out: Metrics = {}
+        with start_server() as srv, contextlib.ExitStack() as stack:
+            try:
+                self.connect_all(srv, n, "burst", topic=BURST_TOPIC)
+                self.lg.call(
+                    0,
+                    "publisher",
+                    10.0,
+                    host="127.0.0.1",
+                    port=srv.port,
+                    token=mint_token("burst-publisher"),
+                )
+                probe = stack.enter_context(self.lag_probe(srv))
+                bid = 0
+                self.one_burst(bid, WARMUP_BURST, local)  # warm-up, not measured
+                for size in sc.burst_sizes:
+                    probe.take()  # this size's window starts here
+                    cpu0 = self.lg.call_all("cpu", 10.0)
+                    scpu0, t0 = srv.cpu_seconds(), time.monotonic()
+                    bursts: list[dict[str, Any]] = []
+                    while True:
+                        bid += 1
+                        bursts.append(self.one_burst(bid, size, local))
+                        elapsed = time.monotonic() - t0
+                        if bursts[-1]["received"] < size * n or bursts[-1]["acks"] < size:
+                            break  # stragglers would blur the next burst
+                        if len(bursts) >= sc.burst_min_count and elapsed >= sc.burst_s:
+                            break
+                    scpu1, t1 = srv.cpu_seconds(), time.monotonic()
+                    lag = probe.take()
+                    tag = f"burst.{size}."
+                    received = sum(b["received"] for b in bursts)
+                    span = bursts[-1]["last"] - bursts[0]["sent_at"]
+                    whole = size * n
+                    done = [b["completion_ms"] for b in bursts if b["received"] >= whole]
+                    out[f"{tag}deliveries_per_s"] = received / span if span > 0 else 0.0
+                    if done:
+                        out[f"{tag}completion_p50_ms"] = percentile(done, 50)
+                        out[f"{tag}completion_p99_ms"] = percentile(done, 99)
+                    out[f"{tag}bursts"] = float(len(bursts))
+                    out[f"{tag}delivered_ratio"] = received / (len(bursts) * size * n)
+                    out[f"{tag}acked_ratio"] = sum(b["acks"] for b in bursts) / (len(bursts) * size)
+                    out.update(lag_metrics(tag, lag))
+                    out[f"{tag}loadgen_cpu_pct"] = self.loadgen_cpu_pct(cpu0, bursts[-1]["replies"])
+                    out[f"{tag}server_cpu_pct"] = 100.0 * (scpu1 - scpu0) / (t1 - t0)
+                    for b in bursts:
+                        del b["replies"]
+            finally:
+                self.close_all()
+        return out
+
+    def one_burst(self, bid: int, size: int, local: Sequence[int]) -> dict[str, Any]:
+        """Worker 0 writes one burst of ``size``; every worker waits for its share.
+
+        ``local``: subscribers per worker. Returns the burst's write time,
+        deliveries, last delivery (epoch s), completion (ms), acks, and the
+        workers' replies (for their CPU counters).
+        """
+        n = sum(local)
+        timeout = 10.0 + size * n / 20_000  # far above any target's time for it
+        res = self.lg.call_all(
+            "burst",
+            timeout + 20,
+            per_worker=[
+                {"expected": size * c, "send": size if i == 0 else 0} for i, c in enumerate(local)
+            ],
+            burst=bid,
+            topic=BURST_TOPIC,
+            timeout=timeout,
+            idle=BURST_IDLE_S,
+        )
+        errors = sum(r["errors"] for r in res)
+        if errors:
+            raise RuntimeError(f"burst publishes answered with {errors} errors")
+        sent_at = res[0]["sent_at"]
+        last = max((r["last"] for r in res if r["received"]), default=sent_at)
+        return {
+            "sent_at": sent_at,
+            "received": sum(r["received"] for r in res),
+            "last": last,
+            "completion_ms": 1000.0 * (last - sent_at),
+            "acks": res[0]["acks"],
+            "replies": res,
+        }
+
     def reqrep(self, start_server: StartServer) -> Metrics:
-        """Closed-loop publish→ack from C clients; round trips/s and RTT."""
+        """Closed-loop request/reply from C clients: publish→ack, then ping→pong.
+
+        Both windows run on the same server and connections, one after the
+        other; ``reqrep.C.*`` are publish→ack, ``reqrep.C.ping_*`` ping→pong.
+        """
         sc = self.scale
         out: Metrics = {}
         for clients in sc.reqrep_clients:
             with start_server() as srv:
                 try:
                     self.connect_all(srv, clients, "rr")
-                    warmup = min(1.0, sc.reqrep_s / 2)
-                    start_at = time.time() + 0.3
-                    scpu0, t0 = srv.cpu_seconds(), time.monotonic()
-                    res = self.lg.call_all(
-                        "reqrep",
-                        warmup + sc.reqrep_s + 30,
-                        topic=REQREP_TOPIC,
-                        start_at=start_at,
-                        warmup=warmup,
-                        duration=sc.reqrep_s,
-                    )
-                    # Includes the warm-up: a slight underestimate of the busy share.
-                    server_cpu = 100.0 * (srv.cpu_seconds() - scpu0) / (time.monotonic() - t0)
+                    for kind, prefix in (("publish", ""), ("ping", "ping_")):
+                        out.update(self.reqrep_window(srv, clients, kind, prefix))
                 finally:
                     self.close_all()
-            failed = [f for r in res for f in r["failures"]]
-            if failed:
-                raise RuntimeError(f"request/reply clients failed: {failed[:3]}")
-            rtts = [x for r in res for x in r["latencies"]]
-            cpu = sum(r["cpu_window"] for r in res)
-            out[f"reqrep.{clients}.rt_per_s"] = sum(r["count"] for r in res) / sc.reqrep_s
-            out[f"reqrep.{clients}.rtt_p50_ms"] = percentile(rtts, 50)
-            out[f"reqrep.{clients}.rtt_p99_ms"] = percentile(rtts, 99)
-            out[f"reqrep.{clients}.loadgen_cpu_pct"] = (
-                100.0 * cpu / (sc.reqrep_s * self.loadgen_cores)
-            )
-            out[f"reqrep.{clients}.server_cpu_pct"] = server_cpu
         return out
+
+    def reqrep_window(self, srv: ServerProcess, clients: int, kind: str, prefix: str) -> Metrics:
+        """One closed-loop window of every connection (``kind``: publish or ping)."""
+        sc = self.scale
+        warmup = min(1.0, sc.reqrep_s / 2)
+        start_at = time.time() + 0.3
+        scpu0, t0 = srv.cpu_seconds(), time.monotonic()
+        res = self.lg.call_all(
+            "reqrep",
+            warmup + sc.reqrep_s + 30,
+            topic=REQREP_TOPIC,
+            start_at=start_at,
+            warmup=warmup,
+            duration=sc.reqrep_s,
+            kind=kind,
+        )
+        # Includes the warm-up: a slight underestimate of the busy share.
+        server_cpu = 100.0 * (srv.cpu_seconds() - scpu0) / (time.monotonic() - t0)
+        failed = [f for r in res for f in r["failures"]]
+        if failed:
+            raise RuntimeError(f"request/reply clients ({kind}) failed: {failed[:3]}")
+        rtts = [x for r in res for x in r["latencies"]]
+        cpu = sum(r["cpu_window"] for r in res)
+        tag = f"reqrep.{clients}.{prefix}"
+        return {
+            f"{tag}rt_per_s": sum(r["count"] for r in res) / sc.reqrep_s,
+            f"{tag}rtt_p50_ms": percentile(rtts, 50),
+            f"{tag}rtt_p99_ms": percentile(rtts, 99),
+            f"{tag}loadgen_cpu_pct": 100.0 * cpu / (sc.reqrep_s * self.loadgen_cores),
+            f"{tag}server_cpu_pct": server_cpu,
+        }
 
     def chat(self, start_server: StartServer) -> Metrics:
         """R rooms x M members, each member broadcasting at a steady rate."""

@@ -157,6 +157,10 @@ class BenchConnection(asyncio.Protocol):
         """Queue one text message (UTF-8 bytes); never blocks."""
         self._write(encode_frame(text))
 
+    def send_many(self, texts: list[bytes]) -> None:
+        """Queue several text messages back to back in one ``transport.write``."""
+        self._write(b"".join([encode_frame(t) for t in texts]))
+
     @property
     def is_open(self) -> bool:
         """True between the 101 response and the loss of the socket."""
