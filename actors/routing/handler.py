@@ -17,9 +17,11 @@ subscribes when Redis is back.
 Fan-out encodes a message once (``codec.message_tail``) and hands the same
 bytes to every recipient session, which splices in its own ``seq``; no actor
 message and no JSON encode per recipient. Fan-outs larger than
-``limits.fanout_chunk`` recipients are delivered over several handler turns so
-the event loop keeps answering pings; later publishes queue behind them, which
-keeps per-publisher order.
+``limits.fanout_chunk`` recipients are delivered over several loop iterations
+(at most that many messages each) so the event loop keeps answering pings;
+later publishes queue behind them, which keeps per-publisher order. Publishes
+to the same recipients that queue together share one job (``key``), so every
+recipient gets them in one turn and the gateway writes them in one write.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
 
 from thespian.actors import ActorAddress, WakeupMessage
 
@@ -50,15 +52,27 @@ def ignore_failure(failure: BaseException | None) -> None:
 
 
 class _Job:
-    """A fan-out in progress: recipients left, the tail, and what to do after."""
+    """A fan-out in progress: the recipients, the messages for each, and what runs after.
 
-    __slots__ = ("done", "pos", "recipients", "tail")
+    Several publishes to the same recipients (the same ``key``) that queue
+    behind a running fan-out share one job: each recipient then gets all of
+    their messages in one turn, so its writes coalesce into one.
+    """
 
-    def __init__(self, recipients: list[Session], tail: bytes, done: Callable[[], None] | None):
+    __slots__ = ("done", "key", "pos", "recipients", "tails")
+
+    def __init__(
+        self,
+        recipients: list[Session],
+        tail: bytes,
+        done: Callable[[], None] | None,
+        key: Hashable | None,
+    ) -> None:
         self.recipients = recipients
-        self.tail = tail
+        self.tails = [tail]
         self.pos = 0
-        self.done = done
+        self.done: list[Callable[[], None]] = [] if done is None else [done]
+        self.key = key
 
 
 class RouteHandler(Calls, NodeActor):
@@ -119,21 +133,37 @@ class RouteHandler(Calls, NodeActor):
         recipients: Collection[Session],
         tail: bytes,
         done: Callable[[], None] | None,
+        key: Hashable | None = None,
     ) -> None:
         """Deliver ``tail`` to every recipient, in chunks when there are many.
 
         ``recipients`` may be a live index set: it is only iterated now, or
-        copied when the delivery has to continue over later turns.
+        copied when the delivery has to continue over later turns. ``key``
+        (None: never) says two fan-outs go to exactly the same recipients
+        (the caller's index did not change in between): a fan-out that has to
+        wait then joins the last waiting job of the same key.
+
+        A fan-out larger than ``limits.fanout_chunk``, or one that finds
+        others waiting, starts on the next loop iteration, so the publishes
+        read together (a burst) are delivered together.
         """
-        chunk = self.ctx.settings.limits.fanout_chunk
-        if not self._jobs and len(recipients) <= chunk:
+        jobs = self._jobs
+        if not jobs and len(recipients) <= self.ctx.settings.limits.fanout_chunk:
             for session in recipients:
                 session.deliver(tail)
             if done is not None:
                 done()
             return
-        self._jobs.append(_Job(list(recipients), tail, done))
-        self._run_jobs()
+        last = jobs[-1] if jobs else None
+        if key is not None and last is not None and last.key == key and last.pos == 0:
+            last.tails.append(tail)
+            if done is not None:
+                last.done.append(done)
+        else:
+            jobs.append(_Job(list(recipients), tail, done, key))
+        if not self._continuing:
+            self._continuing = True
+            self.wakeupAfter(0, FanoutContinue())
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: ActorAddress) -> None:
         if isinstance(msg.payload, FanoutContinue):
@@ -141,20 +171,29 @@ class RouteHandler(Calls, NodeActor):
             self._run_jobs()
 
     def _run_jobs(self) -> None:
+        """Deliver up to ``limits.fanout_chunk`` messages, then continue on a later turn."""
         budget = self.ctx.settings.limits.fanout_chunk
         jobs = self._jobs
         while jobs and budget > 0:
             job = jobs[0]
-            end = min(job.pos + budget, len(job.recipients))
-            tail = job.tail
-            for session in job.recipients[job.pos : end]:
-                session.deliver(tail)
-            budget -= end - job.pos
+            tails = job.tails
+            count = max(1, budget // len(tails))  # recipients served now
+            end = min(job.pos + count, len(job.recipients))
+            chunk = job.recipients[job.pos : end]
+            if len(tails) == 1:
+                tail = tails[0]
+                for session in chunk:
+                    session.deliver(tail)
+            else:
+                for session in chunk:
+                    for tail in tails:
+                        session.deliver(tail)
+            budget -= (end - job.pos) * len(tails)
             job.pos = end
             if job.pos >= len(job.recipients):
                 jobs.popleft()
-                if job.done is not None:
-                    job.done()
+                for done in job.done:
+                    done()
         if jobs and not self._continuing:
             # Continue on a later loop iteration, after the loop has polled
             # the sockets (pings, reads): a timer, not a message, since queued
@@ -171,8 +210,12 @@ class RouteHandler(Calls, NodeActor):
         session: Session,
         request_id: RequestId,
         started: float,
+        key: Hashable | None = None,
     ) -> None:
-        """Deliver a client's message locally, then to other nodes, then ack it."""
+        """Deliver a client's message locally, then to other nodes, then ack it.
+
+        ``key``: as for :meth:`fanout`.
+        """
         ctx = self.ctx
         ctx.metrics.delivered(kind, len(recipients))
         then = self.finish(session, request_id)
@@ -181,14 +224,21 @@ class RouteHandler(Calls, NodeActor):
             ctx.metrics.routed(kind, time.perf_counter() - started)
             self.publish_remote(envelope, then)
 
-        self.fanout(recipients, tail, routed)
+        self.fanout(recipients, tail, routed, key)
 
     def deliver_remote(
-        self, kind: DeliveryKind, recipients: Collection[Session], tail: bytes
+        self,
+        kind: DeliveryKind,
+        recipients: Collection[Session],
+        tail: bytes,
+        key: Hashable | None = None,
     ) -> None:
-        """Deliver a message that came from another node (no ack, no broker)."""
+        """Deliver a message that came from another node (no ack, no broker).
+
+        ``key``: as for :meth:`fanout`.
+        """
         self.ctx.metrics.delivered(kind, len(recipients))
-        self.fanout(recipients, tail, None)
+        self.fanout(recipients, tail, None, key)
 
     # -- cross-node ----------------------------------------------------------------------
 

@@ -152,6 +152,9 @@ class TopicHandler(RouteHandler):
         super().__init__()
         self.index: TopicIndex[Session] = TopicIndex()
         self.patterns: dict[str, int] = {}  # pattern -> local sessions subscribed
+        # Changes with every change of the index: fan-outs to the same topic
+        # within one generation go to the same sessions (RouteHandler.fanout).
+        self._generation = 0
         # Route plugins: their patterns, the plugins of each topic seen, the
         # publishes waiting for one, and what waits behind them per session.
         self._has_plugins = False
@@ -177,6 +180,7 @@ class TopicHandler(RouteHandler):
 
     def rebuild(self) -> None:
         self.index = TopicIndex()
+        self._generation += 1
         self.patterns = {}
         self.reset_listening("topic")
         for session in self.ctx.sessions:
@@ -189,6 +193,7 @@ class TopicHandler(RouteHandler):
             if then is not None:
                 self.await_listening("topic", pattern, then)
             return
+        self._generation += 1
         count = self.patterns.get(pattern, 0)
         self.patterns[pattern] = count + 1
         if count == 0:
@@ -199,6 +204,7 @@ class TopicHandler(RouteHandler):
     def _remove(self, pattern: str, session: Session) -> None:
         if not self.index.remove(pattern, session):
             return
+        self._generation += 1
         count = self.patterns.get(pattern, 0) - 1
         if count > 0:
             self.patterns[pattern] = count
@@ -288,7 +294,8 @@ class TopicHandler(RouteHandler):
         def envelope() -> Envelope:
             return _envelope(ctx.node_id, topic, tail, only)
 
-        self.route("topic", recipients, tail, envelope, session, request_id, started)
+        key = None if only is not None else (topic, self._generation)
+        self.route("topic", recipients, tail, envelope, session, request_id, started, key)
 
     # -- route plugins -----------------------------------------------------------------
 
@@ -486,16 +493,19 @@ class TopicHandler(RouteHandler):
         recipients: Collection[Session] = self.index.match(topic)
         if only is not None:
             recipients = only.select(recipients)
-        self.deliver_remote("topic", recipients, tail)
+        key = None if only is not None else (topic, self._generation)
+        self.deliver_remote("topic", recipients, tail, key)
         if not local_only:
             self.publish_remote(lambda: _envelope(ctx.node_id, topic, tail, only), ignore_failure)
 
     def receiveMsg_RemoteEnvelope(self, msg: RemoteEnvelope, sender: ActorAddress) -> None:
         env = msg.envelope
         recipients: Collection[Session] = self.index.match(env.target)
+        key: tuple[str, int] | None = (env.target, self._generation)
         if env.roles or env.users or env.exclude:
             recipients = Filter(env.roles, env.users, env.exclude).select(recipients)
-        self.deliver_remote("topic", recipients, env.tail)
+            key = None
+        self.deliver_remote("topic", recipients, env.tail, key)
 
     def receiveMsg_IndexSession(self, msg: IndexSession, sender: ActorAddress) -> None:
         for pattern in msg.session.subscriptions:
