@@ -47,14 +47,27 @@ _PATTERN_RE = re.compile(
 )
 
 
+#: Topics found valid lately (a set of strings, emptied when it reaches
+#: ``_VALID_CACHE_SIZE``): a topic published again is checked by one lookup.
+_valid_topics: set[str] = set()
+_VALID_CACHE_SIZE = 10_000
+
+
 def validate_topic(s: object) -> str:
     """Return ``s`` if it is a concrete topic.
 
     Raises:
         BadTopic: ``s`` is not a string, is a pattern, or breaks the segment rules.
     """
-    if type(s) is not str or _TOPIC_RE.fullmatch(s) is None:
+    if type(s) is not str:
         raise BadTopic("invalid topic")
+    if s in _valid_topics:
+        return s
+    if _TOPIC_RE.fullmatch(s) is None:
+        raise BadTopic("invalid topic")
+    if len(_valid_topics) >= _VALID_CACHE_SIZE:
+        _valid_topics.clear()
+    _valid_topics.add(s)
     return s
 
 
