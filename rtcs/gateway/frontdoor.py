@@ -44,6 +44,7 @@ from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any, Literal
 
+from websockets.asyncio.messages import Assembler
 from websockets.asyncio.server import ServerConnection
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Event
@@ -57,6 +58,23 @@ RefusedReason = Literal["untrusted", "malformed"]
 
 #: Answers a request with a body: ``(request, client address)`` -> status and JSON.
 HttpHandler = Callable[[HttpRequest, str], Awaitable[tuple[HTTPStatus, dict[str, Any]]]]
+
+
+_no_messages: Assembler | None = None
+
+
+def _closed_assembler() -> Assembler:
+    """A closed message queue, shared by the connections whose frames rtcs takes.
+
+    Made on first use (it needs a running loop); it is only ever closed
+    again (idempotent), never read, so any loop may share it.
+    """
+    global _no_messages
+    if _no_messages is None:
+        _no_messages = Assembler(pause=lambda: None, resume=lambda: None)
+        _no_messages.close()
+    return _no_messages
+
 
 #: Frames kept before the gateway takes them, past which reading pauses.
 EARLY_FRAMES = 64
@@ -204,8 +222,13 @@ class FrontDoorConnection(ServerConnection):
         # PING and CLOSE: websockets' protocol has answered them already.
 
     def take_frames(self, to: FrameSink) -> None:
-        """From now on hand every data frame to ``to``, starting with those that waited."""
+        """From now on hand every data frame to ``to``, starting with those that waited.
+
+        websockets' own message queue is never used from then on: it is
+        replaced by a shared, closed one (about 1 KiB per connection less).
+        """
         self._frames_to = to
+        self.recv_messages = _closed_assembler()
         early, self._early = self._early, None
         if early:
             if len(early) >= EARLY_FRAMES:
