@@ -81,3 +81,17 @@ async def test_frames_of_every_length_class_arrive_intact(node_factory: Any) -> 
         await alice.publish("sizes", "é" + "x" * size)
         frame = await bob.expect("message", topic="sizes")
         assert frame["data"] == "é" + "x" * size
+
+
+async def test_an_open_connection_keeps_no_handshake_headers(node_factory: Any) -> None:
+    # Memory per idle connection (docs/performance.md): what the handshake
+    # said was used in process_request; nothing keeps its headers after.
+    node = await node_factory()
+    client = await node.client("alice")
+    gateway = node.app.gateway
+    assert gateway is not None
+    [handle] = [h for h in gateway.handles if h.user == "alice"]
+    ws = handle._ws
+    assert ws.request is not None and len(ws.request.headers) == 0
+    assert ws.response is None or len(ws.response.headers) == 0
+    await client.request({"type": "ping"}, "pong")  # and it still works
