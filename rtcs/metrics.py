@@ -111,13 +111,33 @@ def _go_float(value: float) -> str:
     return text
 
 
-class LoopCounter(Collector):
-    """A counter family with one label, for the per-message paths.
+class _LoopFamily(Collector):
+    """A metric family with one label whose numbers live in plain Python objects.
 
-    prometheus_client's ``Counter`` takes a lock on every ``inc`` (about
-    1 µs, four times per publish → ack); these counters are only changed on
-    the event-loop thread, so plain numbers in a dict, read at scrape time,
-    do. Exported exactly as a ``Counter`` with the same name and label
+    prometheus_client's own types take a lock on every change (about 1 µs,
+    four times per publish → ack); rtcs's per-message metrics are only
+    changed on the event-loop thread, so plain numbers, read at scrape time,
+    do. Subclasses keep the numbers in ``values`` (by label value), build
+    their family in ``_family`` and fill it in ``collect``.
+    """
+
+    def __init__(self, name: str, documentation: str, label: str) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.label = label
+        self._created = time.time()
+
+    def _family(self) -> Metric:
+        raise NotImplementedError
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family()
+
+
+class LoopCounter(_LoopFamily):
+    """A counter with one label, for the per-message paths (see :class:`_LoopFamily`).
+
+    Exported exactly as a ``Counter`` of the same name and label
     (``<name>_total``, ``<name>_created``).
     """
 
@@ -129,19 +149,13 @@ class LoopCounter(Collector):
         values: Iterable[str],
         registry: CollectorRegistry,
     ) -> None:
-        self.name = name.removesuffix("_total")
-        self.documentation = documentation
-        self.label = label
+        super().__init__(name.removesuffix("_total"), documentation, label)
         #: The count of each label value; add to it with ``+=`` on the loop thread.
         self.values: dict[str, float] = dict.fromkeys(values, 0.0)
-        self._created = time.time()
         registry.register(self)
 
     def _family(self) -> CounterMetricFamily:
         return CounterMetricFamily(self.name, self.documentation, labels=[self.label])
-
-    def describe(self) -> Iterator[Metric]:
-        yield self._family()
 
     def collect(self) -> Iterator[Metric]:
         family = self._family()
@@ -150,8 +164,8 @@ class LoopCounter(Collector):
         yield family
 
 
-class LoopHistogram(Collector):
-    """A histogram family with one label, for the per-message paths (see :class:`LoopCounter`)."""
+class LoopHistogram(_LoopFamily):
+    """A histogram with one label, for the per-message paths (see :class:`_LoopFamily`)."""
 
     def __init__(
         self,
@@ -162,13 +176,10 @@ class LoopHistogram(Collector):
         buckets: tuple[float, ...],
         registry: CollectorRegistry,
     ) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.label = label
+        super().__init__(name, documentation, label)
         self.buckets = buckets
         # Per label value: [count in each bucket (the last one +Inf)..., sum].
         self.values: dict[str, list[float]] = {v: [0.0] * (len(buckets) + 2) for v in values}
-        self._created = time.time()
         registry.register(self)
 
     def observe(self, value: str, amount: float) -> None:
@@ -179,9 +190,6 @@ class LoopHistogram(Collector):
 
     def _family(self) -> HistogramMetricFamily:
         return HistogramMetricFamily(self.name, self.documentation, labels=[self.label])
-
-    def describe(self) -> Iterator[Metric]:
-        yield self._family()
 
     def collect(self) -> Iterator[Metric]:
         family = self._family()

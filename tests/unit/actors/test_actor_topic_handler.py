@@ -41,6 +41,16 @@ async def subscribe(bed: ActorBed, handler: object, sink: RecordingSink, *args: 
     await sink.wait_for(before + len(args))
 
 
+async def many_subscribers(bed: ActorBed, topics: object, topic: str) -> list[RecordingSink]:
+    """More sessions subscribed to ``topic`` than three fan-out chunks: their sinks."""
+    sinks = []
+    for i in range(3 * FANOUT_CHUNK + 1):
+        _, sink = bed.session(f"user{i}")
+        await subscribe(bed, topics, sink, topic)
+        sinks.append(sink)
+    return sinks
+
+
 async def test_subscribe_replies_subscribed_and_records_the_pattern(bed: ActorBed) -> None:
     topics = bed.start(TopicHandler)
     session, sink = bed.session("alice")
@@ -96,12 +106,8 @@ async def test_overlapping_patterns_deliver_once(bed: ActorBed) -> None:
 async def test_large_fanout_runs_over_several_turns_and_keeps_order(bed: ActorBed) -> None:
     topics = bed.start(CountingTopicHandler)
     publisher, p_sink = bed.session("pub")
-    sinks = []
-    recipients = 3 * FANOUT_CHUNK + 1
-    for i in range(recipients):
-        _, sink = bed.session(f"user{i}")
-        await subscribe(bed, topics, sink, "big")
-        sinks.append(sink)
+    sinks = await many_subscribers(bed, topics, "big")
+    recipients = len(sinks)
 
     # Told back to back: on the asyncio base the second publish arrives while
     # the first fan-out is still in progress, and must queue behind it.
@@ -128,11 +134,7 @@ async def test_a_burst_to_many_is_one_job_and_each_recipient_gets_it_in_one_turn
         pytest.skip("the stock base runs a tell to completion: there is no later turn")
     topics = bed.start(TopicHandler)
     publisher, p_sink = bed.session("pub")
-    sinks = []
-    for i in range(3 * FANOUT_CHUNK + 1):
-        _, sink = bed.session(f"user{i}")
-        await subscribe(bed, topics, sink, "big")
-        sinks.append(sink)
+    sinks = await many_subscribers(bed, topics, "big")
     for n in range(5):
         bed.tell(topics, RoutePublish(publisher, "big", n, n))
     assert [f["id"] for f in await p_sink.wait_for(5)] == [0, 1, 2, 3, 4]
@@ -147,11 +149,7 @@ async def test_a_burst_to_many_is_one_job_and_each_recipient_gets_it_in_one_turn
 async def test_a_subscription_between_two_publishes_splits_the_job(bed: ActorBed) -> None:
     topics = bed.start(TopicHandler)
     publisher, p_sink = bed.session("pub")
-    sinks = []
-    for i in range(3 * FANOUT_CHUNK + 1):
-        _, sink = bed.session(f"user{i}")
-        await subscribe(bed, topics, sink, "big")
-        sinks.append(sink)
+    sinks = await many_subscribers(bed, topics, "big")
     late, late_sink = bed.session("late")
     bed.tell(topics, RoutePublish(publisher, "big", "before", 1))
     bed.tell(topics, RouteSubscribe(late, "big", 7))
@@ -168,11 +166,7 @@ async def test_the_loop_runs_between_fanout_chunks(bed: ActorBed) -> None:
         pytest.skip("the stock base runs a tell to completion: there is no loop to yield to")
     topics = bed.start(TopicHandler)
     publisher, p_sink = bed.session("pub")
-    sinks = []
-    for i in range(3 * FANOUT_CHUNK + 1):
-        _, sink = bed.session(f"user{i}")
-        await subscribe(bed, topics, sink, "big")
-        sinks.append(sink)
+    sinks = await many_subscribers(bed, topics, "big")
     seen: list[int] = []
     loop = asyncio.get_running_loop()
 
