@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -206,8 +208,41 @@ async def start_node(backends: Any = None, **overrides: Any) -> App:
     return app
 
 
+#: Seconds a test node's stop may take in a fixture's teardown.
+STOP_BOUND = 20.0
+
+
+async def stop_node(node: Node, request: pytest.FixtureRequest) -> None:
+    """Stop ``node``, bounded by :data:`STOP_BOUND` as ``python -m rtcs`` bounds it.
+
+    A stop that does not finish is cancelled, and where it waited is written
+    to the terminal (not captured), so a rare hang in a backend's close shows
+    up in the CI log instead of stalling the run; ``rtcs.app.stop_within``
+    is what bounds it for real nodes, and ``test_a_stop_that_hangs_is_given_up_at_its_bound``
+    tests that.
+    """
+    task = asyncio.ensure_future(node.app.stop())
+    done, _ = await asyncio.wait({task}, timeout=STOP_BOUND)
+    if done:
+        task.result()
+        return
+    where = io.StringIO()
+    task.print_stack(file=where)
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(
+                f"\n{request.node.nodeid}: a node's stop did not finish in {STOP_BOUND:g} s"
+                f" and was cancelled; it waited here:\n{where.getvalue()}"
+            )
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+
+
 @pytest.fixture
-async def node_factory() -> AsyncIterator[Callable[..., Any]]:
+async def node_factory(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., Any]]:
     nodes: list[Node] = []
 
     async def make(backends: Any = None, **overrides: Any) -> Node:
@@ -218,7 +253,7 @@ async def node_factory() -> AsyncIterator[Callable[..., Any]]:
     yield make
     try:
         for node in nodes:
-            await node.app.stop()
+            await stop_node(node, request)
     finally:
         for node in nodes:
             await node.drop_clients()
