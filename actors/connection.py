@@ -98,7 +98,6 @@ class WebSocketActor(Calls, Dispatcher):
         self._handle: ClientHandle | None = None
         self.session: Session | None = None
         self.identity: Identity | None = None
-        self._low_water = 0  # limits.inbound_queue // 2, once started
         self.machine = ConnectionStateMachine()
         self.limiter = RateLimiter(1.0, 1, 1, 1.0, 0.0)  # replaced by StartConnection
         self._check_generation = 0
@@ -135,7 +134,6 @@ class WebSocketActor(Calls, Dispatcher):
         limits = ctx.settings.limits
         now = ctx.clock()
         self._last_activity = now
-        self._low_water = limits.inbound_queue // 2
         self.limiter = RateLimiter(
             limits.rate,
             limits.burst,
@@ -216,7 +214,7 @@ class WebSocketActor(Calls, Dispatcher):
             # applies to the frames waiting behind a publish.
             self._wait(msg, counted=False)
             return
-        self.handle.handled(self._low_water)
+        self.handle.handled()
         self._on_text(msg)
 
     def _wait(self, msg: ClientText, *, counted: bool) -> None:
@@ -401,11 +399,10 @@ class WebSocketActor(Calls, Dispatcher):
             except ProtocolError as exc:
                 self._error(cmd.id, exc)
         waiting = self._waiting
-        low_water = self.ctx.settings.limits.inbound_queue // 2
         while waiting and not self._deduping:
             msg, counted = waiting.popleft()
             if not counted:
-                self.handle.handled(low_water)
+                self.handle.handled()
             self._on_text(msg)
 
     def _on_send(self, cmd: Send) -> None:

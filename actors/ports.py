@@ -39,8 +39,8 @@ class ClientHandle(Sink, Protocol):
         """Return once the outbox has room again (at once if it has now)."""
         ...
 
-    def handled(self, low_water: int) -> None:
-        """One client frame was handled; the gateway may resume reading below ``low_water``."""
+    def handled(self) -> None:
+        """One client frame was handled; the gateway may read the socket again."""
         ...
 
     def admit(self, actor: object) -> None:

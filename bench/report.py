@@ -259,7 +259,8 @@ def build_rows(summary: Mapping[str, Mapping[str, float]], largest_idle: int) ->
     return rows
 
 
-def _fmt(value: float | None) -> str:
+def fmt(value: float | None) -> str:
+    """A table cell: thousands separated above 100, 1 decimal above 10, else 2."""
     if value is None:
         return "-"
     if abs(value) >= 100:
@@ -288,8 +289,8 @@ def render_table(rows: Sequence[Row], targets: Sequence[str]) -> str:
         cols += ["target (w2/rtcs)", "ok (w2)"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for row in rows:
-        cells = [row.label, row.unit, *(_fmt(row.values.get(t)) for t in targets)]
-        cells += [_fmt(row.ratios.get(r)) for r in ratio_cols]
+        cells = [row.label, row.unit, *(fmt(row.values.get(t)) for t in targets)]
+        cells += [fmt(row.ratios.get(r)) for r in ratio_cols]
         if scale_out:
             cells.append("" if row.added_ms is None else f"{row.added_ms:+.2f}")
         if with_raw:

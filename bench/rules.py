@@ -26,6 +26,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from bench.report import fmt
+
 if TYPE_CHECKING:
     from rtcs.rules import RuleSet
 
@@ -372,16 +374,6 @@ def rules_rows(summary: Mapping[str, Mapping[str, float]], target: str = "rtcs")
     return rows
 
 
-def _cell(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if abs(value) >= 100:
-        return f"{value:,.0f}"
-    if abs(value) >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}"
-
-
 def render_rules_table(rows: Sequence[RulesRow]) -> str:
     """The "Routing rules" table (Markdown): one column per rule count."""
     counts = sorted({n for row in rows for n in row.values})
@@ -389,7 +381,7 @@ def render_rules_table(rows: Sequence[RulesRow]) -> str:
     cols = ["metric", "unit", *heads, "target", "ok"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for row in rows:
-        cells = [row.label, row.unit, *(_cell(row.values.get(n)) for n in counts)]
+        cells = [row.label, row.unit, *(fmt(row.values.get(n)) for n in counts)]
         cells += [row.target, row.verdict]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

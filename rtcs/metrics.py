@@ -407,7 +407,7 @@ class Metrics:
             ["plugin", "reason"],
             registry=r,
         )
-        self._rule_children: dict[str, tuple[Counter, Counter, Counter, Counter]] = {}
+        self._rule_children: dict[str, tuple[Counter, ...]] = {}
         self._route_cache: _RouteCacheCollector | None = None
 
         # Label children, created now so every known series exports zero.
@@ -569,23 +569,25 @@ class Metrics:
         that are gone, so renaming rules never grows the label set.
         """
         wanted = list(names)
-        families = (self.rule_matches, self.rule_drops, self.rule_reroutes, self.rule_errors)
         for name in set(self._rule_children) - set(wanted):
             del self._rule_children[name]
-            for family in families:
+            for family in self._rule_families():
                 family.remove(name)
         for name in wanted:
-            if name not in self._rule_children:
-                matches, drops, reroutes, errors = (f.labels(name) for f in families)
-                self._rule_children[name] = (matches, drops, reroutes, errors)
+            self._rule(name)
         self.rules_active.set(len(wanted))
         self.rules_info.info({"version": version})
 
-    def _rule(self, name: str) -> tuple[Counter, Counter, Counter, Counter]:
+    def _rule_families(self) -> tuple[Counter, Counter, Counter, Counter]:
+        return (self.rule_matches, self.rule_drops, self.rule_reroutes, self.rule_errors)
+
+    def _rule(self, name: str) -> tuple[Counter, ...]:
+        """The (matches, drops, reroutes, errors) children of rule ``name``, made if new."""
         children = self._rule_children.get(name)
-        if children is None:  # not announced by rules_loaded: count it anyway
-            self.rules_loaded([*self._rule_children, name])
-            children = self._rule_children[name]
+        if children is None:
+            children = self._rule_children[name] = tuple(
+                family.labels(name) for family in self._rule_families()
+            )
         return children
 
     def rule_outcome(

@@ -158,7 +158,7 @@ def _route_spec(name: str, cls: type[RoutePlugin], options: Mapping[str, Any]) -
         ConfigError: naming ``plugins.<name>.topics`` or ``.timeout``.
     """
     topics = options.get("topics", cls.topics)
-    if isinstance(topics, str) or not isinstance(topics, (list, tuple)) or not topics:
+    if not isinstance(topics, (list, tuple)) or not topics:
         raise ConfigError(
             f"plugins.{name}.topics", topics, "a route plugin needs a non-empty list of topics"
         )

@@ -8,6 +8,11 @@ refuse exactly the same files.
 
 The CEL package is imported only when a rules file is configured: the
 :mod:`rtcs.rules` imports are inside the functions.
+
+The rules of the last file content read are kept with that content: start-up
+reads the file twice (the settings' validation, then the node) and
+``check-config`` too, and compiling 1,000 conditions takes about 0.15 s; a
+SIGHUP with an unchanged file compiles nothing either.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ if TYPE_CHECKING:
     from rtcs.rules import Rule, RuleSet
 
 __all__ = ["KEY", "load_rule_set", "read_rules"]
+
+# The last file content parsed, and its rules.
+_last: tuple[bytes, tuple[Rule, ...]] | None = None
 
 #: The setting that names the file, in every error about reading it.
 KEY = "rules.file"
@@ -35,12 +43,18 @@ def read_rules(path: str) -> tuple[tuple[Rule, ...], str]:
     """
     from rtcs.rules import parse_rules, version_of
 
+    global _last
     try:
         with open(path, "rb") as fh:
             text = fh.read()
     except OSError as exc:
         raise ConfigError(KEY, path, exc.strerror or "cannot be read") from None
-    return parse_rules(text, path), version_of(text)
+    last = _last
+    if last is not None and last[0] == text:
+        return last[1], version_of(text)
+    rules = parse_rules(text, path)
+    _last = (text, rules)
+    return rules, version_of(text)
 
 
 def load_rule_set(path: str, cache_size: int) -> RuleSet:

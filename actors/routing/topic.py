@@ -239,23 +239,13 @@ class TopicHandler(RouteHandler):
         self._publish(msg)
 
     def _publish(self, msg: RoutePublish) -> None:
-        ctx = self.ctx
         started = time.perf_counter()
         session = msg.session
-        topic, data, only = msg.topic, msg.data, None
-        rules = ctx.rules
-        if rules is not None:
-            matching = rules.rules_for(topic)
-            if matching:
-                outcome = rules.run(matching, topic, data, session.user, session.roles)
-                ctx.metrics.rule_outcome(
-                    outcome.matched, outcome.dropped, outcome.rerouted, outcome.errors
-                )
-                if outcome.topic is None or outcome.target.nobody:
-                    ctx.metrics.routed("topic", time.perf_counter() - started)
-                    self.ack(session, msg.request_id)
-                    return
-                topic, data, only = outcome.topic, outcome.data, _filter_of(outcome, session.user)
+        routed = self._apply_rules(msg.topic, msg.data, session.user, session.roles)
+        if routed is None:
+            self._ack_now(session, msg.request_id, started)
+            return
+        topic, data, only = routed
         if self._has_plugins:
             plugins = self._plugins_for(topic)
             if plugins:
@@ -278,13 +268,10 @@ class TopicHandler(RouteHandler):
         ``tail``: ``data`` already encoded (``codec.message_tail``), if it is.
         """
         ctx = self.ctx
-        recipients: Collection[Session] = self.index.match(topic)
-        if only is not None:
-            recipients = only.select(recipients)
+        recipients, key = self._recipients(topic, only)
         if not recipients and not ctx.backends.broker.distributed:
             # Nobody to deliver to, here or elsewhere: nothing to encode.
-            ctx.metrics.routed("topic", time.perf_counter() - started)
-            self.ack(session, request_id)
+            self._ack_now(session, request_id, started)
             return
         if tail is None:
             tail = codec.message_tail(
@@ -294,8 +281,45 @@ class TopicHandler(RouteHandler):
         def envelope() -> Envelope:
             return _envelope(ctx.node_id, topic, tail, only)
 
-        key = None if only is not None else (topic, self._generation)
         self.route("topic", recipients, tail, envelope, session, request_id, started, key)
+
+    def _apply_rules(
+        self, topic: str, data: Any, user: str, roles: tuple[str, ...]
+    ) -> tuple[str, Any, Filter | None] | None:
+        """The topic, data and recipient filter the rules leave; None when dropped.
+
+        Without rules for ``topic`` (or any rules) this is one lookup.
+        """
+        ctx = self.ctx
+        rules = ctx.rules
+        if rules is None:
+            return topic, data, None
+        matching = rules.rules_for(topic)
+        if not matching:
+            return topic, data, None
+        outcome = rules.run(matching, topic, data, user, roles)
+        ctx.metrics.rule_outcome(outcome.matched, outcome.dropped, outcome.rerouted, outcome.errors)
+        if outcome.topic is None or outcome.target.nobody:
+            return None
+        return outcome.topic, outcome.data, _filter_of(outcome, user)
+
+    def _recipients(
+        self, topic: str, only: Filter | None
+    ) -> tuple[Collection[Session], tuple[str, int] | None]:
+        """The local sessions a message on ``topic`` goes to, and its fan-out key.
+
+        The key (RouteHandler.fanout) is None for a filtered message: its
+        recipients are a fresh list each time.
+        """
+        recipients: Collection[Session] = self.index.match(topic)
+        if only is None:
+            return recipients, (topic, self._generation)
+        return only.select(recipients), None
+
+    def _ack_now(self, session: Session, request_id: RequestId, started: float) -> None:
+        """Ack a publish that has nothing to deliver (dropped, or nobody subscribed)."""
+        self.ctx.metrics.routed("topic", time.perf_counter() - started)
+        self.ack(session, request_id)
 
     # -- route plugins -----------------------------------------------------------------
 
@@ -442,8 +466,7 @@ class TopicHandler(RouteHandler):
         for to, extra_tail in extra:
             self._server_deliver(to, extra_tail, None)
         if tail is None:
-            self.ctx.metrics.routed("topic", time.perf_counter() - pending.started)
-            self.ack(session, pending.request_id)
+            self._ack_now(session, pending.request_id, pending.started)
         else:
             self._deliver(
                 session,
@@ -469,19 +492,10 @@ class TopicHandler(RouteHandler):
     # -- server publishes and other nodes ----------------------------------------------
 
     def receiveMsg_ServerPublish(self, msg: ServerPublish, sender: ActorAddress) -> None:
-        ctx = self.ctx
-        topic, data, only = msg.topic, msg.data, None
-        rules = ctx.rules
-        if rules is not None:
-            matching = rules.rules_for(topic)
-            if matching:
-                outcome = rules.run(matching, topic, data, "", ())
-                ctx.metrics.rule_outcome(
-                    outcome.matched, outcome.dropped, outcome.rerouted, outcome.errors
-                )
-                if outcome.topic is None or outcome.target.nobody:
-                    return
-                topic, data, only = outcome.topic, outcome.data, _filter_of(outcome, "")
+        routed = self._apply_rules(msg.topic, msg.data, "", ())
+        if routed is None:
+            return
+        topic, data, only = routed
         tail = codec.message_tail(topic=topic, data=data, ts=self.now_ms())
         self._server_deliver(topic, tail, only, local_only=msg.local_only)
 
@@ -490,21 +504,19 @@ class TopicHandler(RouteHandler):
     ) -> None:
         """Deliver a message nobody waits an ack for, here and (unless local) elsewhere."""
         ctx = self.ctx
-        recipients: Collection[Session] = self.index.match(topic)
-        if only is not None:
-            recipients = only.select(recipients)
-        key = None if only is not None else (topic, self._generation)
+        recipients, key = self._recipients(topic, only)
         self.deliver_remote("topic", recipients, tail, key)
         if not local_only:
             self.publish_remote(lambda: _envelope(ctx.node_id, topic, tail, only), ignore_failure)
 
     def receiveMsg_RemoteEnvelope(self, msg: RemoteEnvelope, sender: ActorAddress) -> None:
         env = msg.envelope
-        recipients: Collection[Session] = self.index.match(env.target)
-        key: tuple[str, int] | None = (env.target, self._generation)
-        if env.roles or env.users or env.exclude:
-            recipients = Filter(env.roles, env.users, env.exclude).select(recipients)
-            key = None
+        only = (
+            Filter(env.roles, env.users, env.exclude)
+            if env.roles or env.users or env.exclude
+            else None
+        )
+        recipients, key = self._recipients(env.target, only)
         self.deliver_remote("topic", recipients, env.tail, key)
 
     def receiveMsg_IndexSession(self, msg: IndexSession, sender: ActorAddress) -> None:

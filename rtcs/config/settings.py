@@ -136,7 +136,8 @@ class LimitsSettings:
     max_json_depth: int = DEFAULT_MAX_DEPTH
     fanout_chunk: int = 1000
     inbound_queue: int = 128
-    # Incoming frames websockets buffers per connection before it stops reading.
+    # Incoming frames kept per connection before its actor is admitted; more:
+    # the socket is not read until then (rtcs.gateway.frontdoor).
     ws_max_queue: int = 64
     # Frames held while a session is restored from the shared store; more: 1013.
     held_frames: int = 64

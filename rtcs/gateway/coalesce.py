@@ -90,8 +90,3 @@ class Coalescer:
             if conn.flush_state == HELD:  # not made due (and flushed) meanwhile
                 conn.flush_state = IDLE
                 conn.flush()
-
-    def flush_all(self) -> None:
-        """Flush everything pending now (before the node stops)."""
-        self._flush_due()
-        self._flush_held()

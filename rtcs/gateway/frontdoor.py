@@ -31,7 +31,8 @@ connection instead hands them to the callback the gateway gives
 assembles text messages and tells them to the connection actor): no queue, no
 ``recv()`` coroutine per message. Frames that arrive before the gateway takes
 them (between the handshake and the actor's admission) wait in a list; past
-``EARLY_FRAMES`` of them the socket is not read until then. Connections with
+``early_frames`` of them (``limits.ws_max_queue``, the bound websockets' own
+queue would have had) the socket is not read until then. Connections with
 ``raw_frames`` False (the test-only echo route) keep websockets' own queue.
 """
 
@@ -76,8 +77,6 @@ def _closed_assembler() -> Assembler:
     return _no_messages
 
 
-#: Frames kept before the gateway takes them, past which reading pauses.
-EARLY_FRAMES = 64
 #: Where a connection's data frames go once the gateway takes them.
 FrameSink = Callable[[Frame], None]
 
@@ -97,6 +96,8 @@ class FrontDoorConnection(ServerConnection):
     on_refused: Callable[[RefusedReason, str], None] | None = None
     http: HttpHandler | None = None
     http_timeout: float = 10.0
+    #: Frames kept before the gateway takes them, past which reading pauses.
+    early_frames: int = 64
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -217,7 +218,7 @@ class FrontDoorConnection(ServerConnection):
             if early is None:
                 early = self._early = []
             early.append(event)
-            if len(early) == EARLY_FRAMES:
+            if len(early) == self.early_frames:
                 self.transport.pause_reading()
         # PING and CLOSE: websockets' protocol has answered them already.
 
@@ -231,7 +232,7 @@ class FrontDoorConnection(ServerConnection):
         self.recv_messages = _closed_assembler()
         early, self._early = self._early, None
         if early:
-            if len(early) >= EARLY_FRAMES:
+            if len(early) >= self.early_frames:
                 self.transport.resume_reading()
             for frame in early:
                 to(frame)
@@ -258,9 +259,11 @@ def front_door(
     on_refused: Callable[[RefusedReason, str], None],
     http: HttpHandler | None = None,
     http_timeout: float = 10.0,
+    early_frames: int = 64,
 ) -> type[FrontDoorConnection]:
-    """A :class:`FrontDoorConnection` class bound to ``trusted``, ``on_refused``
-    and (optionally) the handler of ``POST`` requests."""
+    """A :class:`FrontDoorConnection` class bound to ``trusted``, ``on_refused``,
+    (optionally) the handler of ``POST`` requests, and the bound of frames kept
+    before the gateway takes them."""
     return type(
         "BoundFrontDoorConnection",
         (FrontDoorConnection,),
@@ -269,5 +272,6 @@ def front_door(
             "on_refused": staticmethod(on_refused),
             "http": staticmethod(http) if http is not None else None,
             "http_timeout": http_timeout,
+            "early_frames": early_frames,
         },
     )

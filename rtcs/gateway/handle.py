@@ -251,7 +251,7 @@ class ConnectionHandle:
         """Tell the admitted actor every text message from now on (``frame``).
 
         Past ``inbound_high`` messages not yet handled, the socket is not read
-        (TCP pushes back on the client) until the actor caught up.
+        (TCP pushes back on the client) until half of them are handled.
         """
         self._tell = tell
         self._inbound_high = inbound_high
@@ -297,8 +297,8 @@ class ConnectionHandle:
             self.reading_paused = True
             self._transport.pause_reading()
 
-    def handled(self, low_water: int) -> None:
-        """One client message was handled; read the socket again once few are left."""
+    def handled(self) -> None:
+        """One client message was handled; read the socket again once half the bound is left."""
         self.inflight -= 1
         backlog = self._backlog
         if backlog:
@@ -307,7 +307,7 @@ class ConnectionHandle:
             while backlog and self.inflight < high:
                 self.inflight += 1
                 tell(self.actor, ClientText(backlog.popleft()))
-        if self.reading_paused and not backlog and self.inflight <= low_water:
+        if self.reading_paused and not backlog and self.inflight <= self._inbound_high // 2:
             self._resume_reading()
 
     def _resume_reading(self) -> None:

@@ -81,8 +81,6 @@ class Gateway:
         self._auth: weakref.WeakKeyDictionary[
             ServerConnection, tuple[HandshakeAuth, Identity | None, str]
         ] = weakref.WeakKeyDictionary()
-        # Upgrades to server.test_echo_path (tests only), for the handler.
-        self._echo: weakref.WeakSet[ServerConnection] = weakref.WeakSet()
         self._trusted = TrustedProxies(ctx.settings.server.trusted_proxies)
         self.handles: set[ConnectionHandle] = set()
         self.port: int = 0
@@ -106,7 +104,11 @@ class Gateway:
             server.port,
             process_request=self._process_request,
             create_connection=front_door(
-                self._trusted, self._proxy_refused, self._http, server.open_timeout
+                self._trusted,
+                self._proxy_refused,
+                self._http,
+                server.open_timeout,
+                settings.limits.ws_max_queue,
             ),
             select_subprotocol=_select_subprotocol,
             compression=None,
@@ -176,8 +178,8 @@ class Gateway:
         path, _, _ = request.path.partition("?")
         echo = settings.server.test_echo_path
         if echo and path == echo:
-            self._echo.add(connection)
-            # websockets' own message queue: serve_echo reads with recv().
+            # websockets' own message queue: serve_echo reads with recv(); the
+            # handler tells echo connections by it.
             cast(FrontDoorConnection, connection).raw_frames = False
             return None
         if path == "/healthz":
@@ -270,8 +272,7 @@ class Gateway:
     # -- WebSocket side ---------------------------------------------------------------
 
     async def _handler(self, ws: ServerConnection) -> None:
-        if ws in self._echo:
-            self._echo.discard(ws)
+        if not cast(FrontDoorConnection, ws).raw_frames:  # server.test_echo_path
             await serve_echo(ws)
             return
         ctx = self.ctx

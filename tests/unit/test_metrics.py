@@ -288,3 +288,11 @@ def test_loop_counters_and_histograms_export_like_prometheus_client() -> None:
         }
 
     assert samples(ours_registry) == samples(theirs_registry)
+
+
+def test_a_rule_counted_before_it_was_announced_gets_its_series(metrics: Metrics) -> None:
+    metrics.rules_loaded(["a"], "v1")
+    metrics.rule_outcome(["late"], [], [], [])
+    assert value(metrics, "rtcs_rule_matches_total", rule="late") == 1
+    assert value(metrics, "rtcs_rules_info", version="v1") == 1  # the version stays
+    assert value(metrics, "rtcs_rules_loaded") == 1

@@ -154,7 +154,7 @@ class RecordingHandle(RecordingSink):
             self.closed_with = code
             self._changed.set()
 
-    def handled(self, low_water: int) -> None:
+    def handled(self) -> None:
         self.handled_count += 1
 
     def admit(self, actor: object) -> None:
