@@ -8,6 +8,12 @@ applies the rate limiter (``protocol.ratelimit``) and the permissions
 and forwards typed requests to the route handlers. Replies to the client are
 written to the connection's bounded outbox (a ``ClientHandle``) as
 already-encoded bytes.
+
+Tracing (rtcs.tracing): with tracing on, a client message (publish, send,
+broadcast) sampled for tracing is an ``rtcs.receive`` span when forwarded to
+its route handler, the root of the message's trace, and the request sent is
+its traced variant (``rtcs.actors.routing.handler.TracedRequest``). With
+tracing off, forwarding a request tests one attribute against None.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from rtcs.actors.messages import (
     SocketClosed,
     StartConnection,
 )
+from rtcs.actors.routing.handler import frame_attributes, traced_request
 from rtcs.actors.session_events import announce_presence, mirror_attached, release_connection
 from rtcs.backends.base import EnvelopeKind, SessionSnapshot
 from rtcs.errors import (
@@ -83,10 +90,12 @@ from rtcs.protocol.states import ConnectionStateMachine, Event, State
 from rtcs.runtime.control import Calls
 from rtcs.runtime.dispatch import Dispatcher
 from rtcs.sessions import ResumePlan, ResumeVerdict, Session, plan_claimed, plan_resume
+from rtcs.tracing import CONNECTION_ID, USER, trace_fields, tracing_of
 
 if TYPE_CHECKING:
     from rtcs.actors.ports import ClientHandle
     from rtcs.auth.tokens import Identity
+    from rtcs.tracing import Tracing
 
 
 class WebSocketActor(Calls, Dispatcher):
@@ -110,8 +119,11 @@ class WebSocketActor(Calls, Dispatcher):
         self._deduping = False
         # Created when the first frame has to wait (most connections never do).
         self._waiting: deque[tuple[ClientText, bool]] | None = None
+        # When the frame being handled arrived (ClientText.received).
+        self._received = 0.0
         self._last_activity = 0.0
         self._released = False
+        self._tracing: Tracing | None = None  # the node's, when tracing is on
 
     @property
     def ctx(self) -> NodeContext:
@@ -131,6 +143,7 @@ class WebSocketActor(Calls, Dispatcher):
         ctx = self._ctx = msg.context
         opened = msg.open
         self._handle = opened.handle
+        self._tracing = tracing_of(ctx)
         limits = ctx.settings.limits
         now = ctx.clock()
         self._last_activity = now
@@ -201,7 +214,16 @@ class WebSocketActor(Calls, Dispatcher):
     def receiveMsg_PoisonMessage(self, msg: PoisonMessage, sender: ActorAddress) -> None:
         # A route handler failed on one of our requests: the client gets an
         # ``internal`` error for that request and the connection stays open.
-        request_id = getattr(msg.poisonMessage, "request_id", None)
+        request = msg.poisonMessage
+        request_id = getattr(request, "request_id", None)
+        handle = self._handle
+        if self._ctx is not None and handle is not None:
+            self.ctx.log.warning(
+                "route handler failed a request; answered internal",
+                connection_id=handle.connection_id,
+                user=handle.user,
+                **trace_fields(getattr(request, "trace", None)),
+            )
         self._error(request_id, InternalError("internal error"))
 
     # -- frames ----------------------------------------------------------------
@@ -238,6 +260,7 @@ class WebSocketActor(Calls, Dispatcher):
         state = self.machine.state
         if state is State.DISCONNECTING or state is State.DISCONNECTED:
             return
+        self._received = msg.received
         metrics = ctx.metrics
         try:
             command = codec.decode(msg.text, max_depth=ctx.settings.limits.max_json_depth)
@@ -339,7 +362,9 @@ class WebSocketActor(Calls, Dispatcher):
         if not ctx.policy.can_publish(session.roles, cmd.topic, session.user):
             raise _forbidden("publish to", cmd.topic)
         if cmd.id is None:
-            self._route(ROUTE_TOPIC, RoutePublish(session, cmd.topic, cmd.data, cmd.id))
+            self._route(
+                ROUTE_TOPIC, RoutePublish(session, cmd.topic, cmd.data, cmd.id, self._received)
+            )
             return
         # De-duplication (docs/protocol.md "publish"). The session remembers
         # the ids it used on this node, so a retry here is answered at once,
@@ -355,7 +380,9 @@ class WebSocketActor(Calls, Dispatcher):
             return
         if not ctx.backends.broker.distributed:
             session.note_publish_id(key, now, limits.dedup_max_ids)
-            self._route(ROUTE_TOPIC, RoutePublish(session, cmd.topic, cmd.data, cmd.id))
+            self._route(
+                ROUTE_TOPIC, RoutePublish(session, cmd.topic, cmd.data, cmd.id, self._received)
+            )
             return
         first = ctx.backends.sessions.first_publish(
             session.id, key, limits.dedup_window, limits.dedup_max_ids
@@ -395,7 +422,10 @@ class WebSocketActor(Calls, Dispatcher):
                 else:
                     # None: one instance alone goes on delivering locally
                     # while degraded, de-duplicated best-effort.
-                    self._route(ROUTE_TOPIC, RoutePublish(session, cmd.topic, cmd.data, cmd.id))
+                    self._route(
+                        ROUTE_TOPIC,
+                        RoutePublish(session, cmd.topic, cmd.data, cmd.id, self._received),
+                    )
             except ProtocolError as exc:
                 self._error(cmd.id, exc)
         waiting = self._waiting
@@ -410,7 +440,8 @@ class WebSocketActor(Calls, Dispatcher):
         if not ctx.policy.can_direct(session.roles):
             raise _forbidden("send direct messages", None)
         self._route(
-            ROUTE_DIRECT, RouteDirect(session, cmd.to_user, cmd.to_connection, cmd.data, cmd.id)
+            ROUTE_DIRECT,
+            RouteDirect(session, cmd.to_user, cmd.to_connection, cmd.data, cmd.id, self._received),
         )
 
     def _on_join(self, cmd: Join) -> None:
@@ -432,9 +463,14 @@ class WebSocketActor(Calls, Dispatcher):
         if not ctx.policy.can_broadcast(session.roles, scope):
             raise _forbidden(f"send {scope} broadcasts", None)
         if cmd.room is not None:
-            self._route(ROUTE_ROOM, RouteRoomBroadcast(session, cmd.room, cmd.data, cmd.id))
+            self._route(
+                ROUTE_ROOM, RouteRoomBroadcast(session, cmd.room, cmd.data, cmd.id, self._received)
+            )
         else:
-            self._route(ROUTE_BROADCAST, RouteWideBroadcast(session, cmd.filter, cmd.data, cmd.id))
+            self._route(
+                ROUTE_BROADCAST,
+                RouteWideBroadcast(session, cmd.filter, cmd.data, cmd.id, self._received),
+            )
 
     def _on_presence(self, cmd: PresenceQuery) -> None:
         ctx, session = self.ctx, self._session()
@@ -458,7 +494,25 @@ class WebSocketActor(Calls, Dispatcher):
         if address is None:
             # The routing subsystem is restarting: tell the client to retry.
             raise Unavailable("routing is restarting, retry")
+        if self._tracing is not None:
+            self._route_traced(self._tracing, address, request)
+            return
         self.send(address, request)
+
+    def _route_traced(self, tracing: Tracing, address: ActorAddress, request: Any) -> None:
+        """Forward ``request``; a client message sampled for tracing as its traced
+        variant, in ``rtcs.receive``."""
+        attributes: dict[str, Any] | None = frame_attributes(request)
+        if attributes is None or not tracing.sample():  # not a message, or not sampled
+            self.send(address, request)
+            return
+        attributes[CONNECTION_ID] = self.handle.connection_id
+        attributes[USER] = request.session.user
+        span = tracing.receive(attributes)
+        try:
+            self.send(address, traced_request(request, span))
+        finally:
+            span.end()
 
     def _push(self, frame: bytes, kind: ServerFrame) -> None:
         if self.handle.push(frame):

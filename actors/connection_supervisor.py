@@ -7,10 +7,17 @@ refused with 4029 while its user serves a crash penalty: see
 (its session stays resumable) and records the crash, and expires detached
 sessions whose TTL ran out. Connection actors are temporary children: their
 crashes never count toward this supervisor's restart intensity.
+
+On shutdown (``Drain``) it closes its connections in batches spread over the
+time it is given (:func:`drain_plan`), so that their clients do not all
+reconnect elsewhere at the same moment; a node with few connections closes
+them at once.
 """
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from typing import TYPE_CHECKING
 
 from thespian.actors import ActorAddress, WakeupMessage
@@ -20,6 +27,8 @@ from rtcs.actors.connection import WebSocketActor
 from rtcs.actors.context import ROUTE_ROOM, ROUTE_TOPIC, NodeSupervisor
 from rtcs.actors.messages import (
     BackendStatus,
+    Drain,
+    DrainDue,
     OpenConnection,
     ReapDue,
     SessionAbsent,
@@ -39,6 +48,49 @@ if TYPE_CHECKING:
     from rtcs.sessions import Session
 
 
+#: The share of ``server.drain_timeout`` over which a shutdown spreads its
+#: closes; the rest gives the last ones time for their close handshake.
+DRAIN_SPREAD = 0.8
+#: A drain closes at least this many connections per second: a few hundred
+#: go within a few seconds whatever the drain timeout (no storm to avoid).
+DRAIN_MIN_RATE = 100.0
+#: Seconds between two batches of a drain, at least.
+DRAIN_TICK = 0.05
+
+
+def drain_plan(count: int, within: float) -> tuple[int, float]:
+    """How to close ``count`` connections: ``(batch, interval)``.
+
+    The first batch of ``batch`` connections is closed at once and one more
+    every ``interval`` seconds, evenly, so that the last one goes out at
+    most ``within`` seconds after the first; but at least ``DRAIN_MIN_RATE``
+    connections per second, and batches at least ``DRAIN_TICK`` apart.
+    ``interval`` is 0 when everything goes at once. Pure.
+    """
+    if count <= 0:
+        return 0, 0.0
+    duration = min(max(within, 0.0), count / DRAIN_MIN_RATE)
+    intervals = int(duration / DRAIN_TICK)
+    if intervals < 1:
+        return count, 0.0
+    return math.ceil(count / (intervals + 1)), duration / intervals
+
+
+class _Draining:
+    """A shutdown in progress: the connections still to close, and how."""
+
+    __slots__ = ("batch", "code", "handles", "interval", "reason")
+
+    def __init__(
+        self, handles: deque[ClientHandle], batch: int, interval: float, code: int, reason: str
+    ) -> None:
+        self.handles = handles
+        self.batch = batch
+        self.interval = interval
+        self.code = code
+        self.reason = reason
+
+
 class ConnectionSupervisor(NodeSupervisor):
     """Starts, watches and reaps the node's connection actors."""
 
@@ -46,6 +98,7 @@ class ConnectionSupervisor(NodeSupervisor):
         super().__init__()
         self._handles: dict[str, ClientHandle] = {}
         self._reaping = False
+        self._draining: _Draining | None = None
 
     def on_started(self) -> None:
         if not self._reaping:
@@ -102,8 +155,37 @@ class ConnectionSupervisor(NodeSupervisor):
 
     def receiveMsg_Shutdown(self, msg: Shutdown, sender: ActorAddress) -> None:
         self.ctx.shutting_down = True
+        self._draining = None
         for handle in list(self._handles.values()):
             handle.close(msg.code, msg.reason)
+
+    def receiveMsg_Drain(self, msg: Drain, sender: ActorAddress) -> None:
+        ctx = self.ctx
+        ctx.shutting_down = True  # new connections are refused (1001) from now on
+        handles = deque(self._handles.values())
+        batch, interval = drain_plan(len(handles), msg.within)
+        ctx.log.info(
+            "closing connections", connections=len(handles), batch=batch, interval=interval
+        )
+        self._draining = _Draining(handles, batch, interval, msg.code, msg.reason)
+        self._drain_batch()
+
+    def _drain_batch(self) -> None:
+        """Close the next batch of the drain; the next one after its interval."""
+        draining = self._draining
+        if draining is None:
+            return
+        handles, closed = draining.handles, 0
+        while handles and closed < draining.batch:
+            handle = handles.popleft()
+            if handle.closing:  # closed meanwhile, by its client or by rtcs
+                continue
+            handle.close(draining.code, draining.reason)
+            closed += 1
+        if handles:
+            self.wakeupAfter(draining.interval, DrainDue())
+        else:
+            self._draining = None
 
     def receiveMsg_BackendStatus(self, msg: BackendStatus, sender: ActorAddress) -> None:
         # Only established connections: nothing may precede ``welcome``, and
@@ -114,6 +196,9 @@ class ConnectionSupervisor(NodeSupervisor):
             self.ctx.metrics.frame_out(ServerFrame.STATUS, sent)
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: ActorAddress) -> None:
+        if isinstance(msg.payload, DrainDue):
+            self._drain_batch()
+            return
         if not isinstance(msg.payload, ReapDue):
             return
         ctx = self.ctx

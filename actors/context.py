@@ -96,6 +96,9 @@ class NodeContext:
     rules: RuleSet | None = None
     # The route-handler plugins, in configuration order (docs/plugins.md).
     route_plugins: tuple[RoutePluginSpec, ...] = ()
+    # Runs a callback once the frames pushed so far have been written (the
+    # gateway's Coalescer.after_flush); at once without a gateway.
+    after_write: Callable[[Callable[[], None]], None] = field(default=lambda done: done())
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -80,6 +80,9 @@ class ClientText:
     """
 
     text: str
+    #: ``time.perf_counter()`` when the gateway had the whole frame: where
+    #: ``rtcs_routing_seconds`` starts (0.0: unknown, the handler's turn).
+    received: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +98,16 @@ class Shutdown:
 
     code: int
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """Node shutdown, spread out: close every client with ``code``, the last
+    ones ``within`` seconds from now (docs/operations.md, "Shutdown")."""
+
+    code: int
+    reason: str
+    within: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +159,7 @@ class RoutePublish:
     topic: str
     data: Any
     request_id: RequestId
+    received: float = 0.0  # as ClientText.received
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +169,7 @@ class RouteDirect:
     to_connection: str | None
     data: Any
     request_id: RequestId
+    received: float = 0.0  # as ClientText.received
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +196,7 @@ class RouteRoomBroadcast:
     room: str
     data: Any
     request_id: RequestId
+    received: float = 0.0  # as ClientText.received
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +207,7 @@ class RouteWideBroadcast:
     filter: BroadcastFilter | None
     data: Any
     request_id: RequestId
+    received: float = 0.0  # as ClientText.received
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,6 +359,11 @@ class CheckDue:
 @dataclass(frozen=True, slots=True)
 class ReapDue:
     """The connection supervisor expires detached sessions whose TTL ran out."""
+
+
+@dataclass(frozen=True, slots=True)
+class DrainDue:
+    """The connection supervisor closes the next batch of a spread-out shutdown."""
 
 
 @dataclass(frozen=True, slots=True)

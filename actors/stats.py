@@ -5,21 +5,89 @@ Hot-path counters are plain calls on ``rtcs.metrics.Metrics``; these actors
 only do the periodic work: sampling gauges, measuring event-loop lag from
 how late their own timer fires, and keeping rolling rates that are logged
 as one ``stats`` line a minute.
+
+With a stats topic (``Settings.stats_topic``: ``metrics.stats_topic``, or
+the demo's), the aggregator also publishes the node's live figures to it at
+every sample, as a server publish that stays on this node
+(``ServerPublish(..., local_only=True)``): every node publishes its own, each
+message names its node. The data (docs/protocol.md, "Node statistics")::
+
+    {"node": "node-1", "connections": 2, "messages_in_per_s": 1.5,
+     "messages_out_per_s": 4.0, "deliveries_per_s": 3.0, "restarts": 0,
+     "breaker": "closed", "degraded": false, "interval": 1.0}
+
+Rates are over the last :data:`LIVE_SAMPLES` samples (5 intervals: 5 s by
+default); ``restarts`` counts actor restarts since the node started;
+``interval`` is ``metrics.sample_interval`` (a panel can tell a node that
+went silent).
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from thespian.actors import ActorAddress, WakeupMessage
 
-from rtcs.actors.context import STATS, NodeActor, NodeSupervisor
-from rtcs.actors.messages import SampleDue, StatsSample
+from rtcs.actors.context import ROUTE_TOPIC, STATS, NodeActor, NodeSupervisor
+from rtcs.actors.messages import SampleDue, ServerPublish, StatsSample
 
 # Samples kept by the aggregator, in report intervals.
 _KEPT_REPORTS = 5
+#: Samples the stats topic's rates are computed over (the last five intervals).
+LIVE_SAMPLES = 6
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """The message counters at one moment (``at``: monotonic seconds)."""
+
+    at: float
+    messages_in: float
+    messages_out: float
+    deliveries: float
+
+
+def per_second(first: Totals, last: Totals) -> dict[str, float]:
+    """The rates between two moments, rounded to 0.01; zeros when they coincide."""
+    span = last.at - first.at
+    if span <= 0:
+        return {"messages_in_per_s": 0.0, "messages_out_per_s": 0.0, "deliveries_per_s": 0.0}
+    return {
+        "messages_in_per_s": round((last.messages_in - first.messages_in) / span, 2),
+        "messages_out_per_s": round((last.messages_out - first.messages_out) / span, 2),
+        "deliveries_per_s": round((last.deliveries - first.deliveries) / span, 2),
+    }
+
+
+def node_stats(
+    node: str,
+    connections: int,
+    window: Sequence[Totals],
+    *,
+    restarts: int,
+    breaker: str,
+    degraded: bool,
+    interval: float,
+) -> dict[str, Any]:
+    """The data of one stats-topic message (module docstring); ``window`` is not empty."""
+    return {
+        "node": node,
+        "connections": connections,
+        **per_second(window[0], window[-1]),
+        "restarts": restarts,
+        "breaker": breaker,
+        "degraded": degraded,
+        "interval": interval,
+    }
+
+
+def _loop_total(counter: Any) -> float:
+    """Sum of a ``rtcs.metrics.LoopCounter`` over its label values."""
+    return float(sum(counter.values.values()))
 
 
 def _counter_total(counter: Any) -> float:
@@ -77,11 +145,13 @@ class MetricsCollector(NodeSupervisor):
 
 
 class StatsAggregator(NodeActor):
-    """Keeps the last few report intervals of samples and logs rolling rates."""
+    """Keeps the last few report intervals of samples and logs rolling rates;
+    publishes live figures to the stats topic, if any (module docstring)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.samples: deque[StatsSample] = deque()
+        self.live: deque[Totals] = deque(maxlen=LIVE_SAMPLES)
         self._last_report = time.monotonic()
 
     def configured(self) -> None:
@@ -96,6 +166,31 @@ class StatsAggregator(NodeActor):
         if msg.at - self._last_report >= self.ctx.settings.metrics.report_interval:
             self._last_report = msg.at
             self.ctx.log.info("stats", **self.rates())
+        topic = self.ctx.settings.stats_topic
+        if topic:
+            self._publish(topic, msg)
+
+    def _publish(self, topic: str, msg: StatsSample) -> None:
+        """Publish this node's live figures to ``topic`` (this node's subscribers only)."""
+        ctx = self.ctx
+        metrics = ctx.metrics
+        # Messages out are read now: the sample carries the other two counters.
+        self.live.append(
+            Totals(msg.at, msg.messages_in, _loop_total(metrics.messages_out), msg.deliveries)
+        )
+        handler = ctx.directory.lookup(ROUTE_TOPIC)
+        if handler is None:  # the router restarts: this second is skipped
+            return
+        data = node_stats(
+            ctx.node_id,
+            msg.connections,
+            self.live,
+            restarts=int(_counter_total(metrics.actor_restarts)),
+            breaker=metrics.breaker_now,
+            degraded=ctx.degraded,
+            interval=ctx.settings.metrics.sample_interval,
+        )
+        self.send(handler, ServerPublish(topic, data, local_only=True))
 
     def rates(self) -> dict[str, float]:
         """Messages in and deliveries per second over the kept window."""

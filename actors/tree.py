@@ -11,12 +11,18 @@
 
 Which supervisor uses which strategy and restart intensity is configuration
 (``[supervision]``). Plugins are configured in ``[plugins]`` (``rtcs.plugins``).
+
+Once the tree is up, the root publishes a read-only view of it
+(:func:`tree_view_of`: ``GET /admin/status``) and feeds
+``rtcs_actor_mailbox_messages`` from it; :data:`ACTOR_KINDS` names the kind
+each actor class is reported under.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from rtcs.actors.connection import WebSocketActor
 from rtcs.actors.connection_supervisor import ConnectionSupervisor
 from rtcs.actors.context import (
     CONNECTIONS,
@@ -41,6 +47,8 @@ from rtcs.actors.routing import (
     TopicHandler,
 )
 from rtcs.actors.stats import MetricsCollector, StatsAggregator
+from rtcs.runtime.control import base_of
+from rtcs.runtime.introspect import TreeView
 from rtcs.runtime.supervision import (
     ChildSpec,
     Restart,
@@ -53,7 +61,24 @@ from rtcs.runtime.supervision import Supervisor as _Supervisor
 
 
 class SystemSupervisor(_Supervisor):
-    """The root: supervises the server; its escalation stops the node."""
+    """The root: supervises the server; its escalation stops the node.
+
+    Once started, it publishes the view of the tree (:func:`tree_view_of`)
+    and the mailbox gauge's source. It never restarts (nothing supervises
+    it), so it does that once.
+    """
+
+    def on_started(self) -> None:
+        ctx = self.context
+        if not isinstance(ctx, NodeContext):
+            return
+        try:
+            base = base_of(self)
+        except RuntimeError:
+            return  # Thespian's stock base (unit tests of actor logic): nothing to view
+        view = TreeView(base, self.myAddress, actor_kind)
+        ctx.extra[_VIEW] = view
+        ctx.metrics.watch_mailboxes(view.mailboxes)
 
 
 class ServerActor(_Supervisor):
@@ -62,6 +87,38 @@ class ServerActor(_Supervisor):
 
 class PluginSupervisor(_Supervisor):
     """Supervises plugin actors apart from rtcs's own (``[supervision.plugins]``)."""
+
+
+#: The kind each of rtcs's actor classes is reported under (rtcs.metrics.ACTOR_KINDS).
+ACTOR_KINDS: dict[type, str] = {
+    SystemSupervisor: SYSTEM,
+    ServerActor: SERVER,
+    ConnectionSupervisor: CONNECTIONS,
+    WebSocketActor: "connection",
+    RoutingSupervisor: ROUTER,
+    TopicHandler: ROUTE_TOPIC,
+    DirectHandler: ROUTE_DIRECT,
+    RoomHandler: ROUTE_ROOM,
+    BroadcastHandler: ROUTE_BROADCAST,
+    MetricsCollector: METRICS,
+    StatsAggregator: STATS,
+    PluginSupervisor: PLUGINS,
+}
+#: The kind of every other actor: those of plugins (and what they start).
+PLUGIN_KIND = "plugin"
+
+_VIEW = "rtcs.actors.tree.view"
+
+
+def actor_kind(actor_class: type) -> str:
+    """The kind ``actor_class`` is reported under: :data:`ACTOR_KINDS`, else "plugin"."""
+    return ACTOR_KINDS.get(actor_class, PLUGIN_KIND)
+
+
+def tree_view_of(ctx: NodeContext) -> TreeView | None:
+    """The view of the node's actor tree (kept in ``ctx.extra``), once its root has started."""
+    view = ctx.extra.get(_VIEW)
+    return view if isinstance(view, TreeView) else None
 
 
 def _policy(ctx: NodeContext, name: str) -> SupervisorPolicy:

@@ -14,6 +14,12 @@ rtcs-w2/rtcs and the latency rtcs-w2 adds over rtcs.
 100 and 1,000 rules) on the ``rtcs`` target only, printed as its own table
 with every rule count's ratio to the rtcs without rules of the same run
 (:mod:`bench.rules`). It is not part of the default set of workloads.
+
+``python -m bench tracing`` likewise measures rtcs against itself: tracing
+off (``none``) and on (``otlp`` at sample ratios 1.0 and 0.01, exporting to a
+null OTLP receiver in this process), printed as its own table with every
+ratio to ``none`` of the same run (:mod:`bench.tracing`). Not in the default
+set either.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from bench.servers import (
     prepare_node,
     targets_by_name,
 )
+from bench.tracing import render_tracing_table, tracing_rows
 from bench.workloads import DEFAULT_WORKLOADS, RTCS_ONLY, SCALES, WORKLOADS, Runner
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -107,13 +114,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         nargs="*",
         metavar="WORKLOAD",
         help=f"any of {', '.join(WORKLOADS)} (default: {', '.join(DEFAULT_WORKLOADS)};"
-        " rules measures rtcs with routing rules against rtcs without, on the rtcs target only)",
+        " rules measures rtcs with routing rules against rtcs without, tracing rtcs with"
+        " tracing off and on; both on the rtcs target only)",
     )
     parser.add_argument(
         "--targets",
         default=None,
         help=f"comma-separated servers to measure, any of {', '.join(TARGET_NAMES)}"
-        " (default: rtcs,raw,node, or rtcs when only rules runs;"
+        " (default: rtcs,raw,node, or rtcs when only rules or tracing runs;"
         " rtcs-w2 needs redis-server on PATH)",
     )
     parser.add_argument("--repeats", type=int, default=3)
@@ -352,8 +360,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     targets = [t for t in result["targets"] if result["status"].get(t) == "ok"]
     summary = result["summary"]
     rows = build_rows(
-        {k: v for k, v in summary.items() if not k.startswith("rules.")}, result["largest_idle"]
+        {k: v for k, v in summary.items() if not k.startswith(("rules.", "tracing."))},
+        result["largest_idle"],
     )
+    trace_rows = tracing_rows(summary)
+    result["tracing_table"] = [
+        {"key": r.key, "label": r.label, "unit": r.unit, "values": r.values} for r in trace_rows
+    ]
     rule_rows = rules_rows(summary)
     result["rules_table"] = [
         {
@@ -396,6 +409,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             " unmatched one; ratios to the rtcs without rules of the same run)"
         )
         print(render_rules_table(rule_rows))
+    if trace_rows:
+        print(
+            "\nTracing (rtcs; exporter none, and otlp to a null receiver at sample ratios 1.0"
+            " and 0.01; ratios to none of the same run)"
+        )
+        print(render_tracing_table(trace_rows))
     print(f"\nJSON: {path}")
     failed = [r for r in result["runs"] if "error" in r and r["target"] in targets]
     return 1 if failed or "aborted" in result["status"] else 0

@@ -2,7 +2,9 @@
 
 ``idle``, ``fanout``, ``burst``, ``reqrep`` and ``chat`` compare rtcs with the baselines;
 ``rules`` (rtcs only, not in the default set) compares rtcs with routing rules
-against rtcs without (:meth:`Runner.rules`, :mod:`bench.rules`).
+against rtcs without (:meth:`Runner.rules`, :mod:`bench.rules`); ``tracing``
+(rtcs only, not in the default set) rtcs with tracing off and on
+(:meth:`Runner.tracing`, :mod:`bench.tracing`).
 
 Sizes come from a :class:`Scale` (``small`` for the smoke test, ``full`` for
 the numbers in the issue, ``medium`` for the scale-out comparison of ``rtcs``
@@ -44,11 +46,11 @@ from bench.rules import (
 )
 from bench.servers import ServerProcess, mint_token
 
-WORKLOADS = ("idle", "fanout", "burst", "reqrep", "chat", "rules")
+WORKLOADS = ("idle", "fanout", "burst", "reqrep", "chat", "rules", "tracing")
 #: What ``python -m bench`` runs without workload names.
 DEFAULT_WORKLOADS = ("idle", "fanout", "burst", "reqrep", "chat")
 #: Workloads that measure rtcs against itself: they run on the ``rtcs`` target only.
-RTCS_ONLY = frozenset({"rules"})
+RTCS_ONLY = frozenset({"rules", "tracing"})
 FANOUT_TOPIC = "bench.fanout"
 REQREP_TOPIC = "bench.reqrep"
 BURST_TOPIC = "bench.burst"
@@ -863,6 +865,12 @@ class Runner:
             only["delivered_ratio"] = delivered / (sent * sc.rules_subscribers) if sent else 0.0
             only["routed_ratio"] = sum(r["marked"] for r in got) / delivered if delivered else 0.0
         return out
+
+    def tracing(self, start_server: StartServer) -> Metrics:
+        """Tracing off and on: :func:`bench.tracing.run`."""
+        from bench import tracing
+
+        return tracing.run(self, start_server)
 
     def run(self, workload: str, start_server: StartServer) -> Metrics:
         """Run one named workload.

@@ -3,7 +3,8 @@
 The gateway hands a request whose line starts with ``POST`` to
 :func:`handle` (websockets refuses request bodies); everything else stays
 with websockets. Every endpoint needs a bearer token in ``Authorization``
-whose roles include ``admin``.
+whose roles include ``admin``; :func:`authorize` is that check, shared with
+the service API (``rtcs.api``).
 
 ``POST /admin/revoke`` with ``{"user": U}`` or ``{"session": S}``:
 
@@ -24,15 +25,16 @@ whose roles include ``admin``.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from http import HTTPStatus
 from typing import Any
 
-from rtcs.auth.tokens import TokenVerifier
+from rtcs.auth.tokens import Identity, TokenVerifier
 from rtcs.errors import AuthError, ErrorCode, Unavailable
 from rtcs.protocol.http import HttpError, HttpRequest
 from rtcs.revocations import RevocationKind, Revoker
 
-__all__ = ["ADMIN_ROLE", "MAX_TARGET_LENGTH", "PATHS", "handle"]
+__all__ = ["ADMIN_ROLE", "MAX_TARGET_LENGTH", "PATHS", "authorize", "handle"]
 
 ADMIN_ROLE = "admin"
 MAX_TARGET_LENGTH = 256
@@ -50,7 +52,7 @@ async def handle(request: HttpRequest, verifier: TokenVerifier, revoker: Revoker
     if request.method != "POST":
         return HTTPStatus.METHOD_NOT_ALLOWED, {"code": "method_not_allowed"}
     try:
-        _authorize(request, verifier)
+        authorize(request, verifier, (ADMIN_ROLE,))
     except HttpError as exc:
         return exc.status, {"code": exc.reason}
     try:
@@ -68,8 +70,24 @@ async def handle(request: HttpRequest, verifier: TokenVerifier, revoker: Revoker
     }
 
 
-def _authorize(request: HttpRequest, verifier: TokenVerifier) -> None:
-    """Raises HttpError 401/403 unless the bearer token has role ``admin``."""
+def authorize(
+    request: HttpRequest,
+    verifier: TokenVerifier,
+    roles: Collection[str],
+    *,
+    now: float | None = None,
+) -> Identity:
+    """The identity of the request's bearer token, which must hold one of ``roles``.
+
+    The token comes from the ``Authorization: Bearer`` header only and is
+    checked like a WebSocket token (signature, claims, revocations) at
+    ``now`` (default: the wall clock).
+
+    Raises:
+        HttpError: 401 ``unauthorized`` (no header, a repeated one, not
+            ``Bearer``, or a token that fails a check); 403 ``forbidden`` (a
+            valid token without any of ``roles``).
+    """
     try:
         header = request.header("authorization")
     except HttpError:
@@ -78,11 +96,12 @@ def _authorize(request: HttpRequest, verifier: TokenVerifier) -> None:
     if scheme.lower() != "bearer" or not token.strip():
         raise HttpError(HTTPStatus.UNAUTHORIZED, "unauthorized")
     try:
-        identity = verifier.verify(token.strip())
+        identity = verifier.verify(token.strip(), now=now)
     except AuthError:
         raise HttpError(HTTPStatus.UNAUTHORIZED, "unauthorized") from None
-    if ADMIN_ROLE not in identity.roles:
+    if not any(role in identity.roles for role in roles):
         raise HttpError(HTTPStatus.FORBIDDEN, ErrorCode.FORBIDDEN)
+    return identity
 
 
 def _revoke_body(body: bytes) -> tuple[RevocationKind, str]:

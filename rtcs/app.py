@@ -19,7 +19,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from rtcs import __version__, logs
+from rtcs import __version__, demo, logs
+from rtcs.actors.connection_supervisor import DRAIN_SPREAD
 from rtcs.actors.context import (
     CONNECTIONS,
     ROUTE_BROADCAST,
@@ -31,10 +32,10 @@ from rtcs.actors.context import (
 )
 from rtcs.actors.messages import (
     BackendStatus,
+    Drain,
     RemoteEnvelope,
     SessionAbsent,
     SessionMoved,
-    Shutdown,
 )
 from rtcs.actors.tree import SystemSupervisor, build_tree
 from rtcs.auth.permissions import Policy
@@ -55,6 +56,7 @@ from rtcs.runtime.control import start_system, stop_system
 from rtcs.runtime.directory import Directory
 from rtcs.runtime.supervision import SupervisorEvent
 from rtcs.sessions import SessionRegistry
+from rtcs.tracing import Tracing, build_tracing, close_tracing, use_tracing
 from rtcs.workers import ConnectionCounter, LocalCounter
 
 _ROUTE_BY_KIND: dict[EnvelopeKind, str] = {
@@ -131,6 +133,8 @@ class App:
         self.node_id = settings.server.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.metrics = Metrics()
         self.metrics.set_build(node=self.node_id)
+        # The node's own tracer provider (None: tracing off); rtcs.tracing.
+        self.tracing: Tracing | None = build_tracing(settings.tracing, self.node_id)
         # bind() resolves the lazy proxy once, so each log call is direct.
         self.log = logs.get_logger("rtcs", node=self.node_id).bind()
         # The backends as built, and (once started) as the actors use them:
@@ -170,18 +174,26 @@ class App:
                 " (loopback only); set RTCS_JWT_SECRET for anything else",
                 dev_secret_file=settings.auth.dev_secret_file,
             )
+        if settings.demo.enabled:
+            self.log.warning(
+                "demo.enabled: /demo/token gives a token to anyone who asks;"
+                " never enable the demo in production",
+                stats_topic=settings.stats_topic,
+            )
         ctx = self.ctx = NodeContext(
             settings=settings,
             node_id=self.node_id,
             metrics=self.metrics,
             backends=self.backends,
-            policy=Policy.from_mapping(settings.rbac),
+            # With demo.enabled, the role "demo" too (rtcs.demo).
+            policy=Policy.from_mapping(demo.policy_rbac(settings)),
             verifier=TokenVerifier(settings.auth),
             directory=self.directory,
             sessions=SessionRegistry(settings.session.replay_buffer),
             log=self.log,
             instance=self.instance,
         )
+        use_tracing(ctx, self.tracing)
         plugins = load_plugins(settings, ctx)
         if settings.rules.file:
             self._use_rules(ctx)
@@ -204,6 +216,7 @@ class App:
         self.system.tell(self._root, build_tree(ctx, self._on_supervisor_event, plugins))
         await self._wait_for_tree()
         self.gateway = Gateway(ctx, self.system.tell, self.readiness)
+        ctx.after_write = self.gateway.coalescer.after_flush
         port = await self.gateway.start()
         # Long-lived start-up objects never need collecting: keep the
         # collector off them (docs/performance.md: halves fan-out cost at scale).
@@ -437,27 +450,40 @@ class App:
                 child=event.child,
                 reason=event.reason[:200],
             )
+        elif event.kind == "gave_up":
+            # rtcs.runtime logs it (an error naming the supervisor and the crash).
+            self.metrics.escalated(event.supervisor)
         elif event.kind == "escalated" and event.supervisor == "system":
             self._fatal = "actor system failed"
             self.log.error("root supervisor gave up; stopping", reason=event.reason[:200])
             self.stopped.set()
 
     async def stop(self, code: int = CloseCode.GOING_AWAY) -> None:
-        """Stop accepting, close every client with ``code``, drain, stop actors."""
+        """Drain and stop (docs/operations.md, "Shutdown"), in this order:
+
+        1. not ready: for ``server.drain_grace`` seconds ``/readyz`` and new
+           upgrades answer 503 while the port stays open and no client is
+           closed, so a load balancer takes the node out first;
+        2. stop accepting; close every client with ``code``, spread over
+           the first ``DRAIN_SPREAD`` of ``server.drain_timeout``
+           (:meth:`_close_clients`); wait for them until the drain timeout,
+           then abort the rest;
+        3. stop the actors (their sessions detach: with a shared backend
+           they are written behind, resumable elsewhere), flush the backend
+           writes still queued, close the backends.
+        """
         if self.ctx is None:
             return
         self._ready = False
         self.ctx.shutting_down = True
-        drain = self.settings.server.drain_timeout
+        server = self.settings.server
         if self.gateway is not None:
+            if server.drain_grace > 0:
+                self.log.info("draining: not ready", grace=server.drain_grace)
+                await asyncio.sleep(server.drain_grace)
             self.gateway.stop_accepting()
-            supervisor = self.directory.lookup(CONNECTIONS)
-            if supervisor is not None and self.system is not None:
-                self.system.tell(supervisor, Shutdown(int(code), "server shutting down"))
-            else:
-                for handle in list(self.gateway.handles):
-                    handle.close(code, "server shutting down")
-            await self.gateway.wait_closed(drain)
+            self._close_clients(self.gateway, code, server.drain_timeout)
+            await self.gateway.wait_closed(server.drain_timeout)
         if self.system is not None:
             stop_system(self.system)
             self.system = None
@@ -475,8 +501,24 @@ class App:
         if self.ctx.write_behind is not None:
             await self.ctx.write_behind.close()
         await close_backends(self.raw_backends, self.node_id, self.log)
+        await close_tracing(self.tracing)
         self.stopped.set()
         self.log.info("rtcs stopped")
+
+    def _close_clients(self, gateway: Gateway, code: int, drain: float) -> None:
+        """Close every client with ``code``, the last ones by ``DRAIN_SPREAD`` x ``drain``.
+
+        The connection supervisor closes its connections in batches
+        (``rtcs.actors.connection_supervisor.drain_plan``); without it (the
+        actor system failed) the gateway closes every socket at once.
+        """
+        supervisor = self.directory.lookup(CONNECTIONS)
+        reason = "server shutting down"
+        if supervisor is not None and self.system is not None:
+            self.system.tell(supervisor, Drain(int(code), reason, DRAIN_SPREAD * drain))
+            return
+        for handle in list(gateway.handles):
+            handle.close(code, reason)
 
 
 # The collector's default thresholds (700, 10, 10) make a burst of new
@@ -532,7 +574,8 @@ async def serve(
     failed = app.stopped.is_set()
     requested.cancel()
     stopped.cancel()
-    return await stop_within(app, settings.server.drain_timeout + STOP_GRACE, failed)
+    server = settings.server
+    return await stop_within(app, server.drain_grace + server.drain_timeout + STOP_GRACE, failed)
 
 
 #: Seconds a stop may take beyond ``server.drain_timeout`` before the node gives up on it.

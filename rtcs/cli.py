@@ -151,7 +151,10 @@ async def _node(settings: Any, args: argparse.Namespace) -> int:
 
     if args.parent_fd is not None:
         # First: a worker never outlives its parent, even when its drain hangs.
-        watch_parent(args.parent_fd, exit_after=settings.server.drain_timeout + STOP_GRACE)
+        server = settings.server
+        watch_parent(
+            args.parent_fd, exit_after=server.drain_grace + server.drain_timeout + STOP_GRACE
+        )
     counter: ConnectionCounter = LocalCounter()
     if args.instance_counter is not None and args.worker_index is not None:
         counter = InstanceCounter.attach(
@@ -206,7 +209,7 @@ def _parent(settings: Any, argv: list[str]) -> int:
         server.workers,
         command,
         counter=counter,
-        stop_timeout=server.drain_timeout + STOP_GRACE,
+        stop_timeout=server.drain_grace + server.drain_timeout + STOP_GRACE,
     )
     parent.log.info("starting workers", workers=server.workers, host=server.host, port=port)
     try:

@@ -8,7 +8,10 @@ loggers and stdlib loggers (``logging.getLogger("rtcs.runtime")``, websockets,
      "timestamp": "2024-05-01T12:00:00.000000Z", "connection_id": "c-…", ...}
 
 Bind ``connection_id`` and ``user`` once per connection with ``get_logger(name,
-connection_id=..., user=...)``. Tokens and message bodies are never logged:
+connection_id=..., user=...)``. A line about one message (a rule that failed
+on it, a route plugin that failed it, a backend call it needed) carries the
+message's ``trace_id`` when tracing is on (``rtcs.tracing.trace_fields``), the
+trace id of its spans. Tokens and message bodies are never logged:
 callers leave them out, and ``redact`` replaces the values of the keys in
 ``REDACTED_KEYS`` as a second line of defence. Third-party loggers that print
 request headers or frames at DEBUG (``QUIET_LOGGERS``: websockets, redis-py)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import bisect
 import time
 import typing
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal, TypeVar
 
 from prometheus_client import (
@@ -25,8 +25,11 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
     Info,
+    PlatformCollector,
+    ProcessCollector,
     generate_latest,
 )
 from prometheus_client.core import (
@@ -63,6 +66,29 @@ PLUGIN_FAILURE_REASONS = ("crashed", "timeout", "not running", "bad data", "bad 
 OTHER = "other"
 INVALID = "invalid"
 
+#: The kinds of actor ``rtcs_actor_mailbox_messages`` sums by: rtcs's own
+#: actors by their place in the tree (``rtcs.actors.tree.ACTOR_KINDS``: the
+#: supervisors and route handlers by name, "connection" for every connection
+#: actor), "plugin" for plugin actors, "runtime" for messages to the actor
+#: system's own endpoints or to actors that have exited; anything else: "other".
+ACTOR_KINDS = (
+    "system",
+    "server",
+    "connections",
+    "connection",
+    "router",
+    "route.topic",
+    "route.direct",
+    "route.room",
+    "route.broadcast",
+    "metrics",
+    "stats",
+    "plugins",
+    "plugin",
+    "runtime",
+    OTHER,
+)
+
 # 10 µs to 1 s: routing a frame locally takes microseconds; anything near a
 # second means the loop is starved.
 ROUTING_BUCKETS = (
@@ -84,6 +110,22 @@ ROUTING_BUCKETS = (
     1.0,
 )
 LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# 1 s to a day: from clients that bounce to those that stay all day.
+CONNECTION_BUCKETS = (
+    1.0,
+    5.0,
+    15.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    1800.0,
+    3600.0,
+    7200.0,
+    14400.0,
+    28800.0,
+    86400.0,
+)
 
 _M = TypeVar("_M", Counter, Gauge, Histogram)
 _V = TypeVar("_V")
@@ -233,6 +275,37 @@ class _RouteCacheCollector(Collector):
         )
 
 
+class _MailboxCollector(Collector):
+    """``rtcs_actor_mailbox_messages``: read from the actor system when scraped.
+
+    Every kind of :data:`ACTOR_KINDS` is exported (zero until something
+    waits); a kind outside the set counts as "other".
+    """
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Mapping[str, int]] | None = None
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family({})
+
+    def collect(self) -> Iterator[Metric]:
+        yield self._family({} if self.source is None else self.source())
+
+    @staticmethod
+    def _family(sizes: Mapping[str, int]) -> GaugeMetricFamily:
+        counts = dict.fromkeys(ACTOR_KINDS, 0)
+        for kind, count in sizes.items():
+            counts[kind if kind in counts else OTHER] += count
+        family = GaugeMetricFamily(
+            "rtcs_actor_mailbox_messages",
+            "Messages waiting in actor mailboxes, by kind of actor.",
+            labels=["kind"],
+        )
+        for kind, count in counts.items():
+            family.add_metric([kind], count)
+        return family
+
+
 class Metrics:
     """The rtcs metrics on one registry (a new private one when None is given).
 
@@ -255,6 +328,12 @@ class Metrics:
             "rtcs_connections_closed_total",
             "WebSocket connections closed, by close code.",
             ["code"],
+            registry=r,
+        )
+        self.connection_duration = Histogram(
+            "rtcs_connection_duration_seconds",
+            "How long WebSocket connections stayed open, from accept to close.",
+            buckets=CONNECTION_BUCKETS,
             registry=r,
         )
         self.handshakes_rejected = Counter(
@@ -289,7 +368,7 @@ class Metrics:
         )
         self.routing_seconds = LoopHistogram(
             "rtcs_routing_seconds",
-            "Time to route one message to its local recipients, by kind.",
+            "Time from a client frame's arrival to the last local write of its message, by kind.",
             "kind",
             DELIVERY_KINDS,
             ROUTING_BUCKETS,
@@ -301,6 +380,15 @@ class Metrics:
             ["supervisor", "strategy"],
             registry=r,
         )
+        self.supervisor_escalations = Counter(
+            "rtcs_supervisor_escalations_total",
+            "Supervisors that gave up (restart intensity exceeded) and escalated, by supervisor.",
+            ["supervisor"],
+            registry=r,
+        )
+        self._escalations = _children(self.supervisor_escalations, (*SUPERVISORS, OTHER))
+        self._mailboxes = _MailboxCollector()
+        r.register(self._mailboxes)
         self.outbox_drops = Counter(
             "rtcs_outbox_drops_total",
             "Outbound frames dropped, by reason.",
@@ -344,6 +432,8 @@ class Metrics:
         )
         self._breaker_states = _children(self.breaker_state, BREAKER_STATES)
         self._breaker_states["closed"].set(1)
+        #: The state the breaker is in (closed, open, half_open), as last recorded.
+        self.breaker_now = "closed"
         self.breaker_transitions = Counter(
             "rtcs_backend_breaker_transitions_total",
             "Circuit breaker transitions, by the state entered.",
@@ -409,6 +499,12 @@ class Metrics:
         )
         self._rule_children: dict[str, tuple[Counter, ...]] = {}
         self._route_cache: _RouteCacheCollector | None = None
+        # The process (CPU, memory, file descriptors, start time), the Python
+        # version and the garbage collector: read when scraped, a few file
+        # reads and calls in all.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
 
         # Label children, created now so every known series exports zero.
         self._closed = _children(
@@ -446,13 +542,16 @@ class Metrics:
         self.connections_opened.inc()
         self.connections_active.inc()
 
-    def closed(self, code: int) -> None:
-        """Count a closed connection by close code (not a ``CloseCode`` → "other").
+    def closed(self, code: int, seconds: float | None = None) -> None:
+        """Count a closed connection by close code (not a ``CloseCode`` → "other"),
+        and observe how long it was open (``seconds``, from accept to close), if given.
 
         Obligation: call once per ``opened()``; it lowers the active gauge.
         """
         self._closed_by_code.get(code, self._closed[OTHER]).inc()
         self.connections_active.dec()
+        if seconds is not None:
+            self.connection_duration.observe(max(seconds, 0.0))
 
     def handshake_rejected(self, status: int) -> None:
         """Count a refused upgrade by HTTP status (400/401/403/429/503, else "other")."""
@@ -517,6 +616,20 @@ class Metrics:
             supervisor = OTHER
         _known(self._restarts, (supervisor, strategy), "unknown restart strategy").inc()
 
+    def escalated(self, supervisor: str) -> None:
+        """Count a supervisor that gave up and escalated; an unlisted one counts as "other"."""
+        self._escalations.get(supervisor, self._escalations[OTHER]).inc()
+
+    def watch_mailboxes(self, sizes: Callable[[], Mapping[str, int]]) -> None:
+        """Export ``rtcs_actor_mailbox_messages`` from ``sizes()``, read at every scrape.
+
+        ``sizes`` returns the messages waiting, by kind of actor
+        (``rtcs.runtime.introspect.TreeView.mailboxes``); it runs on the
+        thread that scrapes, which for rtcs is the event loop's. A second
+        call replaces the source (the actor tree started again).
+        """
+        self._mailboxes.source = sizes
+
     def outbox_drop(self, reason: str, n: int = 1) -> None:
         """Count ``n`` dropped outbound frames (overflow, closed, write_buffer).
 
@@ -552,6 +665,7 @@ class Metrics:
             ValueError: ``state`` is none of those.
         """
         _known(self._breaker_transitions, state, "unknown breaker state").inc()
+        self.breaker_now = state
         for name, child in self._breaker_states.items():
             child.set(1 if name == state else 0)
         self.degraded.set(0 if state == "closed" else 1)

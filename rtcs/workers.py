@@ -18,15 +18,16 @@ does no rtcs work itself:
   dead worker's slot of the :class:`InstanceCounter` is zeroed first.
 - On SIGHUP it sends SIGHUP to every worker (each reloads its rules file).
 - On SIGTERM or SIGINT it sends the same signal to every worker (each drains:
-  closes its clients with 1001 within ``server.drain_timeout``), waits for
-  all of them, and exits 0. A worker still running ``drain_timeout`` + 6 s
-  later is killed, and the parent exits 1.
+  closes its clients with 1001 within ``server.drain_grace`` +
+  ``server.drain_timeout``), waits for all of them, and exits 0. A worker
+  still running ``drain_grace`` + ``drain_timeout`` + 6 s later is killed,
+  and the parent exits 1.
 
 No orphans: every worker gets the read end of a pipe whose only write end the
 parent holds (``--parent-fd``). When the parent dies, even by SIGKILL, the
 kernel closes that end; the worker sees end-of-file (:func:`watch_parent`) and
 drains as if it got SIGTERM; if that drain hangs, it exits by itself
-``drain_timeout`` + 5 s later. The shared memory the parent created is removed
+``drain_grace`` + ``drain_timeout`` + 5 s later. The shared memory the parent created is removed
 by Python's resource tracker then.
 
 The instance counter: :class:`InstanceCounter` is one integer slot per worker
@@ -65,7 +66,8 @@ __all__ = [
 ]
 
 _SLOT = struct.Struct("=q")  # one signed 64-bit count per worker, native byte order
-#: Seconds a stopping parent waits beyond ``server.drain_timeout`` before SIGKILL:
+#: Seconds a stopping parent waits beyond ``server.drain_grace`` +
+#: ``server.drain_timeout`` before SIGKILL:
 #: a worker's own bound on its stop (rtcs.app.STOP_GRACE) plus one second.
 STOP_GRACE = 6.0
 

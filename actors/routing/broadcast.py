@@ -23,7 +23,7 @@ class BroadcastHandler(RouteHandler):
 
     def receiveMsg_RouteWideBroadcast(self, msg: RouteWideBroadcast, sender: ActorAddress) -> None:
         ctx = self.ctx
-        started = time.perf_counter()
+        started = msg.received or time.perf_counter()
         session = msg.session
         tail = codec.message_tail(
             room=GLOBAL_ROOM, from_user=session.user, data=msg.data, ts=self.now_ms()
@@ -46,4 +46,4 @@ class BroadcastHandler(RouteHandler):
     def receiveMsg_RemoteEnvelope(self, msg: RemoteEnvelope, sender: ActorAddress) -> None:
         env = msg.envelope
         kind: WideKind = "global" if env.kind == "global" else "filter"
-        self.deliver_remote(kind, self._select(kind, env.roles, env.users), env.tail)
+        self.deliver_envelope(kind, self._select(kind, env.roles, env.users), env)

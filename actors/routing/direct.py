@@ -6,10 +6,14 @@ holding a user's connections) and the message is published to each of those
 nodes' own channels (``broker.publish(envelope, node)``): direct messages need
 no broker interest, and reach no node that holds no target. The receiving node
 delivers it to the connection or the user's live sessions it holds.
+
+Traced (rtcs.tracing), a direct message's ``rtcs.deliver`` span covers its
+local delivery, and its envelope carries the route span's ``traceparent``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -28,7 +32,7 @@ class DirectHandler(RouteHandler):
 
     def receiveMsg_RouteDirect(self, msg: RouteDirect, sender: ActorAddress) -> None:
         ctx = self.ctx
-        started = time.perf_counter()
+        started = msg.received or time.perf_counter()
         sender_session, request_id = msg.session, msg.request_id
         to_connection = msg.to_connection is not None
         key = msg.to_connection if msg.to_connection is not None else msg.to_user or ""
@@ -40,13 +44,19 @@ class DirectHandler(RouteHandler):
         then = self.finish(sender_session, request_id)
         tail = codec.message_tail(from_user=sender_session.user, data=msg.data, ts=self.now_ms())
         envelope = Envelope(ctx.node_id, what, key, tail)
+        trace = self.trace
+        if trace is not None:
+            tracing, span, _ = self.traced_delivery(trace, "direct", len(targets))
+            envelope = dataclasses.replace(envelope, trace=tracing.traceparent(trace))
+            _deliver(targets, tail)
+            span.end()
+        else:
+            _deliver(targets, tail)
         if not targets:
             self._route_remote(msg, envelope, then)
             return
-        for session in targets:
-            session.deliver(tail)
         ctx.metrics.delivered("direct", len(targets))
-        ctx.metrics.routed("direct", time.perf_counter() - started)
+        ctx.after_write(lambda: ctx.metrics.routed("direct", time.perf_counter() - started))
         if to_connection:
             then(None)  # a connection lives on one node: found here, done
         else:
@@ -115,4 +125,10 @@ class DirectHandler(RouteHandler):
     def receiveMsg_RemoteEnvelope(self, msg: RemoteEnvelope, sender: ActorAddress) -> None:
         env = msg.envelope
         targets = self._targets(env.kind == "connection", env.target)
-        self.deliver_remote("direct", targets, env.tail)
+        self.deliver_envelope("direct", targets, env)
+
+
+def _deliver(targets: list[Session], tail: bytes) -> None:
+    """Deliver a direct message to its local targets (one loop: no fan-out over turns)."""
+    for session in targets:
+        session.deliver(tail)

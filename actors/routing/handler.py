@@ -22,19 +22,39 @@ message and no JSON encode per recipient. Fan-outs larger than
 later publishes queue behind them, which keeps per-publisher order. Publishes
 to the same recipients that queue together share one job (``key``), so every
 recipient gets them in one turn and the gateway writes them in one write.
+
+Tracing (rtcs.tracing). With tracing on, the connection actor sends the
+traced variant of a client's request (:class:`TracedRequest`, carrying the
+frame's ``rtcs.receive`` span); :meth:`RouteHandler.receiveMsg_TracedRequest`
+sees it first, opens the ``rtcs.route`` span as ``self.trace`` for that turn
+and hands the request to its own handler. Work that goes on in a later turn
+takes the span along (:meth:`RouteHandler.within`). :meth:`RouteHandler.route`
+and :meth:`RouteHandler.deliver_remote` then add the ``rtcs.deliver`` span
+and put the route span's ``traceparent`` in the envelope;
+:meth:`RouteHandler.deliver_envelope` continues a trace that came from
+another node. Untraced requests are the plain classes, handled as ever: the
+fan-out path tests ``self.trace`` against None once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Hashable, Sequence
+from typing import TYPE_CHECKING, ClassVar
 
 from thespian.actors import ActorAddress, WakeupMessage
 
 from rtcs.actors.context import NodeActor
-from rtcs.actors.messages import FanoutContinue
+from rtcs.actors.messages import (
+    FanoutContinue,
+    RouteDirect,
+    RoutePublish,
+    RouteRoomBroadcast,
+    RouteWideBroadcast,
+)
 from rtcs.backends.base import Envelope, EnvelopeKind
 from rtcs.errors import ProtocolError, Unavailable
 from rtcs.metrics import DeliveryKind
@@ -42,9 +62,124 @@ from rtcs.protocol import codec
 from rtcs.protocol.frames import RequestId, ServerFrame
 from rtcs.runtime.control import Calls
 from rtcs.sessions import Session
+from rtcs.tracing import (
+    FRAME_TYPE,
+    KIND,
+    ROOM,
+    TO_CONNECTION,
+    TO_USER,
+    TOPIC,
+    trace_fields,
+    tracing_of,
+)
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+    from rtcs.tracing import Tracing
 
 #: What runs once a message was handed to the broker: ``None`` on success.
 Then = Callable[[BaseException | None], None]
+
+
+# -- traced requests -------------------------------------------------------------------
+
+
+class TracedRequest:
+    """What the traced variants of the client route requests add: ``trace``,
+    the client frame's ``rtcs.receive`` span.
+
+    The connection actor sends them instead of the plain requests only while
+    tracing is on (:func:`traced_request`). Thespian tries a message's classes
+    in order, and this one comes before the request's own, so
+    ``RouteHandler.receiveMsg_TracedRequest`` takes every traced request first;
+    it hands it on to ``HANDLER``, the plain request's handler.
+    """
+
+    __slots__ = ()
+    HANDLER: ClassVar[str]
+    trace: Span
+
+
+@dataclasses.dataclass(slots=True)
+class TracedRoutePublish(TracedRequest, RoutePublish):
+    """A traced ``RoutePublish``. Not frozen, as ``RoutePublish``."""
+
+    trace: Span = dataclasses.field(kw_only=True)
+    HANDLER: ClassVar[str] = "receiveMsg_RoutePublish"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TracedRouteDirect(TracedRequest, RouteDirect):
+    """A traced ``RouteDirect``."""
+
+    trace: Span = dataclasses.field(kw_only=True)
+    HANDLER: ClassVar[str] = "receiveMsg_RouteDirect"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TracedRouteRoomBroadcast(TracedRequest, RouteRoomBroadcast):
+    """A traced ``RouteRoomBroadcast``."""
+
+    trace: Span = dataclasses.field(kw_only=True)
+    HANDLER: ClassVar[str] = "receiveMsg_RouteRoomBroadcast"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TracedRouteWideBroadcast(TracedRequest, RouteWideBroadcast):
+    """A traced ``RouteWideBroadcast``."""
+
+    trace: Span = dataclasses.field(kw_only=True)
+    HANDLER: ClassVar[str] = "receiveMsg_RouteWideBroadcast"
+
+
+#: Each client message's request: its traced variant, and the names of its fields.
+_TRACED: dict[type, tuple[Callable[..., TracedRequest], tuple[str, ...]]] = {
+    plain: (traced, tuple(f.name for f in dataclasses.fields(plain)))
+    for plain, traced in (
+        (RoutePublish, TracedRoutePublish),
+        (RouteDirect, TracedRouteDirect),
+        (RouteRoomBroadcast, TracedRouteRoomBroadcast),
+        (RouteWideBroadcast, TracedRouteWideBroadcast),
+    )
+}
+
+
+def with_trace(
+    envelope: Callable[[], Envelope], tracing: Tracing, route: Span
+) -> Callable[[], Envelope]:
+    """``envelope`` (a factory) made to carry the ``traceparent`` of ``route``."""
+
+    def made() -> Envelope:
+        return dataclasses.replace(envelope(), trace=tracing.traceparent(route))
+
+    return made
+
+
+def frame_attributes(request: object) -> dict[str, str] | None:
+    """The span attributes of a client message's request (frame type, kind,
+    target); None for a request that is not a message (subscribe, join, ...)."""
+    if isinstance(request, RoutePublish):
+        return {FRAME_TYPE: "publish", KIND: "topic", TOPIC: request.topic}
+    if isinstance(request, RouteDirect):
+        if request.to_connection is not None:
+            return {FRAME_TYPE: "send", KIND: "direct", TO_CONNECTION: request.to_connection}
+        return {FRAME_TYPE: "send", KIND: "direct", TO_USER: request.to_user or ""}
+    if isinstance(request, RouteRoomBroadcast):
+        return {FRAME_TYPE: "broadcast", KIND: "room", ROOM: request.room}
+    if isinstance(request, RouteWideBroadcast):
+        return {FRAME_TYPE: "broadcast", KIND: "global" if request.filter is None else "filter"}
+    return None
+
+
+def traced_request(request: object, span: Span) -> TracedRequest:
+    """The traced variant of a client message's request, carrying ``span``.
+
+    Raises:
+        KeyError: ``request`` is not one of the requests :func:`frame_attributes` describes.
+    """
+    traced, names = _TRACED[type(request)]
+    return traced(*[getattr(request, name) for name in names], trace=span)
 
 
 def ignore_failure(failure: BaseException | None) -> None:
@@ -84,8 +219,13 @@ class RouteHandler(Calls, NodeActor):
         self._continuing = False
         # Listens in flight, and what waits for each to be live.
         self._listening: dict[tuple[EnvelopeKind, str], list[Callable[[], None]]] = {}
+        #: The node's tracing; None when it is off.
+        self.tracing: Tracing | None = None
+        #: The ``rtcs.route`` span of the message this turn handles (None: not traced).
+        self.trace: Span | None = None
 
     def configured(self) -> None:
+        self.tracing = tracing_of(self.ctx)
         self.rebuild()
 
     def rebuild(self) -> None:
@@ -111,10 +251,16 @@ class RouteHandler(Calls, NodeActor):
     def unavailable(
         self, session: Session, request_id: RequestId
     ) -> Callable[[BaseException], None]:
-        """The ``failed`` continuation of a presence call: log, answer ``unavailable``."""
+        """The ``failed`` continuation of a presence call: log, answer ``unavailable``.
+
+        The log line carries the trace id of the message this turn handles, if traced.
+        """
+        trace = self.trace
 
         def failed(exc: BaseException) -> None:
-            self.ctx.log.warning("presence backend failed", error=type(exc).__name__)
+            self.ctx.log.warning(
+                "presence backend failed", error=type(exc).__name__, **trace_fields(trace)
+            )
             self.error(session, request_id, Unavailable("presence unavailable"))
 
         return failed
@@ -125,6 +271,65 @@ class RouteHandler(Calls, NodeActor):
 
     def now_ms(self) -> int:
         return int(self.ctx.wall() * 1000)
+
+    # -- tracing (rtcs.tracing) ----------------------------------------------------------
+
+    def receiveMsg_TracedRequest(self, msg: TracedRequest, sender: ActorAddress) -> None:
+        """A traced client request: its ``rtcs.route`` span around its own handler."""
+        handler = getattr(self, msg.HANDLER)
+        tracing = self.tracing
+        if tracing is None:  # a context without tracing: handled as the plain request
+            handler(msg, sender)
+            return
+        span = tracing.route(msg.trace, frame_attributes(msg) or {})
+        self.trace = span
+        try:
+            handler(msg, sender)
+        except BaseException:
+            tracing.fail(span, "crashed")
+            raise
+        finally:
+            self.trace = None
+            span.end()
+
+    def within(self, trace: Span | None, run: Callable[[], None]) -> None:
+        """Run ``run`` as part of the message ``trace`` belongs to (a later turn's
+        work for a traced message; None: untraced)."""
+        outer, self.trace = self.trace, trace
+        try:
+            run()
+        finally:
+            self.trace = outer
+
+    def traced_delivery(
+        self, route: Span, kind: DeliveryKind, size: int, then: Then | None = None
+    ) -> tuple[Tracing, Span, Then | None]:
+        """Start the ``rtcs.deliver`` span of a message whose route span is ``route``.
+
+        Returns the node's tracing, the span, and ``then`` made to end it
+        first (status ERROR when the broker failed; None: ``then`` was None,
+        end the span yourself).
+
+        Raises:
+            NotConfigured: tracing is off (``route`` cannot exist then).
+        """
+        tracing = self.tracing
+        if tracing is None:
+            from rtcs.actors.context import NotConfigured
+
+            raise NotConfigured("a traced message without tracing")
+        span = tracing.deliver(route, kind, size)
+        if then is None:
+            return tracing, span, None
+        acked = then
+
+        def traced_then(failure: BaseException | None) -> None:
+            if failure is not None:
+                tracing.fail(span, "broker unavailable")
+            span.end()
+            acked(failure)
+
+        return tracing, span, traced_then
 
     # -- fan-out -------------------------------------------------------------------------
 
@@ -219,9 +424,14 @@ class RouteHandler(Calls, NodeActor):
         ctx = self.ctx
         ctx.metrics.delivered(kind, len(recipients))
         then = self.finish(session, request_id)
+        trace = self.trace
+        if trace is not None:
+            # rtcs.deliver lasts until the ack; the envelope joins other nodes to the trace.
+            tracing, _, traced = self.traced_delivery(trace, kind, len(recipients), then)
+            then, envelope = traced or then, with_trace(envelope, tracing, trace)
 
         def routed() -> None:
-            ctx.metrics.routed(kind, time.perf_counter() - started)
+            ctx.after_write(lambda: ctx.metrics.routed(kind, time.perf_counter() - started))
             self.publish_remote(envelope, then)
 
         self.fanout(recipients, tail, routed, key)
@@ -233,12 +443,43 @@ class RouteHandler(Calls, NodeActor):
         tail: bytes,
         key: Hashable | None = None,
     ) -> None:
-        """Deliver a message that came from another node (no ack, no broker).
+        """Deliver a message nobody acks: from another node, or a server publish.
 
-        ``key``: as for :meth:`fanout`.
+        No broker (a message for other nodes goes through :meth:`publish_remote`).
+        ``key``: as for :meth:`fanout`. In a traced turn, the fan-out is an
+        ``rtcs.deliver`` span.
         """
         self.ctx.metrics.delivered(kind, len(recipients))
-        self.fanout(recipients, tail, None, key)
+        trace = self.trace
+        done: Callable[[], None] | None = None
+        if trace is not None:
+            _, span, _ = self.traced_delivery(trace, kind, len(recipients))
+            done = span.end
+        self.fanout(recipients, tail, done, key)
+
+    def deliver_envelope(
+        self,
+        kind: DeliveryKind,
+        recipients: Collection[Session],
+        envelope: Envelope,
+        key: Hashable | None = None,
+    ) -> None:
+        """Deliver ``envelope``'s message, which came from another node, to ``recipients``.
+
+        With tracing on and a ``trace`` in the envelope, the fan-out is an
+        ``rtcs.deliver`` span in the publishing node's trace (a child of its
+        ``rtcs.route``). ``key``: as for :meth:`fanout`.
+        """
+        tracing = self.tracing
+        if envelope.trace and tracing is not None:
+            parent = tracing.remote_parent(envelope.trace)
+            if parent is not None:
+                self.ctx.metrics.delivered(kind, len(recipients))
+                span = tracing.deliver(parent, kind, len(recipients), origin=envelope.origin)
+                self.fanout(recipients, envelope.tail, span.end, key)
+                return
+        self.ctx.metrics.delivered(kind, len(recipients))
+        self.fanout(recipients, envelope.tail, None, key)
 
     # -- cross-node ----------------------------------------------------------------------
 

@@ -162,7 +162,7 @@ class RoomHandler(RouteHandler):
 
     def receiveMsg_RouteRoomBroadcast(self, msg: RouteRoomBroadcast, sender: ActorAddress) -> None:
         ctx = self.ctx
-        started = time.perf_counter()
+        started = msg.received or time.perf_counter()
         session = msg.session
         # Checked here, not in the connection actor: a join sent just before
         # is handled first (docs/protocol.md "Permissions").
@@ -242,7 +242,7 @@ class RoomHandler(RouteHandler):
         if env.kind == "presence":
             self._push_presence(env.target, env.tail, None)
             return
-        self.deliver_remote("room", self.rooms.get(env.target, ()), env.tail)
+        self.deliver_envelope("room", self.rooms.get(env.target, ()), env)
 
     def receiveMsg_IndexSession(self, msg: IndexSession, sender: ActorAddress) -> None:
         for room in msg.session.rooms:

@@ -24,6 +24,13 @@ docs/plugins.md):
 Server publishes (``ServerPublish``) go through the rules (with an empty
 sender) but not through route plugins, which could otherwise loop on their
 own publishes.
+
+Tracing (rtcs.tracing, ``RouteHandler`` "Tracing"): evaluating rules that
+match is an ``rtcs.rules`` span, asking each route plugin an ``rtcs.plugin``
+span, both under the publish's ``rtcs.route``; a publish that waits (for a
+plugin, or behind one) keeps its route span for when it goes on. A server
+publish starts a trace of its own. Rule evaluation errors and plugin
+failures are logged with the publish's ``trace_id``.
 """
 
 from __future__ import annotations
@@ -57,8 +64,23 @@ from rtcs.protocol import codec
 from rtcs.protocol.frames import RequestId, ServerFrame
 from rtcs.protocol.topics import TopicIndex, validate_topic
 from rtcs.sessions import Session
+from rtcs.tracing import (
+    DROPPED,
+    KIND,
+    ORIGIN,
+    PLUGIN,
+    PLUGIN_NAME,
+    REROUTED_TO,
+    RULES,
+    RULES_ERRORS,
+    RULES_MATCHED,
+    TOPIC,
+    trace_fields,
+)
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
     from rtcs.rules import Outcome
 
 #: Topics whose route plugins are remembered (the oldest topic goes first).
@@ -116,9 +138,11 @@ class _Pending:
         "plugins",
         "request_id",
         "session",
+        "span",
         "started",
         "step",
         "topic",
+        "trace",
     )
 
     def __init__(
@@ -130,6 +154,7 @@ class _Pending:
         filter: Filter | None,
         plugins: tuple[RoutePluginSpec, ...],
         started: float,
+        trace: Span | None = None,
     ) -> None:
         self.id = id
         self.session = msg.session
@@ -143,6 +168,8 @@ class _Pending:
         self.deadline = 0.0  # when the plugin asked now must have answered
         self.answers: list[Any] = []
         self.extra: list[tuple[str, Any]] = []
+        self.trace = trace  # the publish's rtcs.route span, when traced
+        self.span: Span | None = None  # the rtcs.plugin span of the plugin asked now
 
 
 class TopicHandler(RouteHandler):
@@ -234,12 +261,13 @@ class TopicHandler(RouteHandler):
         waiting = self._behind.get(msg.session.id)
         if waiting is not None:
             # An earlier publish of this session waits for a route plugin.
-            waiting.append(lambda: self._publish(msg))
+            trace = self.trace
+            waiting.append(lambda: self.within(trace, lambda: self._publish(msg)))
             return
         self._publish(msg)
 
     def _publish(self, msg: RoutePublish) -> None:
-        started = time.perf_counter()
+        started = msg.received or time.perf_counter()
         session = msg.session
         routed = self._apply_rules(msg.topic, msg.data, session.user, session.roles)
         if routed is None:
@@ -249,7 +277,10 @@ class TopicHandler(RouteHandler):
         if self._has_plugins:
             plugins = self._plugins_for(topic)
             if plugins:
-                self._ask_first(_Pending(self._new_id(), msg, topic, data, only, plugins, started))
+                pending = _Pending(
+                    self._new_id(), msg, topic, data, only, plugins, started, self.trace
+                )
+                self._ask_first(pending)
                 return
         self._deliver(session, msg.request_id, topic, data, only, started)
 
@@ -297,8 +328,21 @@ class TopicHandler(RouteHandler):
         matching = rules.rules_for(topic)
         if not matching:
             return topic, data, None
+        trace, tracing = self.trace, self.tracing
+        span = None
+        if trace is not None and tracing is not None:
+            span = tracing.child(RULES, trace, {TOPIC: topic})
         outcome = rules.run(matching, topic, data, user, roles)
         ctx.metrics.rule_outcome(outcome.matched, outcome.dropped, outcome.rerouted, outcome.errors)
+        if outcome.errors:
+            ctx.log.warning(
+                "rule conditions failed to evaluate; those rules did not apply",
+                rules=list(outcome.errors),
+                **trace_fields(trace),
+            )
+        if span is not None:
+            span.set_attributes(_rules_attributes(outcome, topic))
+            span.end()
         if outcome.topic is None or outcome.target.nobody:
             return None
         return outcome.topic, outcome.data, _filter_of(outcome, user)
@@ -318,8 +362,9 @@ class TopicHandler(RouteHandler):
 
     def _ack_now(self, session: Session, request_id: RequestId, started: float) -> None:
         """Ack a publish that has nothing to deliver (dropped, or nobody subscribed)."""
-        self.ctx.metrics.routed("topic", time.perf_counter() - started)
+        ctx = self.ctx
         self.ack(session, request_id)
+        ctx.after_write(lambda: ctx.metrics.routed("topic", time.perf_counter() - started))
 
     # -- route plugins -----------------------------------------------------------------
 
@@ -350,6 +395,8 @@ class TopicHandler(RouteHandler):
             self._failed(pending, "not running")
             return
         session = pending.session
+        if pending.trace is not None and self.tracing is not None:
+            pending.span = self.tracing.child(PLUGIN, pending.trace, {PLUGIN_NAME: spec.name})
         self.send(
             address,
             RouteRequest(
@@ -381,6 +428,9 @@ class TopicHandler(RouteHandler):
         if msg.failure:
             self._failed(pending, msg.failure)
             return
+        if pending.span is not None:
+            pending.span.end()
+            pending.span = None
         if not isinstance(decision, Decision):
             self._failed(pending, "bad decision")
             return
@@ -431,7 +481,16 @@ class TopicHandler(RouteHandler):
         Nothing of the publish is delivered; the publisher gets ``internal``.
         """
         spec = pending.plugins[pending.step if step is None else step]
-        self.ctx.log.error("route plugin failed a publish", plugin=spec.name, reason=reason)
+        span, pending.span = pending.span, None
+        if span is not None and self.tracing is not None:
+            self.tracing.fail(span, reason)
+            span.end()
+        self.ctx.log.error(
+            "route plugin failed a publish",
+            plugin=spec.name,
+            reason=reason,
+            **trace_fields(pending.trace),
+        )
         self.ctx.metrics.route_plugin_failure(spec.name, reason)
         self._pending.pop(pending.id, None)
         self.error(pending.session, pending.request_id, InternalError("route plugin failed"))
@@ -463,20 +522,24 @@ class TopicHandler(RouteHandler):
         for answer in answers:
             self.ctx.metrics.delivered("topic")
             session.deliver(answer)
-        for to, extra_tail in extra:
-            self._server_deliver(to, extra_tail, None)
-        if tail is None:
-            self._ack_now(session, pending.request_id, pending.started)
-        else:
-            self._deliver(
-                session,
-                pending.request_id,
-                topic,
-                pending.data,
-                pending.filter,
-                pending.started,
-                tail,
-            )
+
+        def go_on() -> None:
+            for to, extra_tail in extra:
+                self._server_deliver(to, extra_tail, None)
+            if tail is None:
+                self._ack_now(session, pending.request_id, pending.started)
+            else:
+                self._deliver(
+                    session,
+                    pending.request_id,
+                    topic,
+                    pending.data,
+                    pending.filter,
+                    pending.started,
+                    tail,
+                )
+
+        self.within(pending.trace, go_on)
         self._release(session.id)
 
     def _release(self, session_id: str) -> None:
@@ -492,6 +555,18 @@ class TopicHandler(RouteHandler):
     # -- server publishes and other nodes ----------------------------------------------
 
     def receiveMsg_ServerPublish(self, msg: ServerPublish, sender: ActorAddress) -> None:
+        tracing = self.tracing
+        if tracing is None or not tracing.sample():
+            self._server_publish(msg)
+            return
+        # A trace of its own: no client frame started it.
+        span = tracing.route(None, {KIND: "topic", TOPIC: msg.topic, ORIGIN: "server"})
+        try:
+            self.within(span, lambda: self._server_publish(msg))
+        finally:
+            span.end()
+
+    def _server_publish(self, msg: ServerPublish) -> None:
         routed = self._apply_rules(msg.topic, msg.data, "", ())
         if routed is None:
             return
@@ -507,7 +582,12 @@ class TopicHandler(RouteHandler):
         recipients, key = self._recipients(topic, only)
         self.deliver_remote("topic", recipients, tail, key)
         if not local_only:
-            self.publish_remote(lambda: _envelope(ctx.node_id, topic, tail, only), ignore_failure)
+            trace, parent = self.trace, ""
+            if trace is not None and self.tracing is not None:
+                parent = self.tracing.traceparent(trace)
+            self.publish_remote(
+                lambda: _envelope(ctx.node_id, topic, tail, only, parent), ignore_failure
+            )
 
     def receiveMsg_RemoteEnvelope(self, msg: RemoteEnvelope, sender: ActorAddress) -> None:
         env = msg.envelope
@@ -517,7 +597,7 @@ class TopicHandler(RouteHandler):
             else None
         )
         recipients, key = self._recipients(env.target, only)
-        self.deliver_remote("topic", recipients, env.tail, key)
+        self.deliver_envelope("topic", recipients, env, key)
 
     def receiveMsg_IndexSession(self, msg: IndexSession, sender: ActorAddress) -> None:
         for pattern in msg.session.subscriptions:
@@ -528,9 +608,11 @@ class TopicHandler(RouteHandler):
             self._remove(pattern, msg.session)
 
 
-def _envelope(node_id: str, topic: str, tail: bytes, only: Filter | None) -> Envelope:
+def _envelope(
+    node_id: str, topic: str, tail: bytes, only: Filter | None, trace: str = ""
+) -> Envelope:
     if only is None:
-        return Envelope(node_id, "topic", topic, tail)
+        return Envelope(node_id, "topic", topic, tail, trace=trace)
     return Envelope(
         node_id,
         "topic",
@@ -539,4 +621,17 @@ def _envelope(node_id: str, topic: str, tail: bytes, only: Filter | None) -> Env
         roles=tuple(sorted(only.roles)),
         users=tuple(sorted(only.users)),
         exclude=only.exclude,
+        trace=trace,
     )
+
+
+def _rules_attributes(outcome: Outcome, topic: str) -> dict[str, Any]:
+    """The ``rtcs.rules`` span's attributes: what the rules decided for ``topic``."""
+    attributes: dict[str, Any] = {RULES_MATCHED: list(outcome.matched)}
+    if outcome.errors:
+        attributes[RULES_ERRORS] = list(outcome.errors)
+    if outcome.topic is None:
+        attributes[DROPPED] = True
+    elif outcome.topic != topic:
+        attributes[REROUTED_TO] = outcome.topic
+    return attributes

@@ -48,6 +48,10 @@ class Envelope:
     decided it: a recipient needs one of ``roles`` (when not empty) *and* to
     be one of ``users`` (when not empty), and ``exclude`` names a user (the
     publisher) whose sessions are left out.
+
+    ``trace`` is the W3C ``traceparent`` of the publishing node's route span
+    when that node traces the message (rtcs.tracing), else empty: the
+    receiving node's delivery joins that trace.
     """
 
     origin: str
@@ -57,6 +61,7 @@ class Envelope:
     roles: tuple[str, ...] = ()
     users: tuple[str, ...] = ()
     exclude: str = ""
+    trace: str = ""
 
 
 DeliverFn = Callable[[Envelope], None]

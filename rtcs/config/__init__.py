@@ -37,6 +37,7 @@ from rtcs.config.settings import (
     LOG_LEVELS,
     STRATEGIES,
     SUPERVISORS,
+    TRACING_EXPORTERS,
     AuthSettings,
     BackendSettings,
     BreakerSettings,
@@ -50,6 +51,7 @@ from rtcs.config.settings import (
     Settings,
     SupervisionSettings,
     SupervisorSettings,
+    TracingSettings,
     is_loopback,
 )
 from rtcs.config.sources import load
@@ -63,6 +65,7 @@ __all__ = [
     "LOG_LEVELS",
     "STRATEGIES",
     "SUPERVISORS",
+    "TRACING_EXPORTERS",
     "AuthSettings",
     "BackendSettings",
     "BreakerSettings",
@@ -76,6 +79,7 @@ __all__ = [
     "Settings",
     "SupervisionSettings",
     "SupervisorSettings",
+    "TracingSettings",
     "is_loopback",
     "load",
 ]

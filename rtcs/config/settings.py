@@ -30,6 +30,7 @@ LOG_LEVELS = frozenset(LEVELS)
 LOG_FORMATS = frozenset(FORMATS)
 BACKEND_KINDS = frozenset({"memory", "redis"})
 REDIS_SCHEMES = frozenset({"redis", "rediss", "unix", "redis+cluster", "rediss+cluster"})
+TRACING_EXPORTERS = frozenset({"none", "console", "otlp"})
 
 # What a secret is shown as in errors and in ``as_dict(redact=True)``.
 REDACTED = "***"
@@ -58,6 +59,9 @@ class ServerSettings:
     workers: int = 1
     node_id: str = ""  # empty: the app generates "<hostname>-<pid>" at start
     drain_timeout: float = 10.0
+    # On shutdown, seconds /readyz (and new upgrades) answer 503 while the
+    # listener stays open, before any client is closed (load balancers see it).
+    drain_grace: float = 1.0
     tls_cert: str = ""
     tls_key: str = ""
     allowed_origins: tuple[str, ...] = ()
@@ -277,6 +281,10 @@ class MetricsSettings:
     # With server.workers > 1: worker I also serves the metrics path alone on
     # worker_port + I, so each worker can be scraped; 0 turns it off.
     worker_port: int = 0
+    # A topic the node publishes its live figures to every sample_interval
+    # (connections, rates, restarts, breaker); empty: none, unless
+    # demo.enabled (then DEMO_STATS_TOPIC). See Settings.stats_topic.
+    stats_topic: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +295,38 @@ class RulesSettings:
     file: str = ""
     # Topics whose matching rules the route cache remembers (oldest out first).
     cache_size: int = 10000
+
+
+@dataclass(frozen=True, slots=True)
+class TracingSettings:
+    """``[tracing]``: OpenTelemetry spans along each message's path (docs/operations.md)."""
+
+    # none (off: no OpenTelemetry work at all), console (spans as JSON lines on
+    # stdout) or otlp (OTLP over HTTP to ``endpoint``).
+    exporter: str = "none"
+    # Share of client messages traced, 0.0-1.0, drawn for each where it enters
+    # (the instances a traced message reaches trace it too).
+    sample_ratio: float = 1.0
+    service_name: str = "rtcs"
+    # The OTLP/HTTP traces URL (exporter = "otlp").
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"
+
+
+@dataclass(frozen=True, slots=True)
+class DemoSettings:
+    """``[demo]``: the demo page ``/demo`` and its token endpoint (docs/operations.md).
+
+    Never on in production: ``POST /demo/token`` gives a token to anyone who asks.
+    """
+
+    enabled: bool = False
+    # Seconds a token from POST /demo/token is valid (the page fetches a new one).
+    token_ttl: float = 600.0
+
+
+#: The stats topic while ``demo.enabled`` and ``metrics.stats_topic`` is empty:
+#: under ``system.``, which the default policy lets no client publish to.
+DEMO_STATS_TOPIC = "system.stats"
 
 
 def _default_rbac() -> Mapping[str, Any]:
@@ -318,11 +358,19 @@ class Settings:
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()
     rules: RulesSettings = RulesSettings()
+    tracing: TracingSettings = TracingSettings()
+    demo: DemoSettings = DemoSettings()
     # A plain mapping (role name -> rules) validated by rtcs.auth.permissions.
     rbac: Mapping[str, Any] = field(default_factory=_default_rbac)
     # Plugin actors: name -> "package.module:ActorClass", or a table with
     # ``actor`` and the plugin's own options (see rtcs.plugins).
     plugins: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))
+
+    @property
+    def stats_topic(self) -> str:
+        """Where the node publishes its live figures: ``metrics.stats_topic``, else
+        :data:`DEMO_STATS_TOPIC` while ``demo.enabled``, else ``""`` (nowhere)."""
+        return self.metrics.stats_topic or (DEMO_STATS_TOPIC if self.demo.enabled else "")
 
     def with_overrides(
         self, overrides: Mapping[str, Any] | None = None, /, **dotted: Any

@@ -26,6 +26,7 @@ from rtcs.config.settings import (
     AuthSettings,
     BackendSettings,
     BreakerSettings,
+    DemoSettings,
     HeartbeatSettings,
     LimitsSettings,
     LogSettings,
@@ -36,6 +37,7 @@ from rtcs.config.settings import (
     Settings,
     SupervisionSettings,
     SupervisorSettings,
+    TracingSettings,
 )
 from rtcs.config.validation import validate
 from rtcs.errors import ConfigError
@@ -113,6 +115,8 @@ SECTIONS: dict[str, type] = {
     "log": LogSettings,
     "metrics": MetricsSettings,
     "rules": RulesSettings,
+    "tracing": TracingSettings,
+    "demo": DemoSettings,
 }
 
 
@@ -340,6 +344,8 @@ def _build(
         log=dataclasses.replace(section("log", LogSettings), level=values["log.level"].lower()),
         metrics=section("metrics", MetricsSettings),
         rules=section("rules", RulesSettings),
+        tracing=section("tracing", TracingSettings),
+        demo=section("demo", DemoSettings),
         rbac=values["rbac"],
         plugins=values["plugins"],
     )

@@ -27,12 +27,14 @@ from rtcs.config.settings import (
     REDIS_SCHEMES,
     STRATEGIES,
     SUPERVISORS,
+    TRACING_EXPORTERS,
     AuthSettings,
     Settings,
     SupervisorSettings,
     is_loopback,
 )
-from rtcs.errors import ConfigError
+from rtcs.errors import BadTopic, ConfigError
+from rtcs.protocol.topics import validate_topic
 
 __all__ = ["validate"]
 
@@ -89,6 +91,7 @@ def validate(
     url_path("server.path", server.path)
     positive("server.workers", server.workers)
     non_negative("server.drain_timeout", server.drain_timeout)
+    non_negative("server.drain_grace", server.drain_grace)
     for key in ("open_timeout", "close_timeout", "watchdog_interval"):
         positive(f"server.{key}", getattr(server, key))
     if bool(server.tls_cert) != bool(server.tls_key):
@@ -208,6 +211,11 @@ def validate(
             metrics.report_interval,
             "must be at least metrics.sample_interval",
         )
+    if metrics.stats_topic:
+        try:
+            validate_topic(metrics.stats_topic)
+        except BadTopic:
+            fail("metrics.stats_topic", metrics.stats_topic, "must be a topic (not a pattern)")
     if not 0 <= metrics.worker_port <= 65535:
         fail("metrics.worker_port", metrics.worker_port, "must be between 0 and 65535")
     if metrics.worker_port and server.workers > 1:
@@ -231,6 +239,27 @@ def validate(
     if s.rules.file:
         readable("rules.file", s.rules.file)
         _validate_rules(s.rules.file)
+    tracing = s.tracing
+    if tracing.exporter not in TRACING_EXPORTERS:
+        fail("tracing.exporter", tracing.exporter, f"expected one of {sorted(TRACING_EXPORTERS)}")
+    if not 0.0 <= tracing.sample_ratio <= 1.0:
+        fail("tracing.sample_ratio", tracing.sample_ratio, "must be between 0.0 and 1.0")
+    if not tracing.service_name.strip():
+        fail("tracing.service_name", tracing.service_name, "must not be empty")
+    try:
+        endpoint = urllib.parse.urlsplit(tracing.endpoint)
+        endpoint.port  # noqa: B018 -- raises ValueError for a bad port
+    except ValueError:
+        fail("tracing.endpoint", tracing.endpoint, "expected an http:// or https:// URL")
+    if endpoint.scheme not in ("http", "https") or not endpoint.hostname:
+        fail("tracing.endpoint", tracing.endpoint, "expected an http:// or https:// URL")
+    positive("demo.token_ttl", s.demo.token_ttl)
+    if s.demo.enabled and s.demo.token_ttl > s.auth.max_token_lifetime:
+        fail(
+            "demo.token_ttl",
+            s.demo.token_ttl,
+            f"must not exceed auth.max_token_lifetime ({s.auth.max_token_lifetime:g})",
+        )
     _validate_rbac(s.rbac)
     for plugin, entry in s.plugins.items():
         # "module:Class", true/false (an installed plugin), or a table with an

@@ -15,11 +15,16 @@ more: a connection holding only messages is flushed by a timer. A frame that
 is not a message (an ack, an error, a reply) makes its connection due at the
 end of the iteration, with the messages before it, so replies are never held
 past the iteration and a connection's frames never change order.
+
+``after_flush`` runs a callback once what is pending now has been written:
+the routing latency (``rtcs_routing_seconds``) ends there, at the last
+local write.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol
 
 __all__ = ["DUE", "HELD", "IDLE", "Coalescer", "Flushable"]
@@ -46,7 +51,16 @@ class Coalescer:
     Obligations: used on the event-loop thread only.
     """
 
-    __slots__ = ("_due", "_due_scheduled", "_held", "_held_timer", "_loop", "_window")
+    __slots__ = (
+        "_after_due",
+        "_after_held",
+        "_due",
+        "_due_scheduled",
+        "_held",
+        "_held_timer",
+        "_loop",
+        "_window",
+    )
 
     def __init__(self, window: float = 0.0, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """``window``: seconds message frames may wait (0: the end of the iteration)."""
@@ -56,6 +70,9 @@ class Coalescer:
         self._due_scheduled = False
         self._held: list[Flushable] = []
         self._held_timer: asyncio.TimerHandle | None = None
+        # Run after the next flush of each kind (after_flush).
+        self._after_due: list[Callable[[], None]] = []
+        self._after_held: list[Callable[[], None]] = []
 
     @property
     def window(self) -> float:
@@ -76,12 +93,29 @@ class Coalescer:
         if self._held_timer is None:
             self._held_timer = self._loop.call_later(self._window, self._flush_held)
 
+    def after_flush(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the frames pending now have been written.
+
+        That is after this iteration's flush, or after the window's when
+        message frames are held (they were pushed before ``callback``).
+        """
+        if self._held_timer is not None:
+            self._after_held.append(callback)
+            return
+        self._after_due.append(callback)
+        if not self._due_scheduled:
+            self._due_scheduled = True
+            self._loop.call_soon(self._flush_due)
+
     def _flush_due(self) -> None:
         self._due_scheduled = False
         conns, self._due = self._due, []
         for conn in conns:
             conn.flush_state = IDLE
             conn.flush()
+        if self._after_due:
+            _run(self._after_due)
+            self._after_due = []
 
     def _flush_held(self) -> None:
         self._held_timer = None
@@ -90,3 +124,11 @@ class Coalescer:
             if conn.flush_state == HELD:  # not made due (and flushed) meanwhile
                 conn.flush_state = IDLE
                 conn.flush()
+        if self._after_held:
+            _run(self._after_held)
+            self._after_held = []
+
+
+def _run(callbacks: list[Callable[[], None]]) -> None:
+    for callback in callbacks:
+        callback()

@@ -111,6 +111,14 @@ class FrontDoorConnection(ServerConnection):
         self.raw_frames = True
         self._frames_to: FrameSink | None = None
         self._early: list[Frame] | None = None
+        #: Called when the transport's write buffer passed its high-water mark
+        #: (the gateway's watchdog then watches this connection).
+        self.on_congested: Callable[[], None] | None = None
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.on_congested is not None:
+            self.on_congested()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -167,7 +175,9 @@ class FrontDoorConnection(ServerConnection):
         try:
             request = parse_request(head, max_head=MAX_HTTP_HEAD, max_body=MAX_HTTP_BODY)
         except HttpError as exc:
-            self._answer(exc.status, {"code": "bad_request", "message": exc.reason})
+            too_large = exc.status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+            code = "too_large" if too_large else "bad_request"
+            self._answer(exc.status, {"code": code, "message": exc.reason})
             return
         if request is None:
             self._head = head

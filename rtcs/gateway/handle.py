@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Callable
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from websockets.frames import Frame, Opcode
@@ -66,6 +67,7 @@ class ConnectionHandle:
         "_closing",
         "_coalescer",
         "_fragments",
+        "_headroom",
         "_hold",
         "_inbound_high",
         "_limit",
@@ -104,6 +106,9 @@ class ConnectionHandle:
         self._protocol = ws.protocol
         self._transport = ws.transport
         self._limit = outbox_bytes
+        # The transport holds at most its high-water mark while writing is
+        # not paused: below the bound by more than that, _queue need not ask it.
+        self._headroom = outbox_bytes - ws.transport.get_write_buffer_limits()[1]
         self._metrics = metrics
         self._closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -127,7 +132,7 @@ class ConnectionHandle:
         self._tell: Callable[[Any, Any], None] | None = None
         self._inbound_high = 0
         self._fragments: list[bytes] | None = None
-        self._backlog: deque[str] | None = None
+        self._backlog: deque[ClientText] | None = None
         # Resolved by the connection supervisor (admit / refuse) or by the
         # gateway's open timeout: None when admitted, else the close code.
         self._admission: asyncio.Future[int | None] = loop.create_future()
@@ -161,6 +166,12 @@ class ConnectionHandle:
     def write_buffer_size(self) -> int:
         """Bytes of the outbox: pending frames and the transport's write buffer."""
         return self._transport.get_write_buffer_size() + self._out_bytes
+
+    @property
+    def congested(self) -> bool:
+        """True while the transport's write buffer may exceed the outbox bound:
+        writing is paused, or the bound is below the transport's high-water mark."""
+        return self._headroom < 0 or bool(self._ws.paused)
 
     @property
     def write_paused(self) -> bool:
@@ -213,7 +224,10 @@ class ConnectionHandle:
             self._metrics.outbox_drop("closed")
             return False
         n = len(frame)
-        if self._transport.get_write_buffer_size() + self._out_bytes + n > self._limit:
+        pending = self._out_bytes + n
+        if (pending > self._headroom or self._ws.paused) and (
+            self._transport.get_write_buffer_size() + pending > self._limit
+        ):
             self._metrics.outbox_drop("overflow")
             self.close(CloseCode.TOO_SLOW, "outbound queue overflow")
             return False
@@ -284,15 +298,16 @@ class ConnectionHandle:
         except UnicodeDecodeError:
             self.close(CloseCode.INVALID_DATA, "invalid UTF-8")
             return
+        message = ClientText(text, perf_counter())
         if self.inflight < self._inbound_high and not self._backlog:
             self.inflight += 1
-            self._tell(self.actor, ClientText(text))
+            self._tell(self.actor, message)
             return
         # One read may hold many frames: those past the bound wait here, and
         # the socket is not read until the actor caught up.
         if self._backlog is None:
             self._backlog = deque()
-        self._backlog.append(text)
+        self._backlog.append(message)
         if not self.reading_paused:
             self.reading_paused = True
             self._transport.pause_reading()
@@ -306,7 +321,7 @@ class ConnectionHandle:
             assert tell is not None
             while backlog and self.inflight < high:
                 self.inflight += 1
-                tell(self.actor, ClientText(backlog.popleft()))
+                tell(self.actor, backlog.popleft())
         if self.reading_paused and not backlog and self.inflight <= self._inbound_high // 2:
             self._resume_reading()
 

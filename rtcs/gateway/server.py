@@ -2,7 +2,8 @@
 
 It accepts connections (handshake checks: path, readiness, origin, per-address
 limit, pending-auth caps, crash penalties, token), serves ``/healthz``,
-``/readyz`` and ``/metrics`` on the same port, turns each text frame into a
+``/readyz``, ``/metrics``, ``/client/rtcs.js`` and (``demo.enabled``) ``/demo``
+on the same port (``rtcs.assets``, ``rtcs.demo``), turns each text frame into a
 ``ClientText`` actor message and each socket close into ``SocketClosed``.
 Everything the actors write goes through the connection's bounded
 ``ConnectionHandle``.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import ssl
@@ -38,7 +40,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from rtcs import admin
+from rtcs import admin, api, assets, demo
+from rtcs import status as node_status
 from rtcs.actors.admission import admission_of
 from rtcs.actors.context import CONNECTIONS, NodeContext
 from rtcs.actors.messages import OpenConnection, SocketClosed
@@ -83,6 +86,8 @@ class Gateway:
         ] = weakref.WeakKeyDictionary()
         self._trusted = TrustedProxies(ctx.settings.server.trusted_proxies)
         self.handles: set[ConnectionHandle] = set()
+        # What the watchdog looks at (_watch_buffers).
+        self._watched: set[ConnectionHandle] = set()
         self.port: int = 0
         self._per_address: dict[str, int] = {}
         self._connection_ids = ConnectionIds()
@@ -128,7 +133,21 @@ class Gateway:
         return self.port
 
     async def _http(self, request: HttpRequest, address: str) -> tuple[HTTPStatus, dict[str, Any]]:
-        """A request with a body (``POST``): the operator endpoints (rtcs.admin)."""
+        """A request with a body (``POST``): the service API (rtcs.api) and the
+        operator endpoints (rtcs.admin), and the demo's tokens (rtcs.demo)."""
+        if request.path == demo.TOKEN_PATH:
+            ctx = self.ctx
+            status, body = demo.token_answer(request, ctx.settings, ctx.verifier, ctx.wall())
+            ctx.log.debug("demo token", status=status.value, address=address)
+            return status, body
+        if request.path in api.PATHS:
+            status, body = await api.handle(request, self.ctx, self.tell)
+            # Refusals at info (401/403 matter to security); routed ones are traffic.
+            log = self.ctx.log.debug if status is HTTPStatus.ACCEPTED else self.ctx.log.info
+            log("api request", path=request.path, status=status.value, address=address)
+            return status, body
+        if request.path == node_status.PATH:  # GET only (_process_request)
+            return HTTPStatus.METHOD_NOT_ALLOWED, {"code": "method_not_allowed"}
         revoker = self.ctx.revoker
         if revoker is None:
             return HTTPStatus.NOT_FOUND, {"code": "not_found"}
@@ -194,7 +213,28 @@ class Gateway:
         if settings.metrics.enabled and path == settings.metrics.path:
             body, content_type = self.ctx.metrics.render()
             return _response(HTTPStatus.OK, body, content_type)
-        if path in admin.PATHS:  # POST only: those never reach websockets (frontdoor.py)
+        if path == node_status.PATH:
+            code, payload, extra = node_status.answer(
+                request.method,
+                request.headers.get_all("Authorization"),
+                self.ctx.verifier,
+                lambda: node_status.gather(self.ctx, len(self.handles)),
+            )
+            address = self._client_address(connection, request.headers)
+            self.ctx.log.info("admin request", path=path, status=code.value, address=address)
+            response = _json(code, payload)
+            response.headers.update(extra)
+            return response
+        if path == assets.CLIENT_PATH:
+            return _asset(assets.CLIENT_JS, request)
+        if path.startswith(demo.PAGE_PATH) and settings.demo.enabled:
+            if path == demo.PAGE_PATH:
+                return _asset(assets.DEMO_PAGE, request)
+            if path == demo.TOKEN_PATH:  # POST only (_http)
+                response = _json(HTTPStatus.METHOD_NOT_ALLOWED, {"code": "method_not_allowed"})
+                response.headers["Allow"] = "POST"
+                return response
+        if path in admin.PATHS or path in api.PATHS:  # POST only: never websockets' (frontdoor.py)
             response = _json(HTTPStatus.METHOD_NOT_ALLOWED, {"code": "method_not_allowed"})
             response.headers["Allow"] = "POST"
             return response
@@ -289,6 +329,9 @@ class Gateway:
             self.coalescer,
         )
         self.handles.add(handle)
+        # Watched until admitted or refused, and again whenever congested.
+        self._watched.add(handle)
+        cast(FrontDoorConnection, ws).on_congested = functools.partial(self._watched.add, handle)
         ctx.metrics.opened()
         admission = admission_of(ctx)
         # Re-checked now that the socket counts (handshakes run concurrently).
@@ -313,12 +356,13 @@ class Gateway:
                 peer=address,
             )
             self.handles.discard(handle)
+            self._watched.discard(handle)
             left = self._per_address[address] - 1
             if left:
                 self._per_address[address] = left
             else:
                 del self._per_address[address]
-            ctx.metrics.closed(code)
+            ctx.metrics.closed(code, asyncio.get_running_loop().time() - handle.created)
 
     async def _serve(
         self,
@@ -357,6 +401,12 @@ class Gateway:
         that never reads (docs/architecture.md, "Backpressure"). Also refuses
         (1013) a connection whose actor did not start within
         ``server.open_timeout``.
+
+        It looks only at the connections that can need it: those not yet
+        admitted, and those whose transport paused writing since the last
+        look (a write buffer over the bound is over the transport's
+        high-water mark first; with a bound below that mark, the connection
+        is watched all along).
         """
         settings = self.ctx.settings
         limit = settings.limits.outbox_bytes
@@ -365,13 +415,16 @@ class Gateway:
         while True:
             await asyncio.sleep(settings.server.watchdog_interval)
             now = loop.time()
-            for handle in list(self.handles):
-                if not handle.decided and now - handle.created > open_timeout:
+            for handle in list(self._watched):
+                decided = handle.decided
+                if not decided and now - handle.created > open_timeout:
                     handle.refuse(CloseCode.TRY_AGAIN_LATER)
                 if not handle.closing and handle.write_buffer_size() > limit:
                     self.ctx.metrics.outbox_drop("write_buffer")
                     handle.close(CloseCode.TOO_SLOW, "outbound queue overflow")
                     handle.abort()
+                elif decided and not handle.congested:
+                    self._watched.discard(handle)
 
 
 _REFUSALS = {
@@ -433,6 +486,15 @@ def _text(status: HTTPStatus, text: str) -> Response:
 
 def _json(status: HTTPStatus, payload: dict[str, Any]) -> Response:
     return _response(status, json.dumps(payload).encode(), "application/json")
+
+
+def _asset(asset: assets.Asset, request: Request) -> Response:
+    """A packaged file (rtcs.assets): 200, 304 on a matching ``If-None-Match``, else 404."""
+    answer = assets.answer(asset, request.headers.get_all("If-None-Match"))
+    if answer is None:
+        return _text(HTTPStatus.NOT_FOUND, "not found\n")
+    status, body, headers = answer
+    return Response(status.value, status.phrase, Headers(headers), body)
 
 
 def _forget_handshake(ws: ServerConnection) -> None:

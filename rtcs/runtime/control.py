@@ -90,6 +90,18 @@ def asyncio_base(system: ActorSystem) -> AsyncioSystemBase:
     return base
 
 
+def base_of(actor: Actor) -> AsyncioSystemBase:
+    """Return the :class:`AsyncioSystemBase` running ``actor`` (call from its own handlers).
+
+    Raises:
+        RuntimeError: the actor's system runs on another base.
+    """
+    base = getattr(actor._myRef._system, "_systemBase", None)
+    if not isinstance(base, AsyncioSystemBase):
+        raise RuntimeError("this needs an actor system on the asyncio base")
+    return base
+
+
 async def ask(system: ActorSystem, address: ActorAddress, message: Any, timeout: float) -> Any:
     """Send ``message`` to ``address`` and return the first reply sent back.
 

@@ -614,6 +614,46 @@ class AsyncioSystemBase(ActorSystemBase):
         if message is not None:  # None: fire-and-forget, nothing to continue
             self.actor_send(ref.address, ref.address, message)
 
+    # ---------------------------------------------------------- introspection
+
+    @property
+    def running(self) -> bool:
+        """True until :meth:`shutdown` starts."""
+        return self._state is _State.RUNNING
+
+    def queued_by_recipient(self) -> dict[str, int]:
+        """How many queued messages wait for each recipient, by ``actorAddressString``.
+
+        One pass over the run queue, made on demand (``rtcs.runtime.introspect``):
+        delivery keeps no per-actor count, so the message path pays nothing
+        for it. Messages to actors that have exited are still counted here
+        (they are dropped when their turn comes).
+        """
+        counts: dict[str, int] = {}
+        for send in self._pendingSends:
+            key = send.toActor.actorAddressString
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def parent_at(self, key: str) -> ActorAddress | None:
+        """The parent of the live actor at the address ``key``; None as for :meth:`instance_at`."""
+        ref = self.actorRegistry.get(key)
+        if ref is None or ref.internal or ref.instance is None:
+            return None
+        parent: ActorAddress = ref.parent
+        return parent
+
+    def instance_at(self, key: str) -> Any:
+        """The live actor at the address whose ``actorAddressString`` is ``key``, else None.
+
+        None as well for the system's own endpoints (the outside world, the
+        requesters of asks): they are not actors of the application.
+        """
+        ref = self.actorRegistry.get(key)
+        if ref is None or ref.internal:
+            return None
+        return ref.instance
+
     # -------------------------------------------------------------- shutdown
 
     def top_level_actors(self) -> list[ActorAddress]:

@@ -13,11 +13,13 @@ asyncio base, when one of its handlers failed for good
 - intensity: more than ``max_restarts`` restarts within ``within`` seconds
   stops every child and escalates to the parent (:class:`Escalated`), whose
   supervisor treats it as a crash of that child; a top-level supervisor
-  reports ``kind="escalated"`` through ``on_event`` instead. Only restarts
-  count: a crash of a TEMPORARY child (or a TRANSIENT one that exited
-  normally) restarts nothing, so a storm of connection-actor crashes a
-  client can trigger stays with those connections and never reaches the
-  parent (tests/unit/runtime/test_supervision_storms.py).
+  reports ``kind="escalated"`` through ``on_event`` instead. Either way the
+  supervisor first reports ``kind="gave_up"`` (metrics count escalations
+  with it). Only restarts count: a crash of a TEMPORARY child (or a
+  TRANSIENT one that exited normally) restarts nothing, so a storm of
+  connection-actor crashes a client can trigger stays with those
+  connections and never reaches the parent
+  (tests/unit/runtime/test_supervision_storms.py).
 
 A crash is a ``ChildFailed`` or ``Escalated`` from a child, or a
 ``ChildActorExited`` the supervisor did not cause; children it stops on
@@ -30,7 +32,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -49,6 +51,7 @@ from rtcs.runtime.policy import Restart, Strategy, SupervisorPolicy, _member
 
 __all__ = [
     "ChildSpec",
+    "ChildState",
     "EventKind",
     "Restart",
     "Strategy",
@@ -56,11 +59,12 @@ __all__ = [
     "Supervisor",
     "SupervisorEvent",
     "SupervisorPolicy",
+    "SupervisorState",
 ]
 
 _log = logging.getLogger("rtcs.runtime")
 
-EventKind = Literal["started", "restarted", "stopped", "escalated"]
+EventKind = Literal["started", "restarted", "stopped", "gave_up", "escalated"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +90,14 @@ class ChildSpec:
 
 @dataclass(frozen=True, slots=True)
 class SupervisorEvent:
-    """What a supervisor did to a child; for metrics and for shutting down on escalation."""
+    """What a supervisor did to a child; for metrics and for shutting down on escalation.
+
+    ``kind``: ``started``, ``restarted`` (one per restarted child), ``stopped``;
+    ``gave_up`` when the supervisor's restart intensity was exceeded by the
+    crash of ``child`` (it stopped its children and escalates, whatever its
+    level); ``escalated`` right after, from a top-level supervisor only
+    (nobody above it: the application decides).
+    """
 
     supervisor: str
     strategy: Strategy
@@ -118,6 +129,40 @@ class Supervise:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"supervisor {self.name!r}: duplicate child names {duplicates}")
+
+
+@dataclass(frozen=True, slots=True)
+class ChildState:
+    """A named child as its supervisor sees it (:meth:`Supervisor.state`).
+
+    ``address`` is None while the child is being replaced.
+    """
+
+    name: str
+    actor_class: type[Actor]
+    restart: Restart
+    address: ActorAddress | None
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorState:
+    """A supervisor's policy, restart counts and children, at one moment.
+
+    ``restarts``: crashes it answered with a restart since it (re)started
+    (each counts once, whatever the strategy restarted with it: the unit of
+    the restart intensity); ``budget_left``: how many more it may restart
+    within the current window of ``policy.within`` seconds before it gives
+    up and escalates. ``children``: the children published in the directory
+    (``ChildSpec.register``), in start order; ``unnamed``: how many others
+    it has (one per connection, for the connection supervisor), by class.
+    """
+
+    name: str
+    policy: SupervisorPolicy
+    restarts: int
+    budget_left: int
+    children: tuple[ChildState, ...]
+    unnamed: Mapping[type[Actor], int]
 
 
 @dataclass(slots=True)
@@ -153,6 +198,7 @@ class Supervisor(Dispatcher):
         # Children told to exit whose ChildActorExited has not arrived yet.
         self._retiring: set[str] = set()
         self._restarts: deque[float] = deque()
+        self._restart_count = 0
 
     # ------------------------------------------------------------ public API
 
@@ -174,6 +220,34 @@ class Supervisor(Dispatcher):
     def child_names(self) -> list[str]:
         """Names of the current children, in start order."""
         return list(self._children)
+
+    def state(self, now: float | None = None) -> SupervisorState:
+        """Its policy, restart counts and children (in start order), read now.
+
+        ``now`` is a ``time.monotonic()`` reading (default: the current one).
+        Read-only. From outside the actor, call it on the thread that runs
+        the actor system, between turns (``rtcs.runtime.introspect``).
+        """
+        if now is None:
+            now = time.monotonic()
+        horizon = now - self._policy.within
+        recent = sum(1 for at in self._restarts if at >= horizon)
+        named: list[ChildState] = []
+        unnamed: dict[type[Actor], int] = {}
+        for name, child in self._children.items():
+            spec = child.spec
+            if spec.register:
+                named.append(ChildState(name, spec.actor_class, spec.restart, child.address))
+            else:  # one per connection: only counted
+                unnamed[spec.actor_class] = unnamed.get(spec.actor_class, 0) + 1
+        return SupervisorState(
+            name=self._supervisor_name,
+            policy=self._policy,
+            restarts=self._restart_count,
+            budget_left=max(0, self._policy.max_restarts - recent),
+            children=tuple(named),
+            unnamed=unnamed,
+        )
 
     def start_child(self, spec: ChildSpec) -> ActorAddress:
         """Create a child from ``spec``, after the existing ones in start order.
@@ -308,6 +382,7 @@ class Supervisor(Dispatcher):
         if self._intensity_exceeded():
             self._escalate(name, f"{name}: {reason}")
             return
+        self._restart_count += 1
         names = list(self._children)
         strategy = self._policy.strategy
         if strategy is Strategy.ONE_FOR_ONE:
@@ -339,6 +414,7 @@ class Supervisor(Dispatcher):
         self._stopping = True
         self._stop_all(reason, emit=False)
         _log.error("supervisor %s escalates: %s", self._supervisor_name, reason)
+        self._emit(child, "gave_up", reason)
         if is_top_level(self):
             self._emit(child, "escalated", reason)
         else:

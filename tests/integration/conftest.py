@@ -202,7 +202,8 @@ class Node:
 
 
 async def start_node(backends: Any = None, **overrides: Any) -> App:
-    values = {"server.port": 0, "log.level": "warning", **overrides}
+    # No readiness grace before a test node's drain (server.drain_grace).
+    values = {"server.port": 0, "log.level": "warning", "server.drain_grace": 0, **overrides}
     app = App(config.load(None, {}, values), backends=backends)
     await app.start()
     return app

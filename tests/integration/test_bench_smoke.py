@@ -8,7 +8,9 @@ burst arrived (and was acked), and every process it started is gone, the loop
 lag probe's included.
 
 A second run measures the ``rules`` workload (rtcs with 0, 10, 100 and 1,000
-routing rules, and ``RuleSet.evaluate`` in-process) at the same scale.
+routing rules, and ``RuleSet.evaluate`` in-process) at the same scale, and
+another the ``tracing`` workload (rtcs with tracing off and exporting OTLP to
+a null receiver, and the topic route handler in-process).
 
 A third run measures ``rtcs-w2`` (two workers + the redis-server the bench
 starts itself) on the fan-out and chat workloads: skipped when redis-server is
@@ -31,8 +33,8 @@ from bench.report import build_rows, render_table
 from bench.servers import pid_alive
 
 # About 20 s: two targets x five workloads, each on a fresh server process
-# (burst: about 2 s per target); about 6 s for the rules workload; about 6 s
-# more for rtcs-w2 on two workloads.
+# (burst: about 2 s per target); about 6 s for the rules workload, about 10 s
+# for the tracing workload; about 6 s more for rtcs-w2 on two workloads.
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -90,6 +92,11 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def smoke_rules(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return run_bench(tmp_path_factory.mktemp("bench") / "smoke-rules.json", "rules")
+
+
+@pytest.fixture(scope="module")
+def smoke_tracing(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return run_bench(tmp_path_factory.mktemp("bench") / "smoke-tracing.json", "tracing")
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +208,41 @@ def test_rules_measures_every_rule_count_against_no_rules(smoke_rules: dict[str,
     assert set(judged["values"]) == {"0", "10", "100", "1000"}
 
 
+def test_tracing_measures_otlp_against_none(smoke_tracing: dict[str, Any]) -> None:
+    assert smoke_tracing["targets"] == ["rtcs"], smoke_tracing["_stderr"][-2000:]
+    status = smoke_tracing["status"]["rtcs"]
+    if status != "ok":
+        pytest.skip(f"rtcs: {status}")
+    (run,) = smoke_tracing["runs"]
+    assert "error" not in run, run["error"]
+    metrics = run["metrics"]
+    for config in ("none", "otlp", "otlp_0_01"):
+        for mode in ("rr", "rr_shared"):
+            assert metrics[f"tracing.{mode}.{config}.rt_per_s"] > 0, (mode, config)
+        for mode in ("fan", "fan_shared"):
+            assert metrics[f"tracing.{mode}.{config}.deliveries_per_s"] > 0, (mode, config)
+        assert metrics[f"tracing.fan.{config}.p99_ms"] > 0, config
+        # Every publish reached every subscriber, traced or not.
+        assert metrics[f"tracing.fan.{config}.delivered_ratio"] == 1.0, config
+        assert metrics[f"tracing.rr.{config}.delivered_ratio"] == 1.0, config
+    for config in ("stripped", "none", "otlp", "otlp_0_01"):
+        for fanout in (1, 100):
+            assert metrics[f"tracing.micro{fanout}.{config}.us_per_publish"] > 0
+    assert metrics["tracing.rr.none.rt_ratio"] == metrics["tracing.micro1.none.ratio"] == 1.0
+    # The traced server really exported: its null receiver got spans.
+    assert metrics["tracing.export.otlp.requests"] > 0
+    assert "tracing.export.none.requests" not in metrics
+    labels = [s["label"] for s in smoke_tracing["servers"]]
+    assert sorted(labels) == ["tracing-none", "tracing-otlp", "tracing-otlp_0_01"]
+    assert_stopped(smoke_tracing)
+    assert (
+        "| metric | unit | no tracing code | none | otlp 1.0 | otlp 0.01 |"
+        in (smoke_tracing["_stdout"])
+    )
+    keys = {row["key"] for row in smoke_tracing["tracing_table"]}
+    assert "tracing.fan.{c}.deliveries_ratio" in keys
+
+
 def assert_stopped(result: dict[str, Any]) -> None:
     servers = result["servers"]
     assert servers
@@ -241,7 +283,11 @@ def test_table_has_the_scale_out_columns() -> None:
     }
     rows = {r.key: r for r in build_rows(summary, 100)}
     peak = rows["fanout.peak_deliveries_per_s"]
-    assert peak.ratios == {"rtcs/raw": 50_000 / 60_000, "rtcs-w2/rtcs": 1.7}
+    assert peak.ratios == {
+        "rtcs/raw": 50_000 / 60_000,
+        "rtcs-w2/rtcs": 1.7,
+        "rtcs-w2/raw": 85_000 / 60_000,
+    }
     # Peak fan-out has a scale-out target only (rtcs-w2/rtcs), none on rtcs/raw.
     assert (peak.verdict, peak.scale_verdict) == ("", "✓")
     assert rows["chat.p99_ms"].added_ms == 1.0

@@ -9,7 +9,8 @@ from typing import Any
 from rtcs.actors.context import ROUTE_TOPIC
 from rtcs.actors.messages import ServerPublish
 from rtcs.gateway.handle import ConnectionHandle
-from tests.integration.conftest import Client, Node
+from tests.integration.conftest import Client, Node, metric
+from tests.support import wait_until
 
 
 class CountingTransport:
@@ -84,3 +85,19 @@ async def test_replies_are_not_held_and_keep_their_order(
     second = await client.recv(timeout=0.5)
     assert (first["type"], first["data"]) == ("message", 1)
     assert (second["type"], second["id"]) == ("ack", rid)
+
+
+async def test_routing_latency_runs_to_the_last_local_write(
+    node_factory: Callable[..., Awaitable[Node]],
+) -> None:
+    # rtcs_routing_seconds ends when the recipient's bytes are written: here
+    # after the window holding the message, not when it was queued.
+    node = await node_factory(**{"limits.batch_window_ms": 300})
+    sub = await node.client("sub")
+    await sub.subscribe("lat.>")
+    publisher = await node.client("pub")
+    await publisher.request({"type": "publish", "topic": "lat.x", "data": 1}, "ack")
+    assert await receive(sub, 1) == [1]
+    labels = {"kind": "topic"}
+    await wait_until(lambda: metric(node, "rtcs_routing_seconds_count", **labels) == 1)
+    assert metric(node, "rtcs_routing_seconds_sum", **labels) >= 0.3

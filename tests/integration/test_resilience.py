@@ -169,6 +169,23 @@ async def test_ping_flood_from_a_non_reader_is_cut_off(node_factory: Any) -> Non
     await wait_until(lambda: not node.app.gateway.handles)
 
 
+async def test_the_watchdog_looks_only_at_new_and_congested_connections(
+    node_factory: Any,
+) -> None:
+    node = await node_factory(**{"server.watchdog_interval": 0.02})
+    client = await node.client("idle")
+    gateway = node.app.gateway
+    assert gateway is not None
+    (handle,) = gateway.handles
+    await wait_until(lambda: handle not in gateway._watched)  # admitted, nothing pending
+    ws = handle._ws
+    ws.pause_writing()  # what the transport calls past its high-water mark
+    assert handle in gateway._watched
+    ws.resume_writing()
+    await wait_until(lambda: handle not in gateway._watched)
+    await client.request({"type": "ping"}, "pong")
+
+
 async def test_websocket_ping_frames_are_answered(node: Node) -> None:
     client = await node.client("alice")
     pong = await client.ws.ping()

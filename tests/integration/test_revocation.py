@@ -134,7 +134,7 @@ async def test_a_node_started_later_knows_earlier_revocations(
         (b'{"group": "a"}', "admin", 400, "bad_request"),
         (json.dumps({"user": "x" * 257}).encode(), "admin", 400, "bad_request"),
         (None, "admin", 411, "bad_request"),
-        (b"x" * 70_000, "admin", 413, "bad_request"),
+        (b"x" * 70_000, "admin", 413, "too_large"),
     ],
 )
 async def test_bad_requests_get_clear_answers(

@@ -33,6 +33,7 @@ envelopes = st.builds(
     roles=names,
     users=names,
     exclude=text,
+    trace=st.text(max_size=60),
 )
 
 

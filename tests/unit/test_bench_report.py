@@ -91,3 +91,21 @@ def test_burst_runs_by_default_at_every_scale() -> None:
     # 10k subscribers x 2 msg/s is one of the full scale's fan-out steps.
     full = SCALES["full"]
     assert 2 * full.fanout_subscribers in full.fanout_offered
+
+
+def test_the_scale_out_burst_target_is_on_two_workers_against_one_raw_process() -> None:
+    summary = {
+        "burst.20.deliveries_per_s": {"rtcs": 300_000.0, "rtcs-w2": 200_000.0, "raw": 75_000.0},
+        "burst.100.deliveries_per_s": {"rtcs": 480_000.0, "rtcs-w2": 180_000.0, "raw": 86_000.0},
+        "fanout.peak_deliveries_per_s": {"rtcs": 68_000.0, "rtcs-w2": 66_000.0, "raw": 61_000.0},
+    }
+    rows = {row.key: row for row in build_rows(summary, LARGEST_IDLE)}
+    burst20, burst100 = rows["burst.20.deliveries_per_s"], rows["burst.100.deliveries_per_s"]
+    assert burst20.scale_target == ">= 2.5x (rtcs-w2/raw)"
+    assert burst20.ratios["rtcs-w2/raw"] == pytest.approx(200 / 75)
+    assert (burst20.scale_verdict, burst100.scale_verdict) == ("✓", "✗")
+    peak = rows["fanout.peak_deliveries_per_s"]
+    assert (peak.scale_target, peak.scale_verdict) == (">= 1.6x (rtcs-w2/rtcs)", "✗")
+    table = render_table(list(rows.values()), ["rtcs", "rtcs-w2", "raw"])
+    header = [cell.strip() for cell in table.splitlines()[0].split("|")]
+    assert {"rtcs-w2/raw", "target (w2)", "ok (w2)"} <= set(header)

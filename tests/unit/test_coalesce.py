@@ -62,3 +62,41 @@ async def test_a_held_connection_made_due_flushes_at_the_iteration_and_only_once
     assert log == ["a"]
     await window_over  # the window's timer has run and found it idle: no second flush
     assert log == ["a"]
+
+
+async def test_after_flush_runs_once_the_pending_frames_were_written() -> None:
+    log: list[str] = []
+    coalescer = Coalescer()
+    a = Conn("a", log)
+    coalescer.due(a)
+    coalescer.after_flush(lambda: log.append("written"))
+    assert log == []
+    await next_iteration()
+    assert log == ["a", "written"]
+
+
+async def test_after_flush_with_nothing_pending_runs_at_the_end_of_the_iteration() -> None:
+    log: list[str] = []
+    coalescer = Coalescer()
+    coalescer.after_flush(lambda: log.append("written"))
+    assert log == []
+    await next_iteration()
+    assert log == ["written"]
+
+
+async def test_after_flush_waits_for_held_messages() -> None:
+    log: list[str] = []
+    coalescer = Coalescer(window=0.05)
+    a = Conn("a", log)
+    coalescer.hold(a)
+    done = asyncio.Event()
+
+    def written() -> None:
+        log.append("written")
+        done.set()
+
+    coalescer.after_flush(written)
+    await next_iteration()
+    assert log == []  # the messages are still held
+    await asyncio.wait_for(done.wait(), 1.0)
+    assert log == ["a", "written"]

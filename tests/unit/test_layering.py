@@ -228,7 +228,9 @@ def pure_cores_import_only_pure_rtcs(modules: list[Module]) -> list[str]:
     return offences
 
 
-websockets_in_gateway = only_under("websockets_in_gateway", "websockets", "rtcs.gateway")
+websockets_in_gateway = only_under(
+    "websockets_in_gateway", "websockets", "rtcs.gateway", "rtcs.client"
+)
 thespian_in_runtime_and_actors = only_under(
     "thespian_in_runtime_and_actors", "thespian", "rtcs.runtime", "rtcs.actors"
 )
@@ -264,9 +266,11 @@ def test_every_pure_entry_names_a_module(pattern: str) -> None:
 # ----------------------------------------------------------------- the rules
 
 
-def test_websockets_only_in_the_gateway() -> None:
+def test_websockets_only_in_the_gateway_and_the_client() -> None:
     offences = websockets_in_gateway(MODULES)
-    assert not offences, offences_message("websockets outside rtcs/gateway/", offences)
+    assert not offences, offences_message(
+        "websockets outside rtcs/gateway/ and rtcs/client/", offences
+    )
 
 
 def test_thespian_only_in_runtime_and_actors() -> None:
@@ -327,6 +331,7 @@ CASES = [
     (websockets_in_gateway, "rtcs.app", "import websockets\n", True),
     (websockets_in_gateway, "rtcs.app", IMPORT_IN_FUNCTION, True),
     (websockets_in_gateway, "rtcs.gateway.server", IMPORT_IN_FUNCTION, False),
+    (websockets_in_gateway, "rtcs.client._connection", IMPORT_IN_FUNCTION, False),
     (thespian_in_runtime_and_actors, "rtcs.gateway.server", TYPE_CHECKING_THESPIAN, True),
     (thespian_in_runtime_and_actors, "rtcs.plugins", "import thespian.actors\n", True),
     (thespian_in_runtime_and_actors, "rtcs.actors.router", TYPE_CHECKING_THESPIAN, False),

@@ -53,6 +53,15 @@ def test_every_metric_has_its_documented_name(metrics: Metrics) -> None:
         "rtcs_broker_errors",
         "rtcs_event_loop_lag_seconds",
         "rtcs_build_info",
+        "rtcs_connection_duration_seconds",
+        "rtcs_supervisor_escalations",
+        "rtcs_actor_mailbox_messages",
+        "rtcs_backend_breaker_state",
+        "rtcs_backend_breaker_transitions",
+        "rtcs_degraded",
+        "rtcs_rule_matches",
+        "rtcs_rules_loaded",
+        "rtcs_rules_reloads",
     } <= names
     assert content_type.startswith("text/plain")
 
@@ -296,3 +305,104 @@ def test_a_rule_counted_before_it_was_announced_gets_its_series(metrics: Metrics
     assert value(metrics, "rtcs_rule_matches_total", rule="late") == 1
     assert value(metrics, "rtcs_rules_info", version="v1") == 1  # the version stays
     assert value(metrics, "rtcs_rules_loaded") == 1
+
+
+def test_process_python_and_gc_collectors_are_on_the_node_registry(metrics: Metrics) -> None:
+    body, _ = metrics.render()
+    names = {family.name for family in text_string_to_metric_families(body.decode())}
+    assert {
+        "process_cpu_seconds",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+        "python_info",
+        "python_gc_collections",
+    } <= names
+    assert (value(metrics, "process_start_time_seconds") or 0) > 0
+
+
+def test_connection_duration_is_observed_when_given(metrics: Metrics) -> None:
+    for _ in range(3):
+        metrics.opened()
+    metrics.closed(1000)  # the duration is optional: nothing observed
+    metrics.closed(1000, 12.5)
+    metrics.closed(CloseCode.GOING_AWAY, -0.001)  # a clock step never observes < 0
+    assert value(metrics, "rtcs_connections_closed_total", code="1000") == 2
+    assert value(metrics, "rtcs_connection_duration_seconds_count") == 2
+    assert value(metrics, "rtcs_connection_duration_seconds_sum") == 12.5
+    assert value(metrics, "rtcs_connection_duration_seconds_bucket", le="1.0") == 1
+    assert value(metrics, "rtcs_connection_duration_seconds_bucket", le="5.0") == 1
+    assert value(metrics, "rtcs_connection_duration_seconds_bucket", le="15.0") == 2
+    assert value(metrics, "rtcs_connections_active") == 0
+
+
+def test_connection_duration_buckets_span_a_second_to_a_day(metrics: Metrics) -> None:
+    bounds = label_values(metrics, "rtcs_connection_duration_seconds_bucket", "le")
+    numeric = sorted(float(b) for b in bounds if b != "+Inf")
+    assert numeric[0] == 1.0
+    assert numeric[-1] == 86400.0
+
+
+def test_escalations_are_counted_by_supervisor_and_bounded(metrics: Metrics) -> None:
+    assert value(metrics, "rtcs_supervisor_escalations_total", supervisor="router") == 0
+    metrics.escalated("router")
+    metrics.escalated("a-plugin-supervisor")
+    assert value(metrics, "rtcs_supervisor_escalations_total", supervisor="router") == 1
+    assert value(metrics, "rtcs_supervisor_escalations_total", supervisor="other") == 1
+    assert label_values(metrics, "rtcs_supervisor_escalations_total", "supervisor") == {
+        "system",
+        "server",
+        "connections",
+        "router",
+        "metrics",
+        "plugins",
+        "other",
+    }
+
+
+def test_mailbox_gauge_exports_every_kind_before_anything_waits(metrics: Metrics) -> None:
+    from rtcs.metrics import ACTOR_KINDS
+
+    assert label_values(metrics, "rtcs_actor_mailbox_messages", "kind") == set(ACTOR_KINDS)
+    assert value(metrics, "rtcs_actor_mailbox_messages", kind="connection") == 0
+
+
+def test_mailbox_gauge_is_read_at_scrape_time_and_bounded(metrics: Metrics) -> None:
+    waiting = {"connection": 3, "route.topic": 1, "SomeoneElsesActor": 2}
+    metrics.watch_mailboxes(lambda: waiting)
+    assert value(metrics, "rtcs_actor_mailbox_messages", kind="connection") == 3
+    assert value(metrics, "rtcs_actor_mailbox_messages", kind="route.topic") == 1
+    assert value(metrics, "rtcs_actor_mailbox_messages", kind="other") == 2
+    assert value(metrics, "rtcs_actor_mailbox_messages", kind="stats") == 0
+    waiting["connection"] = 0
+    assert value(metrics, "rtcs_actor_mailbox_messages", kind="connection") == 0
+    metrics.watch_mailboxes(lambda: {"stats": 4})  # a restarted tree replaces the source
+    assert value(metrics, "rtcs_actor_mailbox_messages", kind="stats") == 4
+    assert value(metrics, "rtcs_actor_mailbox_messages", kind="route.topic") == 0
+
+
+def test_the_tree_reports_only_kinds_the_gauge_knows() -> None:
+    from rtcs.actors.tree import ACTOR_KINDS as TREE_KINDS
+    from rtcs.actors.tree import PLUGIN_KIND, actor_kind
+    from rtcs.metrics import ACTOR_KINDS
+    from rtcs.runtime.introspect import RUNTIME
+
+    assert {*TREE_KINDS.values(), PLUGIN_KIND, RUNTIME} <= set(ACTOR_KINDS)
+    assert len(set(TREE_KINDS.values())) == len(TREE_KINDS)  # one kind per class
+
+    class SomePluginActor:
+        pass
+
+    assert actor_kind(SomePluginActor) == PLUGIN_KIND
+
+
+def test_breaker_state_is_remembered(metrics: Metrics) -> None:
+    assert metrics.breaker_now == "closed"
+    metrics.breaker("open")
+    assert metrics.breaker_now == "open"
+    assert value(metrics, "rtcs_backend_breaker_state", state="open") == 1
+    assert value(metrics, "rtcs_backend_breaker_transitions_total", to="open") == 1
+    assert value(metrics, "rtcs_degraded") == 1
+    with pytest.raises(ValueError):
+        metrics.breaker("ajar")
+    assert metrics.breaker_now == "open"

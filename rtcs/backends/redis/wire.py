@@ -3,23 +3,28 @@
 Envelope encoding (broker payloads), all integers big-endian::
 
     offset  size     field
-    0       1        version, 0x01 or 0x02
+    0       1        version, 0x01, 0x02 or 0x03
     1       1        kind, an index into ``KINDS``
     2       2        n = byte length of origin;  then n bytes of UTF-8
     .       4        n = byte length of target;  then n bytes of UTF-8
     .       2        roles: count, then per role  2-byte length + UTF-8
     .       4        users: count, then per user  2-byte length + UTF-8
-    .       2        version 2 only: n = byte length of exclude; then n bytes of UTF-8
+    .       2        versions 2, 3: n = byte length of exclude; then n bytes of UTF-8
+    .       2        version 3 only: n = byte length of trace; then n bytes of UTF-8
     .       rest     tail, raw bytes (the pre-encoded message tail)
 
 The tail is last, so it needs no length prefix. The overhead is 14 bytes plus
 origin and target (and roles and users, for ``filter`` and rule-filtered
-``topic`` envelopes). Version 2 is written only for an envelope with an
-``exclude`` user (a routing rule's ``exclude_sender``); every other envelope
-is version 1, byte for byte what earlier releases wrote and read.
-``decode_envelope`` accepts exactly what ``encode_envelope`` produces and
-raises ``WireError`` for anything else (bad version or kind, truncation,
-invalid UTF-8); the broker logs and drops such a payload.
+``topic`` envelopes). Version 3 is written only for an envelope with a
+``trace`` (the W3C ``traceparent`` of a traced message, rtcs.tracing), its
+``exclude`` possibly empty; version 2 only for one with an ``exclude`` user
+(a routing rule's ``exclude_sender``) and no trace; every other envelope is
+version 1, byte for byte what earlier releases wrote and read (so a node
+with tracing off writes no byte more). ``decode_envelope`` accepts exactly
+what ``encode_envelope`` produces and raises ``WireError`` for anything else
+(bad version or kind, truncation, invalid UTF-8, a version 2 without an
+exclude or a version 3 without a trace); the broker logs and drops such a
+payload.
 
 String lists (a session's subscriptions and rooms) are a 4-byte count, then
 per string a 4-byte length and its UTF-8 (``pack_strings`` /
@@ -50,8 +55,10 @@ from typing import NamedTuple, get_args
 from rtcs.backends.base import ALL_SHARDS, Envelope, EnvelopeKind, shard_key
 
 VERSION = 1
-#: The version of envelopes that carry an ``exclude`` user.
+#: The version of envelopes that carry an ``exclude`` user (and no trace).
 VERSION_EXCLUDE = 2
+#: The version of envelopes that carry a trace (and maybe an ``exclude`` user).
+VERSION_TRACE = 3
 KINDS: tuple[EnvelopeKind, ...] = get_args(EnvelopeKind)
 UNTARGETED: frozenset[str] = frozenset({"global", "filter"})
 
@@ -77,14 +84,15 @@ def encode_envelope(envelope: Envelope) -> bytes:
 
     Raises:
         ValueError: a field is too long for its length prefix (origin, a role
-            a user or ``exclude`` over 65535 bytes), or ``kind`` is unknown.
+            a user, ``exclude`` or ``trace`` over 65535 bytes), or ``kind`` is
+            unknown.
     """
     kind = _KIND_INDEX.get(envelope.kind)
     if kind is None:
         raise ValueError(f"unknown envelope kind {envelope.kind!r}")
     origin = _utf8(envelope.origin, 0xFFFF, "origin")
     target = _utf8(envelope.target, 0xFFFFFFFF, "target")
-    version = VERSION_EXCLUDE if envelope.exclude else VERSION
+    version = VERSION_TRACE if envelope.trace else VERSION_EXCLUDE if envelope.exclude else VERSION
     parts = [_HEAD.pack(version, kind, len(origin)), origin, _U32.pack(len(target)), target]
     parts.append(_U16.pack(len(envelope.roles)))
     for role in envelope.roles:
@@ -94,8 +102,11 @@ def encode_envelope(envelope: Envelope) -> bytes:
     for user in envelope.users:
         data = _utf8(user, 0xFFFF, "user")
         parts += (_U16.pack(len(data)), data)
-    if envelope.exclude:
+    if version != VERSION:
         data = _utf8(envelope.exclude, 0xFFFF, "exclude")
+        parts += (_U16.pack(len(data)), data)
+    if version == VERSION_TRACE:
+        data = _utf8(envelope.trace, 0xFFFF, "trace")
         parts += (_U16.pack(len(data)), data)
     parts.append(envelope.tail)
     return b"".join(parts)
@@ -133,12 +144,12 @@ def decode_envelope(data: bytes) -> Envelope:
     """The envelope ``encode_envelope`` turned into ``data``.
 
     Raises:
-        WireError: ``data`` is not an envelope of version 1 or 2.
+        WireError: ``data`` is not an envelope of version 1, 2 or 3.
     """
     if len(data) < _HEAD.size:
         raise WireError(f"truncated: {len(data)} bytes")
     version, kind, origin_size = _HEAD.unpack_from(data)
-    if version not in (VERSION, VERSION_EXCLUDE):
+    if version not in (VERSION, VERSION_EXCLUDE, VERSION_TRACE):
         raise WireError(f"unknown envelope version {version}")
     if kind >= len(KINDS):
         raise WireError(f"unknown envelope kind {kind}")
@@ -151,11 +162,15 @@ def decode_envelope(data: bytes) -> Envelope:
     if users_count > len(data):  # each user costs at least 2 bytes: garbage
         raise WireError(f"implausible user count {users_count}")
     users = tuple(reader.text(reader.u16()) for _ in range(users_count))
-    exclude = ""
-    if version == VERSION_EXCLUDE:
+    exclude = trace = ""
+    if version != VERSION:
         exclude = reader.text(reader.u16())
-        if not exclude:  # encode_envelope writes version 1 then
+        if not exclude and version == VERSION_EXCLUDE:  # encode_envelope writes version 1 then
             raise WireError("version 2 without an exclude user")
+    if version == VERSION_TRACE:
+        trace = reader.text(reader.u16())
+        if not trace:  # encode_envelope writes version 1 or 2 then
+            raise WireError("version 3 without a trace")
     return Envelope(
         origin=origin,
         kind=KINDS[kind],
@@ -164,6 +179,7 @@ def decode_envelope(data: bytes) -> Envelope:
         roles=roles,
         users=users,
         exclude=exclude,
+        trace=trace,
     )
 
 
