@@ -14,6 +14,12 @@ broadcast) sampled for tracing is an ``rtcs.receive`` span when forwarded to
 its route handler, the root of the message's trace, and the request sent is
 its traced variant (``rtcs.actors.routing.handler.TracedRequest``). With
 tracing off, forwarding a request tests one attribute against None.
+
+Delivery receipts (docs/protocol.md "Delivery receipts"): the session core
+decides (``Session.want_receipts``, ``acknowledge``, ``redeliver``,
+``resume_receipts``); this actor owns the session's one redelivery timer
+(a ``_ReceiptsDue`` wakeup, armed through ``Receipts.arm``) and writes the
+redeliveries, flow-controlled like the replay.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ from rtcs.actors.session_events import announce_presence, mirror_attached, relea
 from rtcs.backends.base import EnvelopeKind, SessionSnapshot
 from rtcs.errors import (
     AuthError,
+    BadRequest,
     CloseCode,
     Forbidden,
     InternalError,
@@ -79,6 +86,7 @@ from rtcs.protocol.frames import (
     Ping,
     PresenceQuery,
     Publish,
+    Received,
     RequestId,
     Send,
     ServerFrame,
@@ -112,6 +120,9 @@ class WebSocketActor(Calls, Dispatcher):
         self._check_generation = 0
         # While a replay is in progress: the seq of the last message written.
         self._replay_cursor = 0
+        # On a resume with delivery receipts: messages up to last_seq awaiting a
+        # receipt, written (marked redelivered) before the replay.
+        self._redeliver: deque[tuple[int, bytes]] | None = None
         # Frames received while the session is restored from the shared store.
         self._held: list[ClientText] | None = None
         # While a publish's id is checked against the shared store, later
@@ -197,6 +208,8 @@ class WebSocketActor(Calls, Dispatcher):
                 self._fail_auth("authentication timeout")
         elif isinstance(payload, CheckDue) and payload.generation == self._check_generation:
             self._check()
+        elif isinstance(payload, _ReceiptsDue):
+            self._redeliver_due()
 
     def _check(self) -> None:
         """The connection's one timer: token expiry, then inactivity."""
@@ -342,12 +355,77 @@ class WebSocketActor(Calls, Dispatcher):
         if not ctx.policy.can_subscribe(session.roles, cmd.topic, session.user):
             raise _forbidden("subscribe", cmd.topic)
         if cmd.topic in session.subscriptions:
+            # The latest subscribe of a pattern decides its receipts.
+            if self._want_receipts(session, cmd):
+                session.changed()
             frame = codec.encode_frame(ServerFrame.SUBSCRIBED, cmd.id, topic=cmd.topic)
             self._push(frame, ServerFrame.SUBSCRIBED)
             return
         if len(session.subscriptions) >= ctx.settings.limits.max_subscriptions:
             raise LimitExceeded("too many subscriptions")
         self._route(ROUTE_TOPIC, RouteSubscribe(session, cmd.topic, cmd.id))
+        # After routing, which may refuse; the pattern needs receipts only once
+        # the handler has added it to the session's subscriptions.
+        self._want_receipts(session, cmd)
+
+    def _want_receipts(self, session: Session, cmd: Subscribe) -> bool:
+        """Receipts on or off for ``cmd.topic`` (docs/protocol.md "Delivery
+        receipts"); True when that changed. Nothing to do for the usual
+        subscribe without receipts on a session without any."""
+        if not cmd.receipts and session.receipts is None:
+            return False
+        ctx = self.ctx
+        changed = session.want_receipts(cmd.topic, cmd.receipts, ctx.sessions.receipt_counts)
+        self._wire_receipts(session)
+        return changed
+
+    def _wire_receipts(self, session: Session) -> None:
+        """Time the session's redeliveries with this connection's clock and timer."""
+        receipts = session.receipts
+        if receipts is None or receipts.arm is not None or session.sink is not self._handle:
+            return
+        ctx = self.ctx
+        settings = ctx.settings.session
+        receipts.wire(
+            ctx.clock, self._arm_receipts, settings.receipt_timeout, settings.receipt_attempts
+        )
+
+    def _arm_receipts(self, delay: float) -> None:
+        # Called by Session (the one timer of its receipts, Receipts.arm_in),
+        # possibly while another actor delivers to it: only a wakeup is asked.
+        self.wakeupAfter(max(delay, 0.0), _RECEIPTS_DUE)
+
+    def _redeliver_due(self) -> None:
+        """The receipts timer fired: redeliver what is overdue (Session.redeliver)."""
+        session, handle = self.session, self._handle
+        if session is None or handle is None or session.sink is not handle:
+            return  # the session moved to another connection, which has its own timer
+        if session.receipts is None:
+            return
+        done = session.redeliver(self.ctx.clock(), self._write_redelivered)
+        if done.written:
+            self.ctx.metrics.frame_out(ServerFrame.MESSAGE, done.written)
+        if done.given_up:
+            self.ctx.log.debug(
+                "delivery receipts: gave up on messages without a receipt",
+                connection_id=handle.connection_id,
+                user=session.user,
+                given_up=done.given_up,
+            )
+
+    def _write_redelivered(self, seq: int, tail: bytes) -> bool:
+        """Write one redelivery now, unless the outbox is full or a replay runs."""
+        handle, session = self.handle, self.session
+        if handle.closing or handle.write_paused or session is None or session.holding:
+            return False
+        return handle.push_message(codec.with_seq_redelivered(seq, tail))
+
+    def _on_received(self, cmd: Received) -> None:
+        # A cumulative receipt; never answered (docs/protocol.md "Delivery receipts").
+        session = self._session()
+        if cmd.seq > session.seq:
+            raise BadRequest("'seq' is ahead of the last message sent", request_id=cmd.id)
+        session.acknowledge(cmd.seq)
 
     def _on_unsubscribe(self, cmd: Unsubscribe) -> None:
         session = self._session()
@@ -749,12 +827,21 @@ class WebSocketActor(Calls, Dispatcher):
         self._push(
             self._welcome_frame(session, plan.resumed, replayed, request_id), ServerFrame.WELCOME
         )
-        if replay:
-            # Through the outbox at the pace the client reads (_replay_more);
-            # live messages wait in the session's buffer and follow in order.
+        redeliver: list[tuple[int, bytes]] = []
+        if plan.resumed and session.receipts is not None:
+            # Delivery receipts: what awaits a receipt up to last_seq goes again.
+            self._wire_receipts(session)
+            redeliver = session.resume_receipts(plan.last_seq, ctx.clock())
+        if replay or redeliver:
+            # Through the outbox at the pace the client reads (_replay_more):
+            # first the redeliveries, then the replay; live messages wait in
+            # the session's buffer and follow in order.
             session.holding = True
-            self._replay_cursor = replay[0][0] - 1
+            self._redeliver = deque(redeliver) if redeliver else None
+            self._replay_cursor = replay[0][0] - 1 if replay else session.seq
             self._replay_more()
+        else:
+            session.receipts_sent(ctx.clock())
         if plan.requested:
             ctx.metrics.resume("resumed" if plan.resumed else "expired")
         ctx.log.debug(
@@ -782,17 +869,36 @@ class WebSocketActor(Calls, Dispatcher):
         after the older ones. If the buffer wrapped past the cursor (the
         client reads slower than messages arrive), the connection is closed
         4008 like any consumer that is too slow.
+
+        With delivery receipts, the messages up to ``last_seq`` still awaiting
+        a receipt (``_redeliver``) are written first, marked redelivered; once
+        everything is written, what awaits a receipt starts its timeout.
         """
         session, handle = self.session, self.handle
         if session is None or not session.holding or handle.closing:
             return
+        written = 0
+        redeliver = self._redeliver
+        while redeliver:
+            if handle.write_paused:
+                self.call(handle.drained(), self._replay_drained, self._replay_failed)
+                break
+            seq, tail = redeliver[0]
+            if not handle.push_message(codec.with_seq_redelivered(seq, tail)):
+                break  # closing: nothing more to write
+            redeliver.popleft()
+            written += 1
+        if redeliver:  # waiting for the outbox to drain, or closing
+            if written:
+                self.ctx.metrics.frame_out(ServerFrame.MESSAGE, written)
+            return
+        self._redeliver = None
         entries = session.replay_after(self._replay_cursor)
         if entries is None:
             session.holding = False
             self.ctx.metrics.outbox_drop("overflow")
             handle.close(CloseCode.TOO_SLOW, "replay fell behind")
             return
-        written = 0
         for seq, tail in entries:
             if handle.write_paused:
                 self.call(handle.drained(), self._replay_drained, self._replay_failed)
@@ -803,6 +909,7 @@ class WebSocketActor(Calls, Dispatcher):
             written += 1
         else:
             session.holding = False
+            session.receipts_sent(self.ctx.clock())
         if written:
             self.ctx.metrics.frame_out(ServerFrame.MESSAGE, written)
 
@@ -826,6 +933,14 @@ class _Revoked:
 
 
 _NOTHING_REVOKED = _Revoked([], [], set())
+
+
+@dataclass(frozen=True, slots=True)
+class _ReceiptsDue:
+    """Wakeup payload: the session's delivery-receipts timer (one per session)."""
+
+
+_RECEIPTS_DUE = _ReceiptsDue()
 
 
 def _interests(session: Session) -> list[tuple[EnvelopeKind, str]]:
@@ -865,5 +980,6 @@ _HANDLERS: dict[type[Any], str] = {
     Broadcast: "_on_broadcast",
     PresenceQuery: "_on_presence",
     Ping: "_on_ping",
+    Received: "_on_received",
 }
 assert set(_HANDLERS) == set(get_args(Command)), "a client command without a handler"

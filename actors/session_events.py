@@ -70,6 +70,7 @@ def snapshot(ctx: NodeContext, session: Session) -> SessionSnapshot:
         seq=session.seq,
         buffer=tuple(session.buffer),
         node=ctx.node_id,
+        receipts=session.receipt_state(),
     )
 
 

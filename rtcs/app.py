@@ -194,6 +194,7 @@ class App:
             instance=self.instance,
         )
         use_tracing(ctx, self.tracing)
+        self.metrics.watch_receipts(ctx.sessions.receipt_counts)
         plugins = load_plugins(settings, ctx)
         if settings.rules.file:
             self._use_rules(ctx)

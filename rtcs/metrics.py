@@ -46,6 +46,7 @@ from rtcs.errors import CloseCode, ErrorCode
 from rtcs.protocol.frames import CLIENT_FRAME_TYPES, ServerFrame
 from rtcs.protocol.ratelimit import Limit
 from rtcs.runtime.policy import Strategy
+from rtcs.sessions import GIVE_UP_REASONS, ReceiptCounts
 
 SERVER_FRAME_TYPES: tuple[str, ...] = tuple(ServerFrame)
 DeliveryKind = Literal["topic", "room", "direct", "global", "filter"]
@@ -275,6 +276,46 @@ class _RouteCacheCollector(Collector):
         )
 
 
+class _ReceiptsCollector(Collector):
+    """Delivery receipts (docs/protocol.md "Delivery receipts"), read from the
+    node's ``ReceiptCounts`` when scraped: zeros until a source is set.
+
+    ``rtcs_receipts_pending`` (gauge), ``rtcs_redeliveries_total`` and
+    ``rtcs_receipts_given_up_total{reason}`` (counters; reasons
+    ``GIVE_UP_REASONS``).
+    """
+
+    def __init__(self) -> None:
+        self.source: ReceiptCounts | None = None
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families(ReceiptCounts())
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families(self.source if self.source is not None else ReceiptCounts())
+
+    @staticmethod
+    def _families(counts: ReceiptCounts) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "rtcs_receipts_pending",
+            "Delivered messages awaiting a delivery receipt, in this node's sessions.",
+            value=counts.pending,
+        )
+        yield CounterMetricFamily(
+            "rtcs_redeliveries",
+            "Messages delivered again for want of a delivery receipt.",
+            value=counts.redeliveries,
+        )
+        given_up = CounterMetricFamily(
+            "rtcs_receipts_given_up",
+            "Messages no longer redelivered without their receipt, by reason.",
+            labels=["reason"],
+        )
+        for reason in GIVE_UP_REASONS:
+            given_up.add_metric([reason], counts.given_up.get(reason, 0))
+        yield given_up
+
+
 class _MailboxCollector(Collector):
     """``rtcs_actor_mailbox_messages``: read from the actor system when scraped.
 
@@ -389,6 +430,8 @@ class Metrics:
         self._escalations = _children(self.supervisor_escalations, (*SUPERVISORS, OTHER))
         self._mailboxes = _MailboxCollector()
         r.register(self._mailboxes)
+        self._receipts = _ReceiptsCollector()
+        r.register(self._receipts)
         self.outbox_drops = Counter(
             "rtcs_outbox_drops_total",
             "Outbound frames dropped, by reason.",
@@ -619,6 +662,12 @@ class Metrics:
     def escalated(self, supervisor: str) -> None:
         """Count a supervisor that gave up and escalated; an unlisted one counts as "other"."""
         self._escalations.get(supervisor, self._escalations[OTHER]).inc()
+
+    def watch_receipts(self, counts: ReceiptCounts) -> None:
+        """Export the delivery-receipt metrics from ``counts`` (the node's
+        ``SessionRegistry.receipt_counts``), read at every scrape. Calling it
+        again with the same object changes nothing."""
+        self._receipts.source = counts
 
     def watch_mailboxes(self, sizes: Callable[[], Mapping[str, int]]) -> None:
         """Export ``rtcs_actor_mailbox_messages`` from ``sizes()``, read at every scrape.

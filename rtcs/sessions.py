@@ -12,6 +12,13 @@ Delivery is one function call per recipient that splices the recipient's
 (``rtcs.protocol.codec.message_tail``), appends it to the replay buffer and
 hands the bytes to the sink: no actor message and no JSON encode per
 recipient.
+
+Delivery receipts (docs/protocol.md "Delivery receipts") are per-session
+state too (:class:`Receipts`), created by the first subscription made with
+receipts: a session without one pays a single attribute test per delivery.
+Which messages need a receipt, the cumulative ``received``, the redelivery
+rounds and the resume rules are decided here; the connection actor owns the
+one timer of a session and writes what these methods return.
 """
 
 from __future__ import annotations
@@ -25,8 +32,9 @@ import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
+from rtcs.backends.base import ReceiptState
 from rtcs.protocol.codec import tail_target, with_seq
 from rtcs.protocol.topics import matches
 
@@ -133,6 +141,194 @@ class _Tracked(set[str]):
             self._changed()
 
 
+class _Subscriptions(_Tracked):
+    """A session's subscriptions: a pattern that goes stops needing receipts
+    too (docs/protocol.md "Delivery receipts"), before the change is told."""
+
+    __slots__ = ()
+
+    def _gone(self, pattern: str) -> None:
+        session = self._session()
+        if session is not None and session.receipts is not None:
+            session.receipts_off(pattern)
+
+    def discard(self, item: object) -> None:
+        if item in self:
+            set.discard(self, item)
+            self._gone(str(item))
+            self._changed()
+
+    def remove(self, item: str) -> None:
+        set.remove(self, item)
+        self._gone(item)
+        self._changed()
+
+    def clear(self) -> None:
+        if self:
+            gone = list(self)
+            set.clear(self)
+            for pattern in gone:
+                self._gone(pattern)
+            self._changed()
+
+
+# -- delivery receipts (docs/protocol.md "Delivery receipts") ----------------------------
+
+#: Why a message stopped being redelivered without its receipt
+#: (``rtcs_receipts_given_up_total{reason}``): out of redeliveries, or pushed
+#: out of the replay buffer (nothing left to redeliver it from).
+GIVE_UP_REASONS = ("attempts", "evicted")
+
+#: A session's redelivery rounds are at least this fraction of
+#: ``session.receipt_timeout`` apart: messages falling due close together are
+#: redelivered together, so a client that stopped acknowledging costs one
+#: timer per tenth of the timeout, not one per message.
+ROUND_FRACTION = 0.1
+
+
+class Redelivery(NamedTuple):
+    """What one redelivery round (``Session.redeliver``) did."""
+
+    written: int
+    given_up: int
+
+
+class ReceiptCounts:
+    """Node-wide delivery-receipt figures, kept up to date by the sessions and
+    read by the metrics when scraped: ``pending`` (unacknowledged messages
+    that need a receipt), ``redeliveries`` and ``given_up`` (by reason)."""
+
+    __slots__ = ("given_up", "pending", "redeliveries")
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.redeliveries = 0
+        self.given_up: dict[str, int] = dict.fromkeys(GIVE_UP_REASONS, 0)
+
+
+class _Unacked:
+    """A delivered message still awaiting its receipt."""
+
+    __slots__ = ("redeliveries", "sent_at")
+
+    def __init__(self, sent_at: float | None, redeliveries: int = 0) -> None:
+        # When it was last written on the current connection; None: not yet
+        # (detached, or waiting behind a replay).
+        self.sent_at = sent_at
+        self.redeliveries = redeliveries
+
+
+class Receipts:
+    """The delivery-receipt state of one session.
+
+    ``patterns`` are its subscriptions made with ``"receipts": true``.
+    ``unacked`` maps the ``seq`` of every delivered message that needs a
+    receipt and has none yet to its :class:`_Unacked`, in ``seq`` order. Every
+    key is in the session's replay buffer: a message pushed out of it is given
+    up (counted ``evicted``), so ``unacked`` is bounded by the buffer.
+
+    While a connection is attached, the connection actor wires ``clock`` and
+    ``arm`` (``arm(delay)`` schedules the session's one redelivery timer; at
+    most one is armed: ``armed``) and the settings ``timeout`` and
+    ``attempts``; :meth:`unwire` undoes it when the connection goes.
+    """
+
+    __slots__ = (
+        "arm",
+        "armed",
+        "attempts",
+        "clock",
+        "counts",
+        "patterns",
+        "timeout",
+        "unacked",
+    )
+
+    def __init__(self, counts: ReceiptCounts) -> None:
+        self.patterns: set[str] = set()
+        self.unacked: OrderedDict[int, _Unacked] = OrderedDict()
+        self.counts = counts
+        self.clock: Callable[[], float] | None = None
+        self.arm: Callable[[float], None] | None = None
+        self.armed = False
+        self.timeout = 5.0
+        self.attempts = 3
+
+    def wire(
+        self,
+        clock: Callable[[], float],
+        arm: Callable[[float], None],
+        timeout: float,
+        attempts: int,
+    ) -> None:
+        """Attached: redeliveries are timed with ``clock`` and ``arm`` (see the class)."""
+        self.clock, self.arm = clock, arm
+        self.timeout, self.attempts = timeout, attempts
+        self.armed = False
+
+    def unwire(self) -> None:
+        """Detached: no clock, no timer (the one armed is the gone connection's)."""
+        self.clock = self.arm = None
+        self.armed = False
+
+    def arm_in(self, delay: float) -> None:
+        """Arm the redelivery timer ``delay`` seconds from now, unless one is armed."""
+        arm = self.arm
+        if self.armed or arm is None:
+            return
+        self.armed = True
+        arm(delay)
+
+    def add(self, seq: int, sent_at: float | None, redeliveries: int = 0) -> None:
+        """``seq`` needs a receipt (the newest such message)."""
+        self.unacked[seq] = _Unacked(sent_at, redeliveries)
+        self.counts.pending += 1
+
+    def drop(self, seq: int) -> None:
+        """``seq`` no longer needs a receipt."""
+        if self.unacked.pop(seq, None) is not None:
+            self.counts.pending -= 1
+
+    def give_up(self, seq: int, reason: str) -> None:
+        """Stop waiting for the receipt of ``seq``, counted under ``reason``."""
+        if self.unacked.pop(seq, None) is not None:
+            self.counts.pending -= 1
+            self.counts.given_up[reason] += 1
+
+    def acknowledge(self, seq: int) -> int:
+        """A cumulative receipt: every message up to ``seq`` arrived. Returns how
+        many were awaiting theirs."""
+        unacked = self.unacked
+        done = 0
+        while unacked and next(iter(unacked)) <= seq:
+            unacked.popitem(last=False)
+            done += 1
+        self.counts.pending -= done
+        return done
+
+    def evict_before(self, first: int) -> None:
+        """The replay buffer starts at ``first`` now: give up on what left it."""
+        unacked = self.unacked
+        while unacked:
+            seq = next(iter(unacked))
+            if seq >= first:
+                return
+            self.give_up(seq, "evicted")
+
+    def clear(self) -> None:
+        """Forget every pending receipt (the session is gone)."""
+        self.counts.pending -= len(self.unacked)
+        self.unacked.clear()
+
+    def state(self, seq: int) -> ReceiptState:
+        """What is kept with the session for resume (``seq``: the session's)."""
+        return ReceiptState(
+            patterns=tuple(sorted(self.patterns)),
+            unacked=tuple((s, entry.redeliveries) for s, entry in self.unacked.items()),
+            upto=seq,
+        )
+
+
 #: The replay buffer of a session that has buffered nothing yet: shared and
 #: empty (``maxlen`` 0), so an idle session costs no deque of its own. It is
 #: never appended to: :meth:`Session.writable_buffer` replaces it first.
@@ -157,6 +353,7 @@ class Session:
         "mirror",
         "on_change",
         "publish_ids",
+        "receipts",
         "roles",
         "rooms",
         "seq",
@@ -173,7 +370,7 @@ class Session:
         # The replay buffer, created at the first message (NO_BUFFER until then).
         self.buffer: deque[tuple[int, bytes]] = NO_BUFFER
         self.capacity = buffer_size
-        self.subscriptions: set[str] = _Tracked(self)
+        self.subscriptions: set[str] = _Subscriptions(self)
         self.rooms: set[str] = _Tracked(self)
         self.sink: Sink | None = None
         self.connection_id: str | None = None
@@ -189,6 +386,8 @@ class Session:
         self.on_change: Callable[[Session], None] | None = None
         # Publish ids this session used on this node: key -> when (oldest first).
         self.publish_ids: OrderedDict[str, float] | None = None
+        # Delivery receipts: None until a subscription is made with receipts.
+        self.receipts: Receipts | None = None
 
     def __repr__(self) -> str:
         return f"<Session {self.id} user={self.user!r} seq={self.seq}>"
@@ -207,6 +406,8 @@ class Session:
         mirror = self.mirror
         if mirror is not None:
             mirror(self.id, seq, tail)
+        if self.receipts is not None:
+            self._delivered_with_receipts(seq, tail)
 
     def writable_buffer(self) -> deque[tuple[int, bytes]]:
         """The session's own replay buffer, created now if it had none."""
@@ -248,6 +449,218 @@ class Session:
         on_change = self.on_change
         if on_change is not None:
             on_change(self)
+
+    # -- delivery receipts (docs/protocol.md "Delivery receipts") -----------------------
+
+    def needs_receipt(self, tail: bytes) -> bool:
+        """Whether a message (its tail) needs a receipt: a topic message matched
+        by a subscription of the session made with receipts."""
+        receipts = self.receipts
+        if receipts is None or not tail.startswith(b'"topic":'):
+            return False
+        target = tail_target(tail)
+        if target is None:
+            return False
+        topic, subscriptions = target[1], self.subscriptions
+        return any(p in subscriptions and matches(p, topic) for p in receipts.patterns)
+
+    def _delivered_with_receipts(self, seq: int, tail: bytes) -> None:
+        receipts = self.receipts
+        if receipts is None:
+            return
+        buffer = self.buffer
+        if receipts.unacked:
+            receipts.evict_before(buffer[0][0] if buffer else seq + 1)
+        if not self.needs_receipt(tail):
+            return
+        if not buffer or buffer[-1][0] != seq:
+            # No replay buffer (``session.replay_buffer = 0``): nothing to
+            # redeliver it from.
+            receipts.counts.given_up["evicted"] += 1
+            return
+        clock = receipts.clock
+        if clock is not None and self.sink is not None and not self.holding:
+            receipts.add(seq, clock())
+            receipts.arm_in(receipts.timeout)
+        else:
+            receipts.add(seq, None)  # written later: by a replay, or after a resume
+
+    def want_receipts(self, pattern: str, on: bool, counts: ReceiptCounts) -> bool:
+        """Turn receipts on or off for the subscription ``pattern`` (the latest
+        ``subscribe`` of a pattern decides). Returns True when that changed.
+
+        Receipts on: from now on, its messages need receipts (earlier ones do
+        not). Off: its pending messages no longer need one unless another
+        receipt subscription matches them.
+        """
+        receipts = self.receipts
+        if on:
+            if receipts is None:
+                receipts = self.receipts = Receipts(counts)
+            if pattern in receipts.patterns:
+                return False
+            receipts.patterns.add(pattern)
+            return True
+        if receipts is None or pattern not in receipts.patterns:
+            return False
+        self.receipts_off(pattern)
+        return True
+
+    def receipts_off(self, pattern: str) -> None:
+        """``pattern`` is no receipt subscription any more (unsubscribed, or
+        subscribed again without receipts): what only it required is dropped."""
+        receipts = self.receipts
+        if receipts is None or pattern not in receipts.patterns:
+            return
+        receipts.patterns.discard(pattern)
+        if receipts.unacked:
+            tails = dict(self.buffer)
+            for seq in list(receipts.unacked):
+                if not self.needs_receipt(tails.get(seq) or b""):
+                    receipts.drop(seq)
+        if not receipts.patterns and not receipts.unacked and not receipts.armed:
+            self.receipts = None  # back to the one-test delivery
+
+    def acknowledge(self, seq: int) -> None:
+        """A ``received`` with ``seq`` (cumulative; the caller checked that it is
+        not ahead of the session's ``seq``)."""
+        receipts = self.receipts
+        if receipts is not None and receipts.unacked:
+            receipts.acknowledge(seq)
+
+    def receipts_sent(self, now: float) -> None:
+        """Everything awaiting a receipt that was not written on this connection
+        yet has been now (a replay finished, or a resume needed none)."""
+        receipts = self.receipts
+        if receipts is None:
+            return
+        stamped = False
+        for entry in receipts.unacked.values():
+            if entry.sent_at is None:
+                entry.sent_at = now
+                stamped = True
+        if stamped:
+            receipts.arm_in(receipts.timeout)
+
+    def resume_receipts(self, last_seq: int, now: float) -> list[tuple[int, bytes]]:
+        """A resume after ``last_seq``: the messages up to ``last_seq`` still
+        awaiting a receipt, in order, to be written again now (marked
+        redelivered, before the replay).
+
+        Each counts as a redelivery; one that has had ``attempts`` already is
+        given up instead. Messages after ``last_seq`` are replayed as usual and
+        their timeout starts once the replay is done (:meth:`receipts_sent`).
+        """
+        receipts = self.receipts
+        if receipts is None or not receipts.unacked:
+            return []
+        tails = dict(self.buffer)
+        again: list[tuple[int, bytes]] = []
+        for seq, entry in list(receipts.unacked.items()):
+            if seq > last_seq:
+                entry.sent_at = None
+                continue
+            tail = tails.get(seq)
+            if tail is None:
+                receipts.give_up(seq, "evicted")
+            elif not tail:
+                receipts.drop(seq)  # withheld: never replayed again
+            elif entry.redeliveries >= receipts.attempts:
+                receipts.give_up(seq, "attempts")
+            else:
+                entry.redeliveries += 1
+                entry.sent_at = now
+                again.append((seq, tail))
+        receipts.counts.redeliveries += len(again)
+        if again:
+            receipts.arm_in(receipts.timeout)
+        return again
+
+    def redeliver(self, now: float, write: Callable[[int, bytes], bool]) -> Redelivery:
+        """The redelivery timer fired: write again, in ``seq`` order, every
+        message whose receipt is ``receipts.timeout`` overdue; give up on those
+        redelivered ``receipts.attempts`` times already. Returns how many were
+        written and given up.
+
+        ``write(seq, tail)`` writes one (marked redelivered); False: not now
+        (the outbox is full or a replay runs), so the rest waits for the next
+        round. The next round is armed for the next message falling due, but
+        no sooner than a tenth of the timeout from now.
+        """
+        receipts = self.receipts
+        if receipts is None:
+            return Redelivery(0, 0)
+        receipts.armed = False
+        timeout, written, given_up = receipts.timeout, 0, 0
+        tails: dict[int, bytes] | None = None
+        next_due: float | None = None
+        writing = True
+        for seq, entry in list(receipts.unacked.items()):
+            sent_at = entry.sent_at
+            if sent_at is None:
+                continue  # not written on this connection yet
+            due = sent_at + timeout
+            if due > now:
+                next_due = due if next_due is None else min(next_due, due)
+                continue
+            if entry.redeliveries >= receipts.attempts:
+                receipts.give_up(seq, "attempts")
+                given_up += 1
+                continue
+            if tails is None:
+                tails = dict(self.buffer)
+            tail = tails.get(seq)
+            if tail is None:
+                receipts.give_up(seq, "evicted")
+                given_up += 1
+            elif not tail:
+                receipts.drop(seq)  # withheld after a role downgrade
+            elif writing and write(seq, tail):
+                entry.sent_at = now
+                entry.redeliveries += 1
+                written += 1
+                due = now + timeout  # its next round
+                next_due = due if next_due is None else min(next_due, due)
+            else:
+                writing = False
+                next_due = now  # still due: the next round
+        receipts.counts.redeliveries += written
+        if next_due is not None:
+            receipts.arm_in(max(next_due - now, timeout * ROUND_FRACTION))
+        elif not receipts.patterns and not receipts.unacked:
+            self.receipts = None
+        return Redelivery(written, given_up)
+
+    def receipt_state(self) -> ReceiptState | None:
+        """The receipts kept with a saved session, or None without any."""
+        receipts = self.receipts
+        if receipts is None or not receipts.patterns:
+            return None
+        return receipts.state(self.seq)
+
+    def restore_receipts(self, state: ReceiptState, counts: ReceiptCounts) -> None:
+        """Take up the receipts of a session restored from the shared store.
+
+        Call once the buffer and subscriptions are restored: a pending message
+        no longer buffered is given up (``evicted``), and buffered messages
+        delivered after the state was taken (``state.upto``) are checked
+        against the receipt subscriptions. Nothing counts as written on the
+        new connection yet.
+        """
+        if not state.patterns:
+            return
+        receipts = self.receipts = Receipts(counts)
+        receipts.patterns.update(state.patterns)
+        tails = dict(self.buffer)
+        for seq, redeliveries in sorted(state.unacked):
+            tail = tails.get(seq)
+            if tail is None:
+                counts.given_up["evicted"] += 1
+            elif tail:
+                receipts.add(seq, None, redeliveries)
+        for seq, tail in self.buffer:
+            if seq > state.upto and seq not in receipts.unacked and self.needs_receipt(tail):
+                receipts.add(seq, None)
 
     def withhold(
         self,
@@ -319,6 +732,8 @@ class SessionRegistry:
 
     def __init__(self, buffer_size: int) -> None:
         self.buffer_size = buffer_size
+        #: Delivery-receipt figures of every session here (the metrics read them).
+        self.receipt_counts = ReceiptCounts()
         self._new_id = SessionIds()
         self._sessions: dict[str, Session] = {}
         self._by_connection: dict[str, Session] = {}
@@ -371,6 +786,8 @@ class SessionRegistry:
         session.mirror = None
         session.on_change = None
         session.detached_at = now
+        if session.receipts is not None:
+            session.receipts.unwire()
         self._detached.pop(session.id, None)
         self._detached[session.id] = session
 
@@ -385,6 +802,7 @@ class SessionRegistry:
         subscriptions: Iterable[str],
         rooms: Iterable[str],
         now: float,
+        receipts: ReceiptState | None = None,
     ) -> Session:
         """Register a session resumed from another node's snapshot (detached)."""
         session = self.create(user, roles, session_id)
@@ -394,6 +812,8 @@ class SessionRegistry:
         session.writable_buffer().extend(buffer)
         session.subscriptions.update(subscriptions)
         session.rooms.update(rooms)
+        if receipts is not None:
+            session.restore_receipts(receipts, self.receipt_counts)
         return session
 
     def restore_snapshot(
@@ -409,12 +829,15 @@ class SessionRegistry:
             subscriptions=snapshot.subscriptions,
             rooms=snapshot.rooms,
             now=now,
+            receipts=snapshot.receipts,
         )
 
     def remove(self, session: Session) -> None:
         """Forget a session entirely (expired, or replaced)."""
         if session.sink is not None:
             self.detach(session, 0.0)
+        if session.receipts is not None:
+            session.receipts.clear()  # expired with it, or moved with its record
         self._detached.pop(session.id, None)
         self._sessions.pop(session.id, None)
 
@@ -482,12 +905,15 @@ class ResumePlan:
 
     ``previous`` is the sink still attached to the session on a take-over
     (the client reconnected before its old socket was noticed gone).
+    ``last_seq`` is the client's, for a resume (delivery receipts: what
+    awaits a receipt up to it is redelivered, ``Session.resume_receipts``).
     """
 
     verdict: ResumeVerdict
     session: Session | None = None
     replay: tuple[tuple[int, bytes], ...] = ()
     previous: Sink | None = None
+    last_seq: int = 0
 
     @property
     def resumed(self) -> bool:
@@ -544,5 +970,5 @@ def _replayable(session: Session, last_seq: int) -> ResumePlan:
     if replay is None:
         return ResumePlan(ResumeVerdict.TOO_OLD)
     if session.sink is not None:
-        return ResumePlan(ResumeVerdict.TAKE_OVER, session, tuple(replay), session.sink)
-    return ResumePlan(ResumeVerdict.RESUME, session, tuple(replay))
+        return ResumePlan(ResumeVerdict.TAKE_OVER, session, tuple(replay), session.sink, last_seq)
+    return ResumePlan(ResumeVerdict.RESUME, session, tuple(replay), last_seq=last_seq)

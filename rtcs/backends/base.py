@@ -167,6 +167,24 @@ def shard_key(kind: EnvelopeKind, target: str) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class ReceiptState:
+    """A session's delivery receipts, kept with it for resume (docs/protocol.md
+    "Delivery receipts").
+
+    ``patterns`` are its subscriptions made with receipts. ``unacked`` holds
+    ``(seq, redeliveries)`` of each delivered message still awaiting a
+    receipt, in ``seq`` order. ``upto`` is the session's ``seq`` when this was
+    taken: buffered messages after it were delivered since (appended to a
+    stored session's buffer), and whether they need a receipt is decided
+    again from ``patterns`` when the session is restored.
+    """
+
+    patterns: tuple[str, ...] = ()
+    unacked: tuple[tuple[int, int], ...] = ()
+    upto: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class SessionSnapshot:
     """A session kept for resume: detached, or attached and mirrored
     (``session.crash_safe``).
@@ -175,7 +193,8 @@ class SessionSnapshot:
     holds ``(seq, tail)`` of the last messages, oldest first, at most the
     replay buffer size. ``node`` is the node that owns the stored record
     (the one that saved it); only that node may append to it or save it
-    again without ``take_over``.
+    again without ``take_over``. ``receipts`` is None for a session without
+    delivery receipts (every session saved by a release before them).
     """
 
     session_id: str
@@ -185,6 +204,7 @@ class SessionSnapshot:
     seq: int
     buffer: tuple[tuple[int, bytes], ...]
     node: str
+    receipts: ReceiptState | None = None
 
 
 def check_ttl(ttl: float) -> float:

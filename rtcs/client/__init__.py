@@ -25,6 +25,13 @@ already handed on, so the application sees every message once, in order. On
 ``resumed: false`` the events carry :class:`SessionLost` (the gap is said,
 never hidden), and the client subscribes to and joins again everything it had.
 
+**Delivery receipts.** ``subscribe(topic, receipts=True)``: a message the
+application took from :meth:`Client.messages` is acknowledged to rtcs with a
+cumulative ``received`` frame (coalesced: ``receipt_delay``,
+``receipt_batch``), and rtcs sends again, marked ``redelivered``, what stays
+unacknowledged; a copy of a message the client holds is dropped by ``seq``
+and acknowledged again (docs/protocol.md, "Delivery receipts").
+
 **Requests in flight when the connection drops.** ``subscribe``,
 ``unsubscribe``, ``join``, ``leave``, ``presence`` and ``ping`` are resent on
 the next connection (serving them twice changes nothing). ``publish`` is

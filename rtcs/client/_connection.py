@@ -8,8 +8,14 @@ One task (``_run``) owns the connection: it connects, reads the ``welcome``,
 then runs a reader (every frame: replies to the pending requests, messages to
 the inbox, the rest to the events) next to a setup step (re-subscribing after
 a lost session, sending the requests that wait, then opening the gate for new
-ones) and a token-refresh timer, until the socket ends; then it decides from
-the close code whether and when to reconnect.
+ones), a token-refresh timer and the delivery-receipt sender, until the socket
+ends; then it decides from the close code whether and when to reconnect.
+
+Delivery receipts (docs/protocol.md "Delivery receipts"): the inbox holds
+each message with the session epoch it arrived in; when the application
+takes one from :meth:`Client.messages`, its ``seq`` becomes the one to
+acknowledge, and the sender writes one cumulative ``received`` for what was
+taken within ``receipt_delay`` (at once after ``receipt_batch`` messages).
 """
 
 from __future__ import annotations
@@ -127,6 +133,25 @@ class _Pending:
     first_sent: float | None = None
 
 
+class _Messages:
+    """What :meth:`Client.messages` returns: the inbox, read by the
+    application, each message taken noted for delivery receipts."""
+
+    __slots__ = ("_client",)
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def __aiter__(self) -> _Messages:
+        return self
+
+    async def __anext__(self) -> Message:
+        client = self._client
+        epoch, message = await client._inbox.get()
+        client._took(epoch, message)
+        return message
+
+
 class _Retry(Exception):
     """A connection attempt failed in a way worth another attempt."""
 
@@ -191,6 +216,8 @@ class Client:
         max_queue: int = 10_000,
         max_events: int = 1_000,
         dedup_window: float = 60.0,
+        receipt_delay: float = 0.05,
+        receipt_batch: int = 100,
         ping_interval: float | None = 20.0,
         ping_timeout: float | None = 20.0,
         additional_headers: Mapping[str, str] | None = None,
@@ -218,6 +245,10 @@ class Client:
             max_events: events kept for :meth:`events`; the oldest go first.
             dedup_window: the server's ``limits.dedup_window``: a publish whose
                 connection dropped is resent (same id) only within it.
+            receipt_delay: seconds a delivery receipt waits for more messages
+                to be taken, so one ``received`` covers them all (with
+                subscriptions made with ``receipts=True``).
+            receipt_batch: messages taken after which the receipt goes at once.
             ping_interval, ping_timeout: WebSocket keepalive (None: off).
             additional_headers: more handshake headers (never ``Authorization``).
             ssl: the TLS context for ``wss://`` URLs (default: the system's).
@@ -237,7 +268,11 @@ class Client:
                 raise ValueError("token must not be empty")
         elif not callable(token):
             raise TypeError(f"token must be a str or a callable, not {type(token).__name__}")
-        for name, value in (("max_message_size", max_message_size), ("max_queue", max_queue)):
+        for name, value in (
+            ("max_message_size", max_message_size),
+            ("max_queue", max_queue),
+            ("receipt_batch", receipt_batch),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
         if isinstance(max_events, bool) or not isinstance(max_events, int) or max_events < 1:
@@ -254,6 +289,8 @@ class Client:
         self._close_timeout = _positive("close_timeout", close_timeout)
         self._refresh_margin = _positive("refresh_margin", refresh_margin)
         self._dedup_window = _positive("dedup_window", dedup_window)
+        self._receipt_delay = _positive("receipt_delay", receipt_delay)
+        self._receipt_batch = receipt_batch
         self._max_message_size = max_message_size
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
@@ -266,9 +303,23 @@ class Client:
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self._seq = SeqTracker()
-        self._inbox: Mailbox[Message] = Mailbox(max_queue)
+        # Messages with the session epoch they arrived in (a lost session
+        # starts a new epoch: what the old one left in the inbox is never
+        # acknowledged to the new session).
+        self._inbox: Mailbox[tuple[int, Message]] = Mailbox(max_queue)
+        self._messages = _Messages(self)
         self._events: Mailbox[Event] = Mailbox(max_events, drop_oldest=True)
         self._subscriptions: dict[str, None] = {}  # ordered sets
+        # Delivery receipts: the subscriptions made with them, the session
+        # epoch, the highest seq the application took and the highest sent
+        # in a ``received`` on this connection.
+        self._receipt_topics: set[str] = set()
+        self._epoch = 0
+        self._taken = 0
+        self._acked = 0
+        self._ack_again = False  # a redelivered duplicate: acknowledge even if sent
+        self._ack_wanted = asyncio.Event()
+        self._ack_now = asyncio.Event()
         self._rooms: dict[str, None] = {}
         self._welcome: Welcome | None = None
         self._degraded = False
@@ -382,6 +433,11 @@ class Client:
         return frozenset(self._subscriptions)
 
     @property
+    def receipt_subscriptions(self) -> frozenset[str]:
+        """The subscriptions made with ``receipts=True``."""
+        return frozenset(self._receipt_topics)
+
+    @property
     def rooms(self) -> frozenset[str]:
         """The rooms joined (re-joined after a lost session)."""
         return frozenset(self._rooms)
@@ -401,9 +457,10 @@ class Client:
         it goes on with the new session's messages. It ends when the
         application closes the client, or raises the
         :class:`~rtcs.client.ClientClosed` subclass the client stopped with,
-        after the buffered messages.
+        after the buffered messages. With receipt subscriptions, a message
+        taken from here counts as received (the next ``received`` covers it).
         """
-        return self._inbox
+        return self._messages
 
     def events(self) -> AsyncIterator[Event]:
         """What happens to the connection, as typed events, ending with :class:`Stopped`.
@@ -414,10 +471,16 @@ class Client:
 
     # ------------------------------------------------------------ requests
 
-    async def subscribe(self, topic: str, *, timeout: float | None = None) -> Subscribed:
+    async def subscribe(
+        self, topic: str, *, receipts: bool = False, timeout: float | None = None
+    ) -> Subscribed:
         """Subscribe to a topic or pattern (``chat.*``, ``chat.>``).
 
         The subscription is remembered and restored if the session is lost.
+        With ``receipts=True`` the client acknowledges its messages once the
+        application took them from :meth:`messages`, and rtcs sends again
+        those it does not hear about (docs/protocol.md "Delivery receipts").
+        Subscribing again to the same pattern sets ``receipts`` anew.
 
         Raises:
             BadTopic: not a valid topic or pattern.
@@ -425,8 +488,15 @@ class Client:
             LimitExceeded: too many subscriptions.
             RequestTimeout, ClientClosed, RateLimited: as every request.
         """
-        frame = await self._call({"type": "subscribe", "topic": topic}, timeout)
+        request: dict[str, Any] = {"type": "subscribe", "topic": topic}
+        if receipts:
+            request["receipts"] = True
+        frame = await self._call(request, timeout)
         self._subscriptions[topic] = None
+        if receipts:
+            self._receipt_topics.add(topic)
+        else:
+            self._receipt_topics.discard(topic)
         return Subscribed.from_frame(frame)
 
     async def unsubscribe(self, topic: str, *, timeout: float | None = None) -> Unsubscribed:
@@ -438,6 +508,7 @@ class Client:
         """
         frame = await self._call({"type": "unsubscribe", "topic": topic}, timeout)
         self._subscriptions.pop(topic, None)
+        self._receipt_topics.discard(topic)
         return Unsubscribed.from_frame(frame)
 
     async def publish(self, topic: str, data: Any, *, timeout: float | None = None) -> Ack:
@@ -838,13 +909,14 @@ class Client:
         reader = asyncio.create_task(self._read(ws), name="rtcs.client.read")
         setup = asyncio.create_task(self._setup(ws, session_lost), name="rtcs.client.setup")
         refresh = asyncio.create_task(self._refresh(ws), name="rtcs.client.refresh")
+        receipts = asyncio.create_task(self._acknowledge(ws), name="rtcs.client.receipts")
         try:
             await reader
         finally:
             self._ws = None
-            for task in (setup, refresh, reader):
+            for task in (setup, refresh, receipts, reader):
                 task.cancel()
-            for task in (setup, refresh, reader):
+            for task in (setup, refresh, receipts, reader):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         code, reason = _close_info(ws)
@@ -867,6 +939,12 @@ class Client:
             )
             self._emit(SessionLost(previous.session_id, welcome.session_id, self._seq.last))
             self._seq.reset()
+            self._epoch += 1
+            self._taken = 0
+        # A new connection: a receipt sent on the last one may be lost.
+        self._acked = 0
+        if self._taken and self._receipt_topics:
+            self._ack_wanted.set()
         self._after_welcome(resumed=not lost)
         self._welcome = welcome
         self._emit(
@@ -930,12 +1008,17 @@ class Client:
                 await asyncio.sleep(_RESTORE_PAUSE)
         log.warning("rtcs client could not restore %d subscription(s) or room(s)", len(work))
 
-    @staticmethod
-    def _restore_frame(kind: str, name: str) -> dict[str, Any]:
-        return {"type": kind, ("topic" if kind == "subscribe" else "room"): name}
+    def _restore_frame(self, kind: str, name: str) -> dict[str, Any]:
+        if kind == "subscribe":
+            frame: dict[str, Any] = {"type": kind, "topic": name}
+            if name in self._receipt_topics:
+                frame["receipts"] = True
+            return frame
+        return {"type": kind, "room": name}
 
     def _dropped(self, kind: str, name: str, reason: str) -> None:
         if kind == "subscribe":
+            self._receipt_topics.discard(name)
             if self._subscriptions.pop(name, False) is None:
                 self._emit(SubscriptionDropped(name, reason))
         elif self._rooms.pop(name, False) is None:
@@ -958,7 +1041,11 @@ class Client:
         if kind == "message":
             message = Message.from_frame(frame)
             if message.seq <= 0 or self._seq.accept(message.seq):
-                await self._inbox.put(message)
+                await self._inbox.put((self._epoch, message))
+            elif message.redelivered:
+                # Held already: its receipt was lost or is not sent yet.
+                self._ack_again = True
+                self._ack_wanted.set()
             return
         rid = frame.get("id")
         if rid is not None and (kind in _REPLIES or kind == "error"):
@@ -988,6 +1075,40 @@ class Client:
                 self._dropped(what, name, reason if isinstance(reason, str) else "dropped")
         elif kind == "error":
             log.warning("rtcs client got an error without id: %s", frame.get("code"))
+
+    # --------------------------------------------------- delivery receipts
+
+    def _took(self, epoch: int, message: Message) -> None:
+        """The application took ``message`` from :meth:`messages`."""
+        if epoch != self._epoch or message.seq <= self._taken:
+            return
+        self._taken = message.seq
+        if self._receipt_topics:
+            self._ack_wanted.set()
+            if self._taken - self._acked >= self._receipt_batch:
+                self._ack_now.set()
+
+    async def _acknowledge(self, ws: ClientConnection) -> None:
+        """Send what the application took as cumulative ``received`` frames on
+        ``ws``: one per ``receipt_delay`` at most, unless ``receipt_batch``
+        messages wait."""
+        while True:
+            await self._ack_wanted.wait()
+            if not self._ack_now.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._receipt_delay):
+                        await self._ack_now.wait()
+            self._ack_wanted.clear()
+            self._ack_now.clear()
+            seq = self._taken
+            if seq <= 0 or (seq <= self._acked and not self._ack_again):
+                continue
+            self._ack_again = False
+            self._acked = seq
+            if ws.state is not State.OPEN:
+                return
+            with contextlib.suppress(ConnectionClosed):  # the run loop handles the drop
+                await ws.send(encode({"type": "received", "seq": seq}, self._max_message_size))
 
     # -------------------------------------------------------------- tokens
 

@@ -181,6 +181,10 @@ class SessionSettings:
     # Mirror attached sessions to the shared store too (one store write per
     # delivery, batched), so they survive the crash of their instance.
     crash_safe: bool = False
+    # Delivery receipts (docs/protocol.md "Delivery receipts"): seconds without
+    # a receipt before a message is redelivered, and how many times it is.
+    receipt_timeout: float = 5.0
+    receipt_attempts: int = 3
 
 
 @dataclass(frozen=True, slots=True)

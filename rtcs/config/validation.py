@@ -46,6 +46,8 @@ _HMAC_MIN_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 _LIMITS_MAY_BE_ZERO = frozenset({"batch_window_ms"})
 #: The longest write-coalescing window, in milliseconds.
 MAX_BATCH_WINDOW_MS = 1000.0
+#: The most redeliveries of one message (``session.receipt_attempts``).
+MAX_RECEIPT_ATTEMPTS = 1000
 
 
 def validate(
@@ -153,6 +155,13 @@ def validate(
     positive("session.ttl", s.session.ttl)
     non_negative("session.replay_buffer", s.session.replay_buffer)
     positive("session.reap_interval", s.session.reap_interval)
+    positive("session.receipt_timeout", s.session.receipt_timeout)
+    if not 0 <= s.session.receipt_attempts <= MAX_RECEIPT_ATTEMPTS:
+        fail(
+            "session.receipt_attempts",
+            s.session.receipt_attempts,
+            f"must be between 0 and {MAX_RECEIPT_ATTEMPTS}",
+        )
     for key in ("interval", "timeout", "idle_after"):
         positive(f"heartbeat.{key}", getattr(s.heartbeat, key))
 

@@ -35,6 +35,7 @@ from rtcs.protocol.frames import (
     Ping,
     PresenceQuery,
     Publish,
+    Received,
     RequestId,
     Send,
     ServerFrame,
@@ -57,6 +58,7 @@ __all__ = [
     "encode_welcome",
     "message_tail",
     "with_seq",
+    "with_seq_redelivered",
 ]
 
 DEFAULT_MAX_DEPTH = 32
@@ -212,7 +214,11 @@ def _decode_auth(obj: dict[str, Any], rid: RequestId) -> Auth:
 
 
 def _decode_subscribe(obj: dict[str, Any], rid: RequestId) -> Subscribe:
-    return Subscribe(rid, _topic(obj, rid, pattern=True))
+    topic = _topic(obj, rid, pattern=True)
+    receipts = _optional(obj, "receipts")
+    if receipts is not None and type(receipts) is not bool:
+        raise BadRequest("'receipts' must be a boolean", request_id=rid)
+    return Subscribe(rid, topic, receipts is True)
 
 
 def _decode_unsubscribe(obj: dict[str, Any], rid: RequestId) -> Unsubscribe:
@@ -285,6 +291,13 @@ def _decode_ping(obj: dict[str, Any], rid: RequestId) -> Ping:
     return Ping(rid)
 
 
+def _decode_received(obj: dict[str, Any], rid: RequestId) -> Received:
+    seq = _field(obj, "seq", rid)
+    if type(seq) is not int or not 0 <= seq <= MAX_SEQ:
+        raise BadRequest("'seq' must be an integer >= 0", request_id=rid)
+    return Received(rid, seq)
+
+
 _DECODERS: dict[str, Callable[[dict[str, Any], RequestId], Command]] = {
     Auth.TYPE: _decode_auth,
     Subscribe.TYPE: _decode_subscribe,
@@ -296,6 +309,7 @@ _DECODERS: dict[str, Callable[[dict[str, Any], RequestId], Command]] = {
     Broadcast.TYPE: _decode_broadcast,
     PresenceQuery.TYPE: _decode_presence,
     Ping.TYPE: _decode_ping,
+    Received.TYPE: _decode_received,
 }
 assert tuple(_DECODERS) == CLIENT_FRAME_TYPES, "a client frame without a decoder"
 
@@ -464,6 +478,12 @@ def tail_target(tail: bytes) -> tuple[str, str] | None:
 def with_seq(seq: int, tail: bytes) -> bytes:
     """Splice a recipient's ``seq`` in front of a ``message_tail``: the full ``message`` frame."""
     return b'{"type":"message","seq":%d,%b' % (seq, tail)
+
+
+def with_seq_redelivered(seq: int, tail: bytes) -> bytes:
+    """``with_seq`` for a message delivered again for want of a receipt:
+    the frame carries ``"redelivered":true`` (docs/protocol.md "Delivery receipts")."""
+    return b'{"type":"message","seq":%d,"redelivered":true,%b' % (seq, tail)
 
 
 def encode_status(degraded: bool, reason: str | None = None) -> bytes:

@@ -46,6 +46,7 @@ __all__ = [
     "Ping",
     "PresenceQuery",
     "Publish",
+    "Received",
     "RequestId",
     "Send",
     "ServerFrame",
@@ -118,12 +119,18 @@ class Auth:
 
 @dataclass(frozen=True, slots=True)
 class Subscribe:
-    """``subscribe``: ``topic`` is a validated topic or pattern."""
+    """``subscribe``: ``topic`` is a validated topic or pattern.
+
+    ``receipts``: the client acknowledges this subscription's messages with
+    ``received`` and rtcs redelivers those it does not (docs/protocol.md
+    "Delivery receipts").
+    """
 
     TYPE: ClassVar[str] = "subscribe"
 
     id: RequestId
     topic: str
+    receipts: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +276,18 @@ class Ping:
     id: RequestId
 
 
+@dataclass(frozen=True, slots=True)
+class Received:
+    """``received``: every message of the session with ``seq`` up to ``seq``
+    reached the client (a cumulative delivery receipt, docs/protocol.md
+    "Delivery receipts"). Never answered; ``seq`` is 0 <= seq < 2**63."""
+
+    TYPE: ClassVar[str] = "received"
+
+    id: RequestId
+    seq: int
+
+
 Command: TypeAlias = (
     Auth
     | Subscribe
@@ -280,6 +299,7 @@ Command: TypeAlias = (
     | Broadcast
     | PresenceQuery
     | Ping
+    | Received
 )
 
 

@@ -36,6 +36,14 @@
  *   verified: the client holds no key) with an `auth` frame on the open
  *   connection, when `token` is a function; every reconnect asks it again.
  * - Surfaces the server's `status` (degraded mode) frames as events.
+ * - Delivery receipts (`subscribe(topic, {receipts: true})`): a message the
+ *   application took from `messages()` (with `maxQueue: 0`, one handed to the
+ *   `message` listeners) is acknowledged with a cumulative `received` frame,
+ *   one per `receiptDelay` ms at most, at once after `receiptBatch` messages.
+ *   A redelivered copy of a message the client holds is dropped and
+ *   acknowledged again; a redelivered message from before what this client
+ *   saw of the session (a new page resuming with `session` and `lastSeq`) is
+ *   handed on, `redelivered: true`.
  *
  * Close codes (`CLOSE_CODES`, `closeAction`): "resume" reconnects and
  * resumes; "later" does the same after at least `laterDelay` ms; "auth"
@@ -647,7 +655,12 @@ const DEFAULTS = Object.freeze({
   maxMessageSize: 65536,
   maxQueue: 10000,
   laterDelay: 5000,
+  receiptDelay: 50,
+  receiptBatch: 100,
 });
+
+/** The session epoch each message arrived in (receipts never cross a lost session). */
+const EPOCHS = new WeakMap();
 
 const RECONNECT_DEFAULTS = Object.freeze({
   initialDelay: 500,
@@ -703,6 +716,10 @@ export class Client extends Emitter {
    * @param {number} [options.maxQueue] messages kept for `messages()`; 0: none (10000)
    * @param {number} [options.laterDelay] minimum ms before reconnecting after a
    *   "later" close code (5000)
+   * @param {number} [options.receiptDelay] ms a delivery receipt waits for more
+   *   messages to be taken, so one `received` covers them (50)
+   * @param {number} [options.receiptBatch] messages taken after which the
+   *   receipt goes at once (100)
    * @param {false|{initialDelay?: number, maxDelay?: number, factor?: number,
    *   maxAttempts?: number, maxElapsed?: number}} [options.reconnect] the
    *   backoff (ms) and give-up policy; false: never reconnect
@@ -738,7 +755,12 @@ export class Client extends Emitter {
       positive(name, opts[name]);
     }
     positive("maxMessageSize", opts.maxMessageSize);
-    for (const name of ["refreshBefore", "maxQueue", "laterDelay"]) nonNegative(name, opts[name]);
+    for (const name of ["refreshBefore", "maxQueue", "laterDelay", "receiptDelay"]) {
+      nonNegative(name, opts[name]);
+    }
+    if (!(Number.isSafeInteger(opts.receiptBatch) && opts.receiptBatch >= 1)) {
+      throw new RangeError(`receiptBatch must be an integer >= 1, not ${opts.receiptBatch}`);
+    }
     this._tokenOption = token;
     this._options = opts;
     if (opts.reconnect === false) {
@@ -778,7 +800,27 @@ export class Client extends Emitter {
     this._authFailures = 0;
     this._handshakeStatus = null;
     this._lastReceived = 0;
-    this._timers = { connect: null, reconnect: null, refresh: null, heartbeat: null };
+    this._timers = {
+      connect: null,
+      reconnect: null,
+      refresh: null,
+      heartbeat: null,
+      receipt: null,
+    };
+    // Delivery receipts: the session epoch (one per session: a lost session
+    // starts the next), the highest seq taken by the application, the highest
+    // sent in a `received` on this connection, whether some subscription asked
+    // for receipts (or the server redelivered: it expects them), the first seq
+    // this client accepted in the session and the redelivered ones before it
+    // that it handed on.
+    this._epoch = 0;
+    this._taken = 0;
+    this._acked = 0;
+    this._ackAgain = false;
+    this._receipts = false;
+    this._receiptsSeen = false;
+    this._firstSeq = null;
+    this._early = new Set();
     this._heartbeatBusy = false;
     this._connectWaiters = [];
     this._closing = null;
@@ -946,6 +988,7 @@ export class Client extends Emitter {
         return queue.take(waiter).then(
           (result) => {
             if (result.done) finished = true;
+            else this._took(result.value);
             return result;
           },
           (err) => {
@@ -968,13 +1011,21 @@ export class Client extends Emitter {
   // -- requests (docs/protocol.md, "Client frames") ----------------------------------
 
   /**
-   * Subscribe to a topic or pattern. Resolves with `subscribed`.
+   * Subscribe to a topic or pattern. Resolves with `subscribed`. With
+   * `receipts: true` the client acknowledges this subscription's messages as
+   * the application takes them, and rtcs sends again those it does not hear
+   * about (docs/protocol.md, "Delivery receipts"); subscribing again to the
+   * same pattern sets `receipts` anew.
    * @param {string} topic
-   * @param {{timeout?: number} & Record<string, unknown>} [options] other
-   *   fields go into the frame (protocol extensions)
+   * @param {{timeout?: number, receipts?: boolean} & Record<string, unknown>} [options]
+   *   other fields go into the frame (protocol extensions)
    */
   async subscribe(topic, options = {}) {
     const { timeout, ...extra } = options;
+    if (extra.receipts !== undefined && typeof extra.receipts !== "boolean") {
+      throw new TypeError(`receipts must be a boolean, not ${typeof extra.receipts}`);
+    }
+    if (extra.receipts === false) delete extra.receipts;
     return this._request("subscribe", { ...extra, topic: text("topic", topic) }, timeout);
   }
 
@@ -1245,6 +1296,7 @@ export class Client extends Emitter {
         break;
       case "unsubscribed":
         this._subscriptions.delete(frame.topic);
+        this._receiptsChanged();
         if (!this._settle(frame) && frame.reason !== undefined) {
           this.emit("unsubscribed", { topic: frame.topic, reason: frame.reason });
         }
@@ -1276,14 +1328,83 @@ export class Client extends Emitter {
     } else if (!this._subscriptions.has(topic)) {
       this._subscriptions.set(topic, {});
     }
+    this._receiptsChanged();
   }
 
   _onMessage(frame) {
-    // Exactly once, in order: a replay may overlap what already arrived.
-    if (typeof frame.seq === "number" && !this._seq.accept(frame.seq)) return;
+    const seq = frame.seq;
+    if (typeof seq === "number") {
+      if (frame.redelivered === true) this._receiptsSeen = true;
+      if (!this._seq.accept(seq)) {
+        // Exactly once, in order: a replay may overlap what already arrived,
+        // and a redelivery may repeat what this client holds. A redelivery
+        // from before anything this client saw of the session is new to it.
+        const early =
+          frame.redelivered === true &&
+          (this._firstSeq === null || seq < this._firstSeq) &&
+          !this._early.has(seq);
+        if (!early) {
+          if (frame.redelivered === true) {
+            this._ackAgain = true;
+            this._wantReceipt(false);
+          }
+          return;
+        }
+        this._early.add(seq);
+      } else if (this._firstSeq === null) {
+        this._firstSeq = seq;
+      }
+    }
     const message = new Message(frame);
+    EPOCHS.set(message, this._epoch);
     this._queue.push(message);
     this.emit("message", message);
+    if (this._options.maxQueue === 0) this._took(message); // handed to the listeners
+  }
+
+  // -- internals: delivery receipts (docs/protocol.md, "Delivery receipts") ------
+
+  _receiptsChanged() {
+    this._receipts = [...this._subscriptions.values()].some((extra) => extra.receipts === true);
+  }
+
+  /** The application took `message`: the next receipt covers it. */
+  _took(message) {
+    const seq = message?.seq;
+    if (typeof seq !== "number" || EPOCHS.get(message) !== this._epoch || seq <= this._taken) {
+      return;
+    }
+    this._taken = seq;
+    if (this._receipts || this._receiptsSeen) {
+      this._wantReceipt(this._taken - this._acked >= this._options.receiptBatch);
+    }
+  }
+
+  /** Send a receipt now, or within `receiptDelay` ms (one timer at a time). */
+  _wantReceipt(now) {
+    if (now) {
+      this._sendReceipt();
+    } else if (this._timers.receipt === null) {
+      this._timers.receipt = setTimeout(() => {
+        this._timers.receipt = null;
+        this._sendReceipt();
+      }, clampDelay(this._options.receiptDelay));
+    }
+  }
+
+  _sendReceipt() {
+    clearTimeout(this._timers.receipt);
+    this._timers.receipt = null;
+    const seq = this._taken;
+    if (seq <= 0 || (seq <= this._acked && !this._ackAgain)) return;
+    if (this._state !== "active") return; // the next welcome asks again
+    this._ackAgain = false;
+    this._acked = seq;
+    try {
+      this._socket.send(JSON.stringify({ type: "received", seq }));
+    } catch {
+      // The socket is closing: the next connection sends it.
+    }
   }
 
   _onWelcome(socket, frame) {
@@ -1321,6 +1442,11 @@ export class Client extends Emitter {
         rooms: this.rooms,
       });
       this._seq.reset(); // the new session's seqs start at 1
+      this._epoch += 1;
+      this._taken = 0;
+      this._receiptsSeen = false;
+      this._firstSeq = null;
+      this._early.clear();
       this.emit("sessionlost", sessionLost);
       if (this._socket !== socket) return; // a listener closed the client
       this._restore(sessionLost);
@@ -1329,6 +1455,9 @@ export class Client extends Emitter {
       if (this._state !== "active" || this._socket !== socket) break;
       if (this._pending.has(entry.id)) this._transmit(entry);
     }
+    // A new connection: a receipt sent on the last one may have been lost.
+    this._acked = 0;
+    if (this._taken > 0 && (this._receipts || this._receiptsSeen)) this._wantReceipt(false);
     this.emit("connected", info);
     for (const waiter of this._connectWaiters.splice(0)) waiter.resolve(info);
     if (this._socket !== socket) return; // a listener closed the client
@@ -1371,7 +1500,15 @@ export class Client extends Emitter {
       );
     const done = [
       ...[...this._subscriptions.entries()].map(([topic, extra]) =>
-        again("subscribe", { ...extra, topic }, () => this._subscriptions.delete(topic), topic),
+        again(
+          "subscribe",
+          { ...extra, topic },
+          () => {
+            this._subscriptions.delete(topic);
+            this._receiptsChanged();
+          },
+          topic,
+        ),
       ),
       ...[...this._rooms].map((room) =>
         again("join", { room }, () => this._rooms.delete(room), room),
@@ -1576,8 +1713,10 @@ export class Client extends Emitter {
   _stopConnectionTimers() {
     clearTimeout(this._timers.refresh);
     clearInterval(this._timers.heartbeat);
+    clearTimeout(this._timers.receipt);
     this._timers.refresh = null;
     this._timers.heartbeat = null;
+    this._timers.receipt = null;
   }
 
   _clearTimers() {

@@ -1,6 +1,7 @@
 // rtcs/static/rtcs.js against a real rtcs node (started by
 // tests/integration/test_js_client.py): every request, typed errors, resume,
-// lost sessions, reconnect policy, token refresh, degraded mode.
+// lost sessions, reconnect policy, token refresh, degraded mode, delivery
+// receipts.
 //
 // The cases share one node and run one after another (node:test runs the
 // tests of a file in order); each uses its own users.
@@ -31,6 +32,8 @@ import {
   connected,
   control,
   deadUrl,
+  eventually,
+  metric,
   mint,
   record,
   rejection,
@@ -376,5 +379,77 @@ describe("rtcs.js against a node", { skip: SKIP }, () => {
     await inbox.until(3);
     assert.deepEqual(inbox.data, [1, 2, 3]);
     assert.deepEqual(inbox.items.map((m) => m.seq), [1, 2, 3]);
+  });
+
+  // Delivery receipts: what the node knows is read from its /metrics, as
+  // changes from the start of each case (they run one at a time; sessions of
+  // earlier cases keep what they left awaiting a receipt until they expire).
+  const pending = () => metric("rtcs_receipts_pending");
+  const receiptFrames = () => metric("rtcs_messages_in_total", { type: "received" });
+
+  test("receipts: what messages() hands on is acknowledged, in one frame", async () => {
+    const c = await connected("rcpt-user", { receiptDelay: 200 });
+    const pub = await connected("rcpt-pub");
+    const [sent, base] = [await receiptFrames(), await pending()];
+    await c.subscribe("rcpt.>", { receipts: true });
+    for (const i of range(0, 5)) await pub.publish("rcpt.t", i);
+    await eventually(async () => (await pending()) === base + 5, { message: "5 awaiting" });
+    const it = c.messages();
+    const got = [];
+    for (const _ of range(0, 5)) got.push((await it.next()).value);
+    assert.deepEqual(
+      got.map((m) => [m.seq, m.data, m.redelivered]),
+      range(0, 5).map((i) => [i + 1, i, false]),
+    );
+    await eventually(async () => (await pending()) === base, { message: "the receipt arrived" });
+    assert.equal((await receiptFrames()) - sent, 1);
+  });
+
+  test("receipts: a copy redelivered on resume is dropped and acknowledged", async () => {
+    // The receipt waits long enough for the drop to come first.
+    const c = await connected("rcpt-drop", { receiptDelay: 1000 });
+    const pub = await connected("rcpt-drop-pub");
+    const seen = record(c, ["message", "connected"]);
+    const base = await pending();
+    await c.subscribe("rcptdrop.>", { receipts: true });
+    await pub.publish("rcptdrop.t", "once");
+    const it = c.messages();
+    assert.equal((await it.next()).value.seq, 1);
+    const back = c.waitFor("connected");
+    await control("abort", { connection: c.connectionId });
+    assert.equal((await back).resumed, true);
+    // The node redelivered 1 (the client held it): acknowledged at the next receipt.
+    await eventually(async () => (await pending()) === base, { message: "seq 1 acknowledged" });
+    await pub.publish("rcptdrop.t", "twice?");
+    const next = (await it.next()).value;
+    assert.deepEqual([next.seq, next.data, next.redelivered], [2, "twice?", false]);
+    assert.deepEqual(seen.message.map((m) => m.seq), [1, 2]); // never handed on twice
+    await eventually(async () => (await pending()) === base, { message: "seq 2 acknowledged" });
+  });
+
+  test("receipts: a new page resuming the session gets what awaited a receipt", async () => {
+    const first = await connected("rcpt-page", { receiptDelay: 0 });
+    const pub = await connected("rcpt-page-pub");
+    const base = await pending();
+    await first.subscribe("rcptpage.>", { receipts: true });
+    await pub.publish("rcptpage.t", "a");
+    await pub.publish("rcptpage.t", "b");
+    await waitUntil(() => first.lastSeq === 2); // read, never taken: the page goes
+    const { sessionId, lastSeq } = first;
+    await first.close();
+    const page = client("rcpt-page", { session: sessionId, lastSeq, receiptDelay: 0 });
+    const info = await page.connect();
+    assert.deepEqual([info.resumed, info.replayed], [true, 0]);
+    const it = page.messages();
+    const got = [(await it.next()).value, (await it.next()).value];
+    assert.deepEqual(
+      got.map((m) => [m.seq, m.data, m.redelivered]),
+      [
+        [1, "a", true],
+        [2, "b", true],
+      ],
+    );
+    await page.subscribe("rcptpage.>", { receipts: true }); // as the page would again
+    await eventually(async () => (await pending()) === base, { message: "the page's receipt" });
   });
 });

@@ -48,6 +48,38 @@ export async function control(action, body = {}) {
   return answer;
 }
 
+/**
+ * The node's current value of one metric sample (`GET /metrics`), 0 when absent.
+ * `labels` as written in the exposition, e.g. `{type: "received"}`.
+ */
+export async function metric(name, labels = {}) {
+  const response = await fetch(`${HTTP}/metrics`, { signal: AbortSignal.timeout(TIMEOUT) });
+  const body = await response.text();
+  const wanted = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+  for (const line of body.split("\n")) {
+    if (line.startsWith("#")) continue;
+    const match = /^([a-zA-Z_:][\w:]*)(?:\{([^}]*)\})? (\S+)$/.exec(line);
+    if (!match || match[1] !== name) continue;
+    const have = match[2] ? match[2].split(",") : [];
+    if (have.length === wanted.length && wanted.every((label) => have.includes(label))) {
+      return Number(match[3]);
+    }
+  }
+  return 0;
+}
+
+/** Resolve once `await probe()` is true, probing every 10 ms (fails after `timeout` ms). */
+export async function eventually(probe, { timeout = TIMEOUT, message } = {}) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    if (await probe()) return;
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeout} ms waiting for: ${message ?? probe.toString()}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
 /** Revoke a session the operator's way: POST /admin/revoke with an admin token. */
 export async function revokeSession(session) {
   const response = await fetch(`${HTTP}/admin/revoke`, {

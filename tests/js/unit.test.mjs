@@ -499,6 +499,133 @@ describe("the client against a scripted server", () => {
   });
 });
 
+describe("delivery receipts against a scripted server", () => {
+  afterEach(async () => {
+    const clients = [...fakes];
+    fakes.clear();
+    await Promise.all(clients.map((c) => c.close()));
+  });
+
+  /** Subscribe `c` (on `socket`) and answer it. */
+  async function subscribe(c, socket, topic, options) {
+    const pending = c.subscribe(topic, options);
+    const frame = socket.sent.filter((f) => f.type === "subscribe").at(-1);
+    socket.frame({ type: "subscribed", id: frame.id, topic });
+    await pending;
+    return frame;
+  }
+
+  const receipts = (socket) => socket.sent.filter((f) => f.type === "received");
+
+  test("what the application took is acknowledged, once per delay; what it only read is not", async () => {
+    const { c, socket } = await fakeClient({ receiptDelay: 20 });
+    assert.equal((await subscribe(c, socket, "t.>", { receipts: true })).receipts, true);
+    for (const seq of [1, 2, 3]) socket.message(seq);
+    const it = c.messages();
+    assert.equal((await it.next()).value.seq, 1);
+    assert.equal((await it.next()).value.seq, 2);
+    assert.deepEqual(receipts(socket), []); // coalesced: the delay has not passed
+    await waitFor(() => receipts(socket).length === 1);
+    assert.deepEqual(receipts(socket), [{ type: "received", seq: 2 }]); // 3 was not taken
+    assert.equal((await it.next()).value.seq, 3);
+    await waitFor(() => receipts(socket).length === 2);
+    assert.deepEqual(receipts(socket)[1], { type: "received", seq: 3 });
+    await c.close();
+  });
+
+  test("a batch of taken messages is acknowledged at once", async () => {
+    const { c, socket } = await fakeClient({ receiptDelay: 60000, receiptBatch: 2 });
+    await subscribe(c, socket, "t.>", { receipts: true });
+    for (const seq of [1, 2]) socket.message(seq);
+    const it = c.messages();
+    await it.next();
+    assert.deepEqual(receipts(socket), []);
+    await it.next();
+    assert.deepEqual(receipts(socket), [{ type: "received", seq: 2 }]);
+    await c.close();
+  });
+
+  test("without a receipts subscription nothing is acknowledged", async () => {
+    const { c, socket } = await fakeClient({ receiptDelay: 0 });
+    assert.equal((await subscribe(c, socket, "plain.>")).receipts, undefined);
+    await assert.rejects(c.subscribe("x", { receipts: "yes" }), TypeError);
+    socket.message(1);
+    const it = c.messages();
+    await it.next();
+    await subscribe(c, socket, "t.>", { receipts: true });
+    socket.message(2);
+    await it.next();
+    await waitFor(() => receipts(socket).length === 1);
+    // The first receipt covers 2: none was sent for 1 before receipts were asked for.
+    assert.deepEqual(receipts(socket), [{ type: "received", seq: 2 }]);
+    await subscribe(c, socket, "t.>", { receipts: false }); // off again
+    assert.equal(socket.sent.at(-1).receipts, undefined);
+    await c.close();
+  });
+
+  test("a redelivered copy is dropped and acknowledged again", async () => {
+    const { c, socket } = await fakeClient({ receiptDelay: 0 });
+    await subscribe(c, socket, "t.>", { receipts: true });
+    const seen = [];
+    c.on("message", (m) => seen.push([m.seq, m.redelivered]));
+    socket.message(1);
+    await c.messages().next();
+    await waitFor(() => receipts(socket).length === 1);
+    socket.frame({ type: "message", seq: 1, redelivered: true, topic: "t", data: 1, ts: 0 });
+    await waitFor(() => receipts(socket).length === 2);
+    assert.deepEqual(receipts(socket)[1], { type: "received", seq: 1 });
+    assert.deepEqual(seen, [[1, false]]); // handed on once
+    await c.close();
+  });
+
+  test("a new page resuming a session gets what awaited a receipt, marked, once", async () => {
+    const { c, socket } = await fakeClient(
+      { session: "s-1", lastSeq: 5, receiptDelay: 0 },
+      { resumed: true, replayed: 1 },
+    );
+    const again = (seq) =>
+      socket.frame({ type: "message", seq, redelivered: true, topic: "t", data: seq, ts: 0 });
+    again(4);
+    again(5);
+    socket.message(6);
+    again(4); // a second round before the receipt arrived: a copy
+    const it = c.messages();
+    const got = [];
+    for (let i = 0; i < 3; i += 1) {
+      const m = (await it.next()).value;
+      got.push([m.seq, m.redelivered]);
+    }
+    assert.deepEqual(got, [[4, true], [5, true], [6, false]]);
+    // The server redelivered: it expects receipts even though this page has
+    // not subscribed with them yet.
+    await waitFor(() => receipts(socket).some((f) => f.seq === 6));
+    assert.equal(c.lastSeq, 6);
+    await c.close();
+  });
+
+  test("after a lost session, what the old one left is never acknowledged to the new one", async () => {
+    const { c, server, socket } = await fakeClient({ receiptDelay: 0 });
+    await subscribe(c, socket, "t.>", { receipts: true });
+    for (const seq of [1, 2, 3]) socket.message(seq); // read, not taken
+    const next = server.next();
+    socket.drop();
+    const fresh = await next;
+    fresh.welcome({ session_id: "s-2", resumed: false });
+    const restore = fresh.sent.find((f) => f.type === "subscribe");
+    assert.deepEqual([restore.topic, restore.receipts], ["t.>", true]);
+    fresh.frame({ type: "subscribed", id: restore.id, topic: "t.>" });
+    fresh.message(1);
+    const it = c.messages();
+    const seqs = [];
+    for (let i = 0; i < 4; i += 1) seqs.push((await it.next()).value.seq);
+    assert.deepEqual(seqs, [1, 2, 3, 1]);
+    await waitFor(() => receipts(fresh).length === 1);
+    assert.deepEqual(receipts(fresh), [{ type: "received", seq: 1 }]);
+    assert.deepEqual(receipts(socket), []);
+    await c.close();
+  });
+});
+
 function record(c, types) {
   const seen = Object.fromEntries(types.map((type) => [type, []]));
   for (const type of types) c.on(type, (value) => seen[type].push(value));

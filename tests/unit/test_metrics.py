@@ -143,6 +143,7 @@ def test_client_frame_types_are_bounded_whatever_the_client_sends(metrics: Metri
         "broadcast",
         "presence",
         "ping",
+        "received",
         "invalid",
     }
 

@@ -3,7 +3,9 @@
 Keys (``wire.Keys``), with the session id as the Cluster hash tag:
 
 - ``<prefix>:s:{<id>}:meta`` hash: ``user``, ``seq`` (decimal), ``node``,
-  ``subs`` and ``rooms`` (``wire.pack_strings``).
+  ``subs`` and ``rooms`` (``wire.pack_strings``), and ``rcpt``, the delivery
+  receipts (``wire.pack_receipts``), only for a session that has them (a
+  record without it, as earlier releases wrote, is a session without).
 - ``<prefix>:s:{<id>}:buf`` list, oldest first, of ``b"<seq>:" + tail``
   (binary-safe: the client never decodes responses).
 - ``<prefix>:sessions`` sorted set: session id -> expiry (ms, by that server's
@@ -51,11 +53,19 @@ from rtcs.backends.base import (
     publish_key,
 )
 from rtcs.backends.redis.client import Link, RedisStore, Script
-from rtcs.backends.redis.wire import Keys, WireError, pack_strings, unpack_strings
+from rtcs.backends.redis.wire import (
+    Keys,
+    WireError,
+    pack_receipts,
+    pack_strings,
+    unpack_receipts,
+    unpack_strings,
+)
 from rtcs.errors import Unavailable
 
 _SAVE = Script("""
--- KEYS: meta, buf. ARGV: ttl_ms, user, seq, node, subs, rooms, take_over, entries...
+-- KEYS: meta, buf. ARGV: ttl_ms, user, seq, node, subs, rooms, take_over,
+-- rcpt ('' for none), entries...
 -- 0: another node owns the live record (nothing changed); 1: saved.
 if ARGV[7] ~= '1' then
   local owner = redis.call('HGET', KEYS[1], 'node')
@@ -64,10 +74,11 @@ end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('HSET', KEYS[1], 'user', ARGV[2], 'seq', ARGV[3], 'node', ARGV[4],
            'subs', ARGV[5], 'rooms', ARGV[6])
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'rcpt', ARGV[8]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 local n = #ARGV
-if n > 7 then
-  for i = 8, n, 256 do
+if n > 8 then
+  for i = 9, n, 256 do
     redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 255, n)))
   end
   redis.call('PEXPIRE', KEYS[2], ARGV[1])
@@ -76,14 +87,15 @@ return 1
 """)
 
 _CLAIM = Script("""
--- KEYS: meta, buf. ARGV: user. nil: no session; 0: another user's; else the data.
+-- KEYS: meta, buf. ARGV: user. nil: no session; 0: another user's; else the data
+-- (rcpt last: a record without it yields five items).
 local user = redis.call('HGET', KEYS[1], 'user')
 if not user then return nil end
 if user ~= ARGV[1] then return 0 end
-local meta = redis.call('HMGET', KEYS[1], 'seq', 'node', 'subs', 'rooms')
+local meta = redis.call('HMGET', KEYS[1], 'seq', 'node', 'subs', 'rooms', 'rcpt')
 local buf = redis.call('LRANGE', KEYS[2], 0, -1)
 redis.call('DEL', KEYS[1], KEYS[2])
-return {meta[1], meta[2], meta[3], meta[4], buf}
+return {meta[1], meta[2], meta[3], meta[4], buf, meta[5]}
 """)
 
 _APPEND = Script("""
@@ -218,6 +230,7 @@ class RedisSessionStore(RedisStore):
             pack_strings(snapshot.subscriptions),
             pack_strings(snapshot.rooms),
             1 if take_over else 0,
+            b"" if snapshot.receipts is None else pack_receipts(snapshot.receipts),
         ]
         args += [b"%d:" % seq + tail for seq, tail in snapshot.buffer]
         async with self._guard("save"):
@@ -241,7 +254,8 @@ class RedisSessionStore(RedisStore):
             if not isinstance(found, list):
                 return None
             await self._link.client.zrem(self._keys.sessions_index, session_id)
-        seq, node, subs, rooms, entries = found
+        seq, node, subs, rooms, entries, *rest = found
+        receipts = rest[0] if rest else None
         try:
             buffer = tuple(_entry(raw) for raw in entries)
             return SessionSnapshot(
@@ -252,6 +266,7 @@ class RedisSessionStore(RedisStore):
                 seq=int(seq),
                 buffer=buffer,
                 node=node.decode(),
+                receipts=None if not receipts else unpack_receipts(receipts),
             )
         except (WireError, ValueError, TypeError, AttributeError) as exc:
             # Written by something else under our prefix: the session is lost.

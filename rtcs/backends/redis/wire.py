@@ -30,6 +30,18 @@ String lists (a session's subscriptions and rooms) are a 4-byte count, then
 per string a 4-byte length and its UTF-8 (``pack_strings`` /
 ``unpack_strings``).
 
+A session's delivery receipts (``base.ReceiptState``; ``pack_receipts`` /
+``unpack_receipts``)::
+
+    offset  size     field
+    0       1        version, 0x01
+    1       8        upto (the session's seq when they were taken)
+    9       .        patterns: a string list, as ``pack_strings``
+    .       4        unacked: count, then per message 8-byte seq + 4-byte redeliveries
+
+A session without receipts stores nothing for them (sessions saved by
+releases before them load as sessions without receipts).
+
 Channels: an envelope with a target travels on one of ``shards`` channels,
 ``<prefix>:bus:<crc32(key) % shards>``, where ``key`` is
 ``base.shard_key(kind, target)``: a topic's first segment (so a pattern names
@@ -52,7 +64,7 @@ import struct
 import zlib
 from typing import NamedTuple, get_args
 
-from rtcs.backends.base import ALL_SHARDS, Envelope, EnvelopeKind, shard_key
+from rtcs.backends.base import ALL_SHARDS, Envelope, EnvelopeKind, ReceiptState, shard_key
 
 VERSION = 1
 #: The version of envelopes that carry an ``exclude`` user (and no trace).
@@ -65,6 +77,10 @@ UNTARGETED: frozenset[str] = frozenset({"global", "filter"})
 _HEAD = struct.Struct(">BBH")  # version, kind, origin length
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+#: The version byte of ``pack_receipts``.
+RECEIPTS_VERSION = 1
+_UNACKED = struct.Struct(">QI")  # seq, redeliveries
 _KIND_INDEX = {kind: i for i, kind in enumerate(KINDS)}
 
 
@@ -206,6 +222,51 @@ def unpack_strings(data: bytes) -> tuple[str, ...]:
     if reader.pos != len(data):
         raise WireError(f"{len(data) - reader.pos} trailing bytes")
     return items
+
+
+def pack_receipts(state: ReceiptState) -> bytes:
+    """A session's delivery receipts as bytes (the layout in the module docstring).
+
+    Raises:
+        ValueError: a seq or ``upto`` outside 0..2**64-1, or redeliveries
+            outside 0..2**32-1.
+    """
+    try:
+        parts = [bytes((RECEIPTS_VERSION,)), _U64.pack(state.upto)]
+        parts.append(pack_strings(state.patterns))
+        parts.append(_U32.pack(len(state.unacked)))
+        parts += [_UNACKED.pack(seq, redeliveries) for seq, redeliveries in state.unacked]
+    except struct.error as exc:
+        raise ValueError(f"receipt state out of range: {exc}") from None
+    return b"".join(parts)
+
+
+def unpack_receipts(data: bytes) -> ReceiptState:
+    """The receipts ``pack_receipts`` packed into ``data``.
+
+    Raises:
+        WireError: ``data`` is not such a record (unknown version, truncated,
+            trailing bytes, bad UTF-8).
+    """
+    reader = _Reader(data)
+    version = reader.take(1)[0]
+    if version != RECEIPTS_VERSION:
+        raise WireError(f"unknown receipts version {version}")
+    upto = int(_U64.unpack(reader.take(8))[0])
+    count = reader.u32()
+    if count > len(data):
+        raise WireError(f"implausible string count {count}")
+    patterns = tuple(reader.text(reader.u32()) for _ in range(count))
+    count = reader.u32()
+    if count * _UNACKED.size > len(data) - reader.pos:
+        raise WireError(f"implausible unacked count {count}")
+    unacked = tuple(
+        (int(seq), int(redeliveries))
+        for seq, redeliveries in (_UNACKED.unpack(reader.take(_UNACKED.size)) for _ in range(count))
+    )
+    if reader.pos != len(data):
+        raise WireError(f"{len(data) - reader.pos} trailing bytes")
+    return ReceiptState(patterns=patterns, unacked=unacked, upto=upto)
 
 
 def shard_of(target: str, shards: int) -> int:
