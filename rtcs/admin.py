@@ -1,4 +1,5 @@
-"""Operator endpoints that take a request body: ``POST /admin/revoke``.
+"""Operator endpoints that take a request body: ``POST /admin/revoke`` and
+``POST /admin/rules/reload``.
 
 The gateway hands a request whose line starts with ``POST`` to
 :func:`handle` (websockets refuses request bodies); everything else stays
@@ -20,12 +21,29 @@ the service API (``rtcs.api``).
 - 503 ``{"code": "unavailable"}``: the shared backend cannot be reached;
   nothing was revoked.
 - 404 for any other path, 405 for another method on a known path.
+
+``POST /admin/rules/reload`` (any body; :func:`reload_rules`): read the rules
+file again, as SIGHUP does (docs/rules.md, "Reloading"):
+
+- 200 ``{"reloaded": true, "version", "previous", "rules"}``: in use from the
+  next publish on.
+- 422 ``{"code": "bad_rules", "message", "reloaded": false, "version", ...}``:
+  the file cannot be read or has a bad rule (the message names the file, the
+  rule and the field); the old rules stay.
+- 409 ``{"code": "no_rules_file"}``: no ``rules.file`` is configured.
+- 202 ``{"reload": "requested", "workers": N}``: with ``--workers N`` the
+  worker that got the request asks its parent, which passes SIGHUP on to
+  every worker; each logs ``rules reloaded`` (or the failure) and
+  ``rtcs_rules_info`` shows the version in use.
+- 401, 403 as above.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+import os
+import signal
+from collections.abc import Awaitable, Callable, Collection
 from http import HTTPStatus
 from typing import Any
 
@@ -33,21 +51,76 @@ from rtcs.auth.tokens import Identity, TokenVerifier
 from rtcs.errors import AuthError, ErrorCode, Unavailable
 from rtcs.protocol.http import HttpError, HttpRequest
 from rtcs.revocations import RevocationKind, Revoker
+from rtcs.rulesfile import Reload
 
-__all__ = ["ADMIN_ROLE", "MAX_TARGET_LENGTH", "PATHS", "authorize", "handle"]
+__all__ = [
+    "ADMIN_ROLE",
+    "MAX_TARGET_LENGTH",
+    "PATHS",
+    "RULES_RELOAD_PATH",
+    "Reloader",
+    "authorize",
+    "handle",
+    "reload_rules",
+]
 
 ADMIN_ROLE = "admin"
 MAX_TARGET_LENGTH = 256
 REVOKE_PATH = "/admin/revoke"
+RULES_RELOAD_PATH = "/admin/rules/reload"
 #: The paths served here (for any method, so that a wrong method gets 405).
-PATHS = frozenset({REVOKE_PATH})
+PATHS = frozenset({REVOKE_PATH, RULES_RELOAD_PATH})
 
 Answer = tuple[HTTPStatus, dict[str, Any]]
 
 
+#: Reloads the rules file here (rtcs.app.App.reload_rules).
+Reloader = Callable[[], Awaitable[Reload]]
+
+
+async def reload_rules(
+    request: HttpRequest,
+    verifier: TokenVerifier,
+    reload: Reloader | None,
+    workers: int = 1,
+) -> Answer:
+    """Answer ``POST /admin/rules/reload``; never raises.
+
+    One process (``workers`` 1) reloads its rules file and says how it went.
+    A worker of ``--workers N`` asks its parent (SIGHUP), which passes the
+    signal on to every worker: each reloads, and the answer is 202.
+    """
+    if request.method != "POST":
+        return HTTPStatus.METHOD_NOT_ALLOWED, {"code": "method_not_allowed"}
+    try:
+        authorize(request, verifier, (ADMIN_ROLE,))
+    except HttpError as exc:
+        return exc.status, {"code": exc.reason}
+    if workers > 1:
+        os.kill(os.getppid(), signal.SIGHUP)
+        return HTTPStatus.ACCEPTED, {"reload": "requested", "workers": workers}
+    if reload is None:  # the node is not serving yet
+        return HTTPStatus.SERVICE_UNAVAILABLE, {"code": ErrorCode.UNAVAILABLE}
+    outcome = await reload()
+    if not outcome.configured:
+        message = "no rules file is configured (rules.file)"
+        return HTTPStatus.CONFLICT, {"code": "no_rules_file", "message": message}
+    body: dict[str, Any] = {
+        "reloaded": outcome.ok,
+        "version": outcome.version,
+        "previous": outcome.previous,
+        "rules": outcome.rules,
+    }
+    if not outcome.ok:
+        # The file was refused: the old rules stay (its version is "version").
+        body.update(code="bad_rules", message=outcome.error)
+        return HTTPStatus.UNPROCESSABLE_ENTITY, body
+    return HTTPStatus.OK, body
+
+
 async def handle(request: HttpRequest, verifier: TokenVerifier, revoker: Revoker) -> Answer:
     """The status and JSON body answering ``request``; never raises."""
-    if request.path not in PATHS:
+    if request.path != REVOKE_PATH:
         return HTTPStatus.NOT_FOUND, {"code": "not_found"}
     if request.method != "POST":
         return HTTPStatus.METHOD_NOT_ALLOWED, {"code": "method_not_allowed"}

@@ -51,6 +51,7 @@ from rtcs.gateway.server import Gateway
 from rtcs.metrics import Metrics
 from rtcs.plugins import load_plugins
 from rtcs.revocations import Revocation, RevocationTable, Revoker
+from rtcs.rulesfile import Reload
 from rtcs.runtime.actor_system import ActorSystem
 from rtcs.runtime.control import start_system, stop_system
 from rtcs.runtime.directory import Directory
@@ -218,6 +219,7 @@ class App:
         await self._wait_for_tree()
         self.gateway = Gateway(ctx, self.system.tell, self.readiness)
         ctx.after_write = self.gateway.coalescer.after_flush
+        self.gateway.reload_rules = self.reload_rules
         port = await self.gateway.start()
         # Long-lived start-up objects never need collecting: keep the
         # collector off them (docs/performance.md: halves fan-out cost at scale).
@@ -240,21 +242,22 @@ class App:
             "rules loaded", file=self.settings.rules.file, rules=len(rules), version=rules.version
         )
 
-    async def reload_rules(self) -> bool:
-        """Read the rules file again and use it from the next publish on (SIGHUP).
+    async def reload_rules(self) -> Reload:
+        """Read the rules file again and use it from the next publish on (SIGHUP,
+        ``POST /admin/rules/reload``).
 
         The file is read and compiled off the event loop, then swapped in at
         once, so every publish sees either the old rules or the new ones. A
         file that cannot be read or has a bad rule is logged as an error
         naming the file, the rule and the field, and the old rules stay.
-        Returns whether the new rules are in use.
         """
         from rtcs.rulesfile import read_rules
 
         ctx, path = self.ctx, self.settings.rules.file
         if ctx is None or ctx.rules is None:
             self.log.warning("reload requested, but no rules file is configured (rules.file)")
-            return False
+            return Reload(False, configured=False, error="no rules file is configured")
+        previous = ctx.rules.version
         try:
             rules, version = await asyncio.to_thread(read_rules, path)
         except ConfigError as exc:  # RuleError included
@@ -263,17 +266,17 @@ class App:
                 "rules reload failed; the old rules stay",
                 error=str(exc),
                 file=path,
-                version=ctx.rules.version,
+                version=previous,
             )
-            return False
-        previous = ctx.rules.version
+            kept = len(ctx.rules.rules)
+            return Reload(False, previous, previous, kept, error=str(exc))
         ctx.rules.replace(rules, version)
         self.metrics.rules_loaded((rule.name for rule in ctx.rules.rules), version)
         self.metrics.rules_reloaded(True)
         self.log.info(
             "rules reloaded", file=path, rules=len(rules), version=version, previous=previous
         )
-        return True
+        return Reload(True, version, previous, len(rules))
 
     async def _wait_for_tree(self) -> None:
         # The tree starts in a few loop turns; poll the directory briefly
@@ -547,7 +550,7 @@ async def serve(
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    reloads: set[asyncio.Task[bool]] = set()
+    reloads: set[asyncio.Task[Reload]] = set()
 
     def reload() -> None:
         task = loop.create_task(app.reload_rules())

@@ -17,6 +17,7 @@ SIGHUP with an unchanged file compiles nothing either.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rtcs.errors import ConfigError
@@ -24,13 +25,32 @@ from rtcs.errors import ConfigError
 if TYPE_CHECKING:
     from rtcs.rules import Rule, RuleSet
 
-__all__ = ["KEY", "load_rule_set", "read_rules"]
+__all__ = ["KEY", "Reload", "load_rule_set", "read_rules"]
 
 # The last file content parsed, and its rules.
 _last: tuple[bytes, tuple[Rule, ...]] | None = None
 
 #: The setting that names the file, in every error about reading it.
 KEY = "rules.file"
+
+
+@dataclass(frozen=True, slots=True)
+class Reload:
+    """What a reload of the rules file did (SIGHUP, ``POST /admin/rules/reload``).
+
+    ``ok``: the new rules are in use. ``version`` is the version in use
+    afterwards (the old one when the reload failed; "" with no rules file),
+    ``previous`` the one before, ``rules`` how many rules are in use, and
+    ``error`` why the file was refused ("" when ``ok``). ``configured`` is
+    False when no rules file is configured (``rules.file``).
+    """
+
+    ok: bool
+    version: str = ""
+    previous: str = ""
+    rules: int = 0
+    error: str = ""
+    configured: bool = True
 
 
 def read_rules(path: str) -> tuple[tuple[Rule, ...], str]:

@@ -94,6 +94,8 @@ class Gateway:
         self._server: Server | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._scheme = "wss" if ctx.settings.server.tls_cert else "ws"
+        #: Reloads the rules file (POST /admin/rules/reload); set by the node.
+        self.reload_rules: admin.Reloader | None = None
         # One write per connection per loop iteration (rtcs.gateway.coalesce).
         self.coalescer = Coalescer(ctx.settings.limits.batch_window_ms / 1000.0)
 
@@ -148,10 +150,18 @@ class Gateway:
             return status, body
         if request.path == node_status.PATH:  # GET only (_process_request)
             return HTTPStatus.METHOD_NOT_ALLOWED, {"code": "method_not_allowed"}
-        revoker = self.ctx.revoker
+        ctx = self.ctx
+        if request.path == admin.RULES_RELOAD_PATH:
+            workers = ctx.settings.server.workers
+            status, body = await admin.reload_rules(
+                request, ctx.verifier, self.reload_rules, workers
+            )
+            ctx.log.info("admin request", path=request.path, status=status.value, address=address)
+            return status, body
+        revoker = ctx.revoker
         if revoker is None:
             return HTTPStatus.NOT_FOUND, {"code": "not_found"}
-        status, body = await admin.handle(request, self.ctx.verifier, revoker)
+        status, body = await admin.handle(request, ctx.verifier, revoker)
         self.ctx.log.info("admin request", path=request.path, status=status.value, address=address)
         return status, body
 

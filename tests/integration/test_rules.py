@@ -15,6 +15,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from tests.integration.conftest import SHARED_BACKENDS, Client, Node, metric, start_pair
+from tests.integration.test_revocation import post
 
 RULES = """
 [[rule]]
@@ -174,7 +175,7 @@ async def test_reload_swaps_the_rules_and_a_bad_file_keeps_the_old_ones(
     rules_file(
         tmp_path, '[[rule]]\nname = "b"\ntopic = "t.>"\ntransform = { set = { "data.b" = 1 } }\n'
     )
-    assert await node.app.reload_rules()
+    assert (await node.app.reload_rules()).ok
     await client.publish("t.x", {})
     got = await client.expect("message", topic="t.x")
     assert got["data"] == {"b": 1}
@@ -189,7 +190,7 @@ async def test_reload_swaps_the_rules_and_a_bad_file_keeps_the_old_ones(
 
     rules_file(tmp_path, '[[rule]]\nname = "c"\ntopic = "t.>"\naction = "reroute"\n')
     with capture_logs() as logs:
-        assert not await node.app.reload_rules()
+        assert not (await node.app.reload_rules()).ok
     [failed] = [e for e in logs if e["event"] == "rules reload failed; the old rules stay"]
     assert "rule 'c'" in failed["error"] and "reroute" in failed["error"]
     assert failed["file"] == path
@@ -230,3 +231,38 @@ async def test_filters_and_reroutes_cross_nodes(ruled_pair: tuple[Node, Node]) -
     for client in (other_b, self_b):
         got = await client.expect("message")
         assert got["data"] == "sentinel", got
+
+
+async def test_the_admin_call_reloads_the_rules(
+    node_factory: Callable[..., Awaitable[Node]], tmp_path: Path
+) -> None:
+    path = rules_file(tmp_path, '[[rule]]\nname = "a"\ntopic = "t.>"\naction = "drop"\n')
+    node = await node_factory(**{"rules.file": path})
+    admin = {"Authorization": f"Bearer {node.token('ops', ('admin',))}"}
+    user = {"Authorization": f"Bearer {node.token('u', ('user',))}"}
+    assert await post(node, "/admin/rules/reload", b"", {}) == (401, {"code": "unauthorized"})
+    assert await post(node, "/admin/rules/reload", b"", user) == (403, {"code": "forbidden"})
+    before = node.app.ctx.rules.version if node.app.ctx and node.app.ctx.rules else ""
+
+    rules_file(
+        tmp_path, '[[rule]]\nname = "b"\ntopic = "t.>"\ntransform = { set = { "data.b" = 1 } }\n'
+    )
+    status, body = await post(node, "/admin/rules/reload", b"", admin)
+    assert status == 200
+    assert body["reloaded"] is True and body["rules"] == 1
+    assert (body["previous"], body["version"] != before) == (before, True)
+    client = await node.client("u")
+    await client.subscribe("t.>")
+    await client.publish("t.x", {})
+    assert (await client.expect("message", topic="t.x"))["data"] == {"b": 1}
+
+    rules_file(tmp_path, '[[rule]]\nname = "c"\ntopic = "t.>"\naction = "reroute"\n')
+    status, body = await post(node, "/admin/rules/reload", b"", admin)
+    assert (status, body["code"], body["reloaded"]) == (422, "bad_rules", False)
+    assert "rule 'c'" in body["message"] and body["version"] == body["previous"]
+
+
+async def test_the_admin_reload_without_a_rules_file_is_409(node: Node) -> None:
+    admin = {"Authorization": f"Bearer {node.token('ops', ('admin',))}"}
+    status, body = await post(node, "/admin/rules/reload", b"", admin)
+    assert (status, body["code"]) == (409, "no_rules_file")

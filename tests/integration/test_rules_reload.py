@@ -1,7 +1,9 @@
-"""SIGHUP reloads the rules file of a real ``python -m rtcs``, and of every worker."""
+"""SIGHUP (or ``POST /admin/rules/reload``) reloads the rules file of a real
+``python -m rtcs``, and of every worker."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import signal
@@ -91,5 +93,39 @@ async def test_the_parent_passes_sighup_to_every_worker(directory: Path) -> None
         assert len({json.dumps(entry["node"]) for entry in done}) == 2  # each worker
         for _ in range(4):  # whichever worker the kernel hands the connection to
             assert await stamped(node) == 3
+    finally:
+        node.stop()
+
+
+async def post_reload(node: RtcsProcess) -> tuple[int, dict[str, object]]:
+    """``POST /admin/rules/reload`` with an admin token: the status and the JSON body."""
+    token = mint(AUTH, "ops", roles=("admin",))
+    reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+    try:
+        head = (
+            "POST /admin/rules/reload HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n"
+        )
+        writer.write(head.encode())
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    status_line, _, rest = raw.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+@pytest.mark.redis
+async def test_the_admin_call_on_one_worker_reloads_every_worker(directory: Path) -> None:
+    redis = {"RTCS_BACKEND_KIND": "redis", "RTCS_BACKEND_REDIS_URL": shared_server().url}
+    node, rules = await start(directory, RTCS_SERVER_WORKERS="2", **redis)
+    try:
+        await reloads(node, "rtcs started", 2)
+        rules.write_text(STAMP.format(v=4))
+        assert await post_reload(node) == (202, {"reload": "requested", "workers": 2})
+        done = await reloads(node, "rules reloaded", 2)
+        assert len({json.dumps(entry["node"]) for entry in done}) == 2  # each worker
+        for _ in range(4):
+            assert await stamped(node) == 4
     finally:
         node.stop()
