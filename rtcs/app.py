@@ -472,9 +472,12 @@ class App:
            the first ``DRAIN_SPREAD`` of ``server.drain_timeout``
            (:meth:`_close_clients`); wait for them until the drain timeout,
            then abort the rest;
-        3. stop the actors (their sessions detach: with a shared backend
-           they are written behind, resumable elsewhere), flush the backend
-           writes still queued, close the backends.
+        3. with a shared backend, keep delivering to the detached sessions
+           (written to the shared store) for ``server.drain_handover``, so
+           what is published while their clients resume elsewhere is in what
+           the other instance claims (:meth:`_hand_over`);
+        4. stop the actors, flush the backend writes still queued, close the
+           backends.
         """
         if self.ctx is None:
             return
@@ -486,8 +489,11 @@ class App:
                 self.log.info("draining: not ready", grace=server.drain_grace)
                 await asyncio.sleep(server.drain_grace)
             self.gateway.stop_accepting()
+            deadline = asyncio.get_running_loop().time() + server.drain_timeout
             self._close_clients(self.gateway, code, server.drain_timeout)
             await self.gateway.wait_closed(server.drain_timeout)
+            now = asyncio.get_running_loop().time()
+            await self._hand_over(min(deadline, now + server.drain_handover))
         if self.system is not None:
             stop_system(self.system)
             self.system = None
@@ -508,6 +514,32 @@ class App:
         await close_tracing(self.tracing)
         self.stopped.set()
         self.log.info("rtcs stopped")
+
+    async def _hand_over(self, deadline: float) -> None:
+        """Keep delivering to the detached sessions until ``deadline``
+        (``server.drain_handover`` after the clients were closed, within
+        ``server.drain_timeout``) while their clients resume elsewhere.
+
+        With a shared backend, what a detached session receives is appended to
+        the stored session: a message published while its client reconnects
+        to another instance is then in what that instance claims and replays.
+        Stopping the actors at once would lose those messages (nobody would
+        hold the session until the claim). Ends early once no detached session
+        is left here (claimed elsewhere, or expired). Without a shared backend
+        there is nowhere to resume, so nothing waits.
+        """
+        ctx = self.ctx
+        if ctx is None or not self.backends.broker.distributed:
+            return
+        loop = asyncio.get_running_loop()
+        if ctx.sessions.detached_count() and loop.time() < deadline:
+            self.log.info(
+                "handing over detached sessions",
+                sessions=ctx.sessions.detached_count(),
+                until=round(deadline - loop.time(), 3),
+            )
+        while ctx.sessions.detached_count() and loop.time() < deadline:
+            await asyncio.sleep(min(HAND_OVER_POLL, deadline - loop.time()))
 
     def _close_clients(self, gateway: Gateway, code: int, drain: float) -> None:
         """Close every client with ``code``, the last ones by ``DRAIN_SPREAD`` x ``drain``.
@@ -581,6 +613,9 @@ async def serve(
     server = settings.server
     return await stop_within(app, server.drain_grace + server.drain_timeout + STOP_GRACE, failed)
 
+
+#: Seconds between two looks at the detached sessions while handing them over (App.stop).
+HAND_OVER_POLL = 0.1
 
 #: Seconds a stop may take beyond ``server.drain_timeout`` before the node gives up on it.
 STOP_GRACE = 5.0

@@ -62,6 +62,10 @@ class ServerSettings:
     # On shutdown, seconds /readyz (and new upgrades) answer 503 while the
     # listener stays open, before any client is closed (load balancers see it).
     drain_grace: float = 1.0
+    # After the clients are closed, with a shared backend: seconds (within
+    # drain_timeout) the node keeps delivering to its detached sessions
+    # while they resume elsewhere.
+    drain_handover: float = 2.0
     tls_cert: str = ""
     tls_key: str = ""
     allowed_origins: tuple[str, ...] = ()

@@ -94,6 +94,7 @@ def validate(
     positive("server.workers", server.workers)
     non_negative("server.drain_timeout", server.drain_timeout)
     non_negative("server.drain_grace", server.drain_grace)
+    non_negative("server.drain_handover", server.drain_handover)
     for key in ("open_timeout", "close_timeout", "watchdog_interval"):
         positive(f"server.{key}", getattr(server, key))
     if bool(server.tls_cert) != bool(server.tls_key):

@@ -202,8 +202,15 @@ class Node:
 
 
 async def start_node(backends: Any = None, **overrides: Any) -> App:
-    # No readiness grace before a test node's drain (server.drain_grace).
-    values = {"server.port": 0, "log.level": "warning", "server.drain_grace": 0, **overrides}
+    # No readiness grace before a test node's drain, no hand-over after it
+    # (server.drain_grace, server.drain_handover).
+    values = {
+        "server.port": 0,
+        "log.level": "warning",
+        "server.drain_grace": 0,
+        "server.drain_handover": 0,
+        **overrides,
+    }
     app = App(config.load(None, {}, values), backends=backends)
     await app.start()
     return app

@@ -4,8 +4,9 @@ One real redis-server, two ``python -m rtcs`` processes sharing it (distinct
 node ids, port 0 read from the log) and HAProxy in front, its config rendered
 from conf/haproxy.cfg. Messages cross instances exactly once and in order;
 sessions resume through HAProxy on the other instance; and under traffic, a
-frozen Redis, a crashed Redis and a crashed instance are each survived as
-docs/operations.md says ("Running several instances"). Every wait has a
+frozen Redis, a crashed Redis, a crashed instance and a drained one (with the
+Python client, rtcs.client) are each survived as docs/operations.md says
+("Running several instances"). Every wait has a
 deadline; the measured figures are printed (``pytest -s``).
 """
 
@@ -13,17 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from websockets.asyncio.client import connect
 
 from rtcs import config
 from rtcs.auth.tokens import mint
+from rtcs.client import Client as RtcsClient
+from rtcs.client import Connected, Disconnected, Reconnect
 from tests.integration.conftest import ENV, TIMEOUT, Client
 from tests.support.processes import HaproxyProcess, RtcsProcess, temporary_directory
 from tests.support.redis_server import RedisServer, command
@@ -442,3 +446,73 @@ async def test_a_killed_instances_clients_resume_with_exact_replay(topology: Top
     await erin.publish("news", 6)  # and live again, once, with the next seq
     await again.expect("message", topic="news", seq=6, data=6)
     await quiet(again)
+
+
+async def api_publish(node: RtcsProcess, topic: str, data: Any) -> int:
+    """``POST /api/publish`` on ``node`` with a service token: the HTTP status."""
+    body = json.dumps({"topic": topic, "data": data}).encode()
+    token = mint(AUTH, "backend", roles=("service",))
+    reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+    try:
+        head = (
+            f"POST /api/publish HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\r\n"
+        )
+        writer.write(head.encode() + body)
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), TIMEOUT)
+    finally:
+        writer.close()
+    return int(raw.split(b" ", 2)[1])
+
+
+E = TypeVar("E")
+
+
+async def next_event(events: AsyncIterator[object], kind: type[E]) -> E:
+    """The next event of ``kind`` (earlier ones of other kinds are skipped)."""
+    while True:
+        event = await asyncio.wait_for(anext(events), TIMEOUT)
+        if isinstance(event, kind):
+            return event
+
+
+async def test_the_python_client_follows_a_draining_instance_to_the_other_one(
+    topology: Topology,
+) -> None:
+    # The whole path a client developer relies on: rtcs.client behind HAProxy,
+    # its instance drained by SIGTERM (not ready, then 1001), a backend service
+    # publishing over HTTP meanwhile; the client reconnects through HAProxy to
+    # the other instance, resumes, and its application sees every message once,
+    # in order.
+    client = RtcsClient(
+        topology.haproxy.url,
+        token=lambda: mint(AUTH, "gina"),
+        reconnect=Reconnect(base=0.05, cap=0.5, max_elapsed=30.0),
+    )
+    async with client:
+        await client.subscribe("news")
+        welcome = client.welcome
+        assert welcome is not None
+        draining = welcome.server
+        (survivor,) = set(topology.nodes) - {draining}
+        stream = client.messages()
+        for n in (1, 2, 3):
+            assert await api_publish(topology.nodes[survivor], "news", n) == 202
+        assert [(await anext(stream)).data for _ in range(3)] == [1, 2, 3]
+
+        events = client.events()
+        topology.nodes[draining].terminate()  # SIGTERM: it drains
+        # Served as usual during the readiness grace, then closed with 1001.
+        assert await api_publish(topology.nodes[survivor], "news", 4) == 202
+        gone = await next_event(events, Disconnected)
+        assert gone.code == 1001
+        for n in range(5, 11):  # while the client is away
+            assert await api_publish(topology.nodes[survivor], "news", n) == 202
+        back = await next_event(events, Connected)
+        assert back.resumed and back.session == welcome.session_id
+        got = [await asyncio.wait_for(anext(stream), TIMEOUT) for _ in range(7)]
+        assert [m.data for m in got] == list(range(4, 11))
+        assert [m.seq for m in got] == list(range(4, 11))
+        after = client.welcome
+        assert after is not None and after.server == survivor
