@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from thespian.actors import ActorAddress, WakeupMessage
@@ -76,19 +77,15 @@ def drain_plan(count: int, within: float) -> tuple[int, float]:
     return math.ceil(count / (intervals + 1)), duration / intervals
 
 
+@dataclass(frozen=True, slots=True)
 class _Draining:
     """A shutdown in progress: the connections still to close, and how."""
 
-    __slots__ = ("batch", "code", "handles", "interval", "reason")
-
-    def __init__(
-        self, handles: deque[ClientHandle], batch: int, interval: float, code: int, reason: str
-    ) -> None:
-        self.handles = handles
-        self.batch = batch
-        self.interval = interval
-        self.code = code
-        self.reason = reason
+    handles: deque[ClientHandle]
+    batch: int
+    interval: float
+    code: int
+    reason: str
 
 
 class ConnectionSupervisor(NodeSupervisor):

@@ -32,7 +32,7 @@ index, that receives nothing but its request's answer. The route handler
 does what it does for a client -- routing rules, route plugins, local
 delivery, the broker for other nodes -- and answers ``ack`` or ``error`` to
 that session; :func:`handle` waits for that answer (at most
-:data:`ROUTE_TIMEOUT` seconds plus the longest route plugin timeout) and
+``limits.api_timeout`` seconds plus the longest route plugin timeout) and
 turns it into the HTTP answer. So 202 means what a WebSocket ``ack`` means:
 the message was delivered on this node and, where other nodes may need it,
 the broker accepted it; not that anyone read it.
@@ -90,7 +90,6 @@ __all__ = [
     "BROADCAST_PATH",
     "PATHS",
     "PUBLISH_PATH",
-    "ROUTE_TIMEOUT",
     "SEND_PATH",
     "STATUS",
     "ApiCommand",
@@ -109,10 +108,6 @@ SEND_PATH: Final = "/api/send"
 BROADCAST_PATH: Final = "/api/broadcast"
 #: The paths served here (for any method, so that a wrong method gets 405).
 PATHS: Final = frozenset({PUBLISH_PATH, SEND_PATH, BROADCAST_PATH})
-#: Seconds a request waits for routing's answer, besides the longest route
-#: plugin timeout (a publish may wait for its plugins); then 503. Backend
-#: calls time out well before (``backend.redis_command_timeout``).
-ROUTE_TIMEOUT = 5.0
 
 #: The HTTP status that answers each wire error code.
 STATUS: Final[Mapping[ErrorCode, HTTPStatus]] = {
@@ -262,7 +257,8 @@ async def handle(
 
     ``tell`` hands a message to an actor (the node's actor system, on this
     loop's thread). ``timeout`` bounds the wait for routing's answer
-    (default: :data:`ROUTE_TIMEOUT` plus the longest route plugin timeout).
+    (default: ``limits.api_timeout`` plus the longest route plugin timeout;
+    backend calls time out well before, ``backend.redis_command_timeout``).
     """
     if request.path not in PATHS:
         return HTTPStatus.NOT_FOUND, {"code": "not_found", "message": "no such endpoint"}
@@ -289,7 +285,8 @@ async def handle(
         command = decode(request.path, request.body, max_depth=limits.max_json_depth)
         check(ctx.policy, identity, command)
         if timeout is None:
-            timeout = ROUTE_TIMEOUT + max((p.timeout for p in ctx.route_plugins), default=0.0)
+            plugins = max((p.timeout for p in ctx.route_plugins), default=0.0)
+            timeout = limits.api_timeout + plugins
         return await _route(ctx, tell, identity, command, timeout)
     except ProtocolError as exc:
         return refusal(exc.code, exc.message, exc.request_id)

@@ -120,13 +120,18 @@ class _Tracked(set[str]):
             super().add(item)
             self._changed()
 
+    def _gone(self, item: str) -> None:
+        """``item`` left the set (before the change is told); nothing here."""
+
     def discard(self, item: object) -> None:
         if item in self:
             super().discard(item)
+            self._gone(str(item))
             self._changed()
 
     def remove(self, item: str) -> None:
         super().remove(item)
+        self._gone(item)
         self._changed()
 
     def update(self, *others: Iterable[str]) -> None:
@@ -137,7 +142,10 @@ class _Tracked(set[str]):
 
     def clear(self) -> None:
         if self:
+            gone = tuple(self)
             super().clear()
+            for item in gone:
+                self._gone(item)
             self._changed()
 
 
@@ -151,25 +159,6 @@ class _Subscriptions(_Tracked):
         session = self._session()
         if session is not None and session.receipts is not None:
             session.receipts_off(pattern)
-
-    def discard(self, item: object) -> None:
-        if item in self:
-            set.discard(self, item)
-            self._gone(str(item))
-            self._changed()
-
-    def remove(self, item: str) -> None:
-        set.remove(self, item)
-        self._gone(item)
-        self._changed()
-
-    def clear(self) -> None:
-        if self:
-            gone = list(self)
-            set.clear(self)
-            for pattern in gone:
-                self._gone(pattern)
-            self._changed()
 
 
 # -- delivery receipts (docs/protocol.md "Delivery receipts") ----------------------------
@@ -406,8 +395,9 @@ class Session:
         mirror = self.mirror
         if mirror is not None:
             mirror(self.id, seq, tail)
-        if self.receipts is not None:
-            self._delivered_with_receipts(seq, tail)
+        receipts = self.receipts
+        if receipts is not None:
+            self._delivered_with_receipts(receipts, seq, tail)
 
     def writable_buffer(self) -> deque[tuple[int, bytes]]:
         """The session's own replay buffer, created now if it had none."""
@@ -464,10 +454,7 @@ class Session:
         topic, subscriptions = target[1], self.subscriptions
         return any(p in subscriptions and matches(p, topic) for p in receipts.patterns)
 
-    def _delivered_with_receipts(self, seq: int, tail: bytes) -> None:
-        receipts = self.receipts
-        if receipts is None:
-            return
+    def _delivered_with_receipts(self, receipts: Receipts, seq: int, tail: bytes) -> None:
         buffer = self.buffer
         if receipts.unacked:
             receipts.evict_before(buffer[0][0] if buffer else seq + 1)

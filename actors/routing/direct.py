@@ -44,14 +44,14 @@ class DirectHandler(RouteHandler):
         then = self.finish(sender_session, request_id)
         tail = codec.message_tail(from_user=sender_session.user, data=msg.data, ts=self.now_ms())
         envelope = Envelope(ctx.node_id, what, key, tail)
-        trace = self.trace
+        trace, span = self.trace, None
         if trace is not None:
             tracing, span, _ = self.traced_delivery(trace, "direct", len(targets))
             envelope = dataclasses.replace(envelope, trace=tracing.traceparent(trace))
-            _deliver(targets, tail)
+        for session in targets:
+            session.deliver(tail)
+        if span is not None:
             span.end()
-        else:
-            _deliver(targets, tail)
         if not targets:
             self._route_remote(msg, envelope, then)
             return
@@ -126,9 +126,3 @@ class DirectHandler(RouteHandler):
         env = msg.envelope
         targets = self._targets(env.kind == "connection", env.target)
         self.deliver_envelope("direct", targets, env)
-
-
-def _deliver(targets: list[Session], tail: bytes) -> None:
-    """Deliver a direct message to its local targets (one loop: no fan-out over turns)."""
-    for session in targets:
-        session.deliver(tail)

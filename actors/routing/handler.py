@@ -470,16 +470,15 @@ class RouteHandler(Calls, NodeActor):
         ``rtcs.deliver`` span in the publishing node's trace (a child of its
         ``rtcs.route``). ``key``: as for :meth:`fanout`.
         """
+        self.ctx.metrics.delivered(kind, len(recipients))
         tracing = self.tracing
+        done: Callable[[], None] | None = None
         if envelope.trace and tracing is not None:
             parent = tracing.remote_parent(envelope.trace)
             if parent is not None:
-                self.ctx.metrics.delivered(kind, len(recipients))
                 span = tracing.deliver(parent, kind, len(recipients), origin=envelope.origin)
-                self.fanout(recipients, envelope.tail, span.end, key)
-                return
-        self.ctx.metrics.delivered(kind, len(recipients))
-        self.fanout(recipients, envelope.tail, None, key)
+                done = span.end
+        self.fanout(recipients, envelope.tail, done, key)
 
     # -- cross-node ----------------------------------------------------------------------
 

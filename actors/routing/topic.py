@@ -57,7 +57,7 @@ from rtcs.actors.messages import (
     ServerPublish,
     UnindexSession,
 )
-from rtcs.actors.routing.handler import RouteHandler, ignore_failure
+from rtcs.actors.routing.handler import RouteHandler, ignore_failure, with_trace
 from rtcs.backends.base import Envelope
 from rtcs.errors import BadTopic, InternalError
 from rtcs.protocol import codec
@@ -582,12 +582,14 @@ class TopicHandler(RouteHandler):
         recipients, key = self._recipients(topic, only)
         self.deliver_remote("topic", recipients, tail, key)
         if not local_only:
-            trace, parent = self.trace, ""
-            if trace is not None and self.tracing is not None:
-                parent = self.tracing.traceparent(trace)
-            self.publish_remote(
-                lambda: _envelope(ctx.node_id, topic, tail, only, parent), ignore_failure
-            )
+
+            def envelope() -> Envelope:
+                return _envelope(ctx.node_id, topic, tail, only)
+
+            trace, tracing = self.trace, self.tracing
+            if trace is not None and tracing is not None:
+                envelope = with_trace(envelope, tracing, trace)
+            self.publish_remote(envelope, ignore_failure)
 
     def receiveMsg_RemoteEnvelope(self, msg: RemoteEnvelope, sender: ActorAddress) -> None:
         env = msg.envelope
@@ -608,11 +610,9 @@ class TopicHandler(RouteHandler):
             self._remove(pattern, msg.session)
 
 
-def _envelope(
-    node_id: str, topic: str, tail: bytes, only: Filter | None, trace: str = ""
-) -> Envelope:
+def _envelope(node_id: str, topic: str, tail: bytes, only: Filter | None) -> Envelope:
     if only is None:
-        return Envelope(node_id, "topic", topic, tail, trace=trace)
+        return Envelope(node_id, "topic", topic, tail)
     return Envelope(
         node_id,
         "topic",
@@ -621,7 +621,6 @@ def _envelope(
         roles=tuple(sorted(only.roles)),
         users=tuple(sorted(only.users)),
         exclude=only.exclude,
-        trace=trace,
     )
 
 

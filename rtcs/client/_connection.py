@@ -271,12 +271,11 @@ class Client:
         for name, value in (
             ("max_message_size", max_message_size),
             ("max_queue", max_queue),
+            ("max_events", max_events),
             ("receipt_batch", receipt_batch),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
-        if isinstance(max_events, bool) or not isinstance(max_events, int) or max_events < 1:
-            raise ValueError(f"max_events must be a positive integer, not {max_events!r}")
         headers = dict(additional_headers or {})
         if any(name.lower() == "authorization" for name in headers):
             raise ValueError("additional_headers must not hold Authorization: pass token=")

@@ -149,6 +149,9 @@ class LimitsSettings:
     ws_max_queue: int = 64
     # Frames held while a session is restored from the shared store; more: 1013.
     held_frames: int = 64
+    # Seconds an HTTP API request (POST /api/*) waits for routing's answer,
+    # besides the longest route plugin timeout; then 503.
+    api_timeout: float = 5.0
     # Sockets still waiting for their first-frame auth, per node process and
     # per address; more: HTTP 429. They do not count toward the node cap.
     max_pending_auth: int = 1000

@@ -366,6 +366,8 @@ class Gateway:
                 peer=address,
             )
             self.handles.discard(handle)
+            # A late pause_writing must not put a finished handle back.
+            cast(FrontDoorConnection, ws).on_congested = None
             self._watched.discard(handle)
             left = self._per_address[address] - 1
             if left:

@@ -1778,8 +1778,10 @@ function json(name, value) {
   return value;
 }
 
+const ENCODER = new TextEncoder(); // one for every request's size check
+
 function utf8Length(string) {
-  return new TextEncoder().encode(string).length;
+  return ENCODER.encode(string).length;
 }
 
 function clampDelay(ms) {

@@ -7,7 +7,6 @@ handler that raises on a message a client can send).
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
@@ -16,13 +15,14 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
-import structlog
 
-from rtcs import __version__, logs, status
+from rtcs import __version__, status
 from rtcs.actors.messages import RoutePublish
 from rtcs.actors.routing import TopicHandler
 from rtcs.runtime import ActorView, Strategy, SupervisorView
 from tests.integration.conftest import TIMEOUT, Node, metric, wait_until
+from tests.support import http
+from tests.support.logs import json_logs as captured_json_logs
 
 NodeFactory = Callable[..., Awaitable[Node]]
 BOOM = "boom"
@@ -34,21 +34,10 @@ async def get_status(
 ) -> tuple[int, dict[str, str], Any]:
     """One raw request for /admin/status: the status, the headers (lower-case
     names) and the decoded JSON body."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", node.app.port)
-    try:
-        lines = [f"{method} {status.PATH} HTTP/1.1", "Host: 127.0.0.1"]
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        lines += [f"{name}: {value}" for name, value in headers.items()]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
-        await writer.drain()
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
-        status_line, *fields = head.decode().strip().split("\r\n")
-        answer = {k.lower(): v.strip() for k, _, v in (f.partition(":") for f in fields)}
-        body = await asyncio.wait_for(reader.readexactly(int(answer["content-length"])), TIMEOUT)
-    finally:
-        writer.close()
-    return int(status_line.split()[1]), answer, json.loads(body)
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    answer = await http.request(node.app.port, method, status.PATH, None, headers, timeout=TIMEOUT)
+    return answer.status, answer.headers, answer.body
 
 
 def crash_on_boom(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -201,18 +190,9 @@ def _gone(node: Node) -> bool:
 @pytest.fixture
 def json_logs(caplog: pytest.LogCaptureFixture) -> Iterator[io.StringIO]:
     """rtcs logging configured at debug into a buffer (as ``python -m rtcs`` does)."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    quiet = {name: logging.getLogger(name).level for name in logs.QUIET_LOGGERS}
-    stream = io.StringIO()
-    logs.configure("debug", "json", stream)
-    caplog.set_level(logging.DEBUG)
-    yield stream
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, quiet_level in quiet.items():
-        logging.getLogger(name).setLevel(quiet_level)
-    structlog.reset_defaults()
+    with captured_json_logs("debug") as stream:
+        caplog.set_level(logging.DEBUG)
+        yield stream
 
 
 async def test_requests_are_logged_without_the_token(

@@ -10,13 +10,12 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
-import structlog
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from rtcs import logs
 from tests.integration.conftest import TIMEOUT, Client, Node, metric
+from tests.support.logs import json_logs
 
 NodeFactory = Callable[..., Awaitable[Node]]
 
@@ -134,18 +133,9 @@ async def test_duplicate_headers_are_refused_without_a_traceback(
 @pytest.fixture
 def debug_logs(caplog: pytest.LogCaptureFixture) -> Iterator[io.StringIO]:
     """rtcs logging configured at debug into a buffer (as ``python -m rtcs`` does)."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    quiet = {name: logging.getLogger(name).level for name in logs.QUIET_LOGGERS}
-    stream = io.StringIO()
-    logs.configure("debug", "json", stream)
-    caplog.set_level(logging.DEBUG)  # stdlib records too, before any filter
-    yield stream
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, quiet_level in quiet.items():
-        logging.getLogger(name).setLevel(quiet_level)
-    structlog.reset_defaults()
+    with json_logs("debug") as stream:
+        caplog.set_level(logging.DEBUG)  # stdlib records too, before any filter
+        yield stream
 
 
 async def test_debug_logs_hold_no_token_and_no_body(

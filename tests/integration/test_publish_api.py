@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from rtcs import api
 from rtcs.actors.context import ROUTE_TOPIC
 from rtcs.actors.routing.topic import TopicHandler
 from tests.integration.conftest import SHARED_BACKENDS, TIMEOUT, Node, http_get, start_pair
@@ -385,13 +384,13 @@ async def test_a_publish_while_redis_is_down_is_503(
 
 
 async def test_routing_that_does_not_answer_in_time_is_503(
-    node: Node, monkeypatch: pytest.MonkeyPatch
+    node_factory: Callable[..., Awaitable[Node]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def swallow(self: TopicHandler, msg: object, sender: object) -> None:
         """A route handler that loses the request."""
 
     monkeypatch.setattr(TopicHandler, "receiveMsg_RoutePublish", swallow)
-    monkeypatch.setattr(api, "ROUTE_TIMEOUT", 0.2)
+    node = await node_factory(**{"limits.api_timeout": 0.2})
     started = asyncio.get_running_loop().time()
     status, body = await publish(node, "news", 1)
     assert (status, body["code"]) == (503, "unavailable")

@@ -18,6 +18,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from tests.integration.conftest import SHARED_BACKENDS, TIMEOUT, Node, start_pair
+from tests.support import http
 
 # Polled fast so that a revocation crosses nodes within a test's patience;
 # leeway so that a token minted one second after the revocation is valid now.
@@ -28,20 +29,8 @@ async def post(
     node: Node, path: str, body: bytes | None, headers: dict[str, str]
 ) -> tuple[int, Any]:
     """One raw HTTP/1.1 POST; the status and the decoded JSON body."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", node.app.port)
-    try:
-        head = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1"]
-        head += [f"{k}: {v}" for k, v in headers.items()]
-        if body is not None:
-            head.append(f"Content-Length: {len(body)}")
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + (body or b""))
-        await writer.drain()
-        raw = await asyncio.wait_for(reader.read(), TIMEOUT)
-    finally:
-        writer.close()
-    status_line, _, rest = raw.partition(b"\r\n")
-    _, _, payload = rest.partition(b"\r\n\r\n")
-    return int(status_line.split()[1]), json.loads(payload) if payload else None
+    answer = await http.request(node.app.port, "POST", path, body, headers, timeout=TIMEOUT)
+    return answer.status, answer.body
 
 
 async def revoke(node: Node, payload: dict[str, Any], roles: tuple[str, ...] = ("admin",)) -> Any:

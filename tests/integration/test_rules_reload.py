@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import signal
@@ -16,6 +15,7 @@ from websockets.asyncio.client import connect
 from rtcs import config
 from rtcs.auth.tokens import mint
 from tests.integration.conftest import ENV, Client
+from tests.support import http
 from tests.support.processes import RtcsProcess, temporary_directory
 from tests.support.redis_server import shared_server
 from tests.support.waiting import wait_until
@@ -100,19 +100,15 @@ async def test_the_parent_passes_sighup_to_every_worker(directory: Path) -> None
 async def post_reload(node: RtcsProcess) -> tuple[int, dict[str, object]]:
     """``POST /admin/rules/reload`` with an admin token: the status and the JSON body."""
     token = mint(AUTH, "ops", roles=("admin",))
-    reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
-    try:
-        head = (
-            "POST /admin/rules/reload HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"Authorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n"
-        )
-        writer.write(head.encode())
-        await writer.drain()
-        raw = await asyncio.wait_for(reader.read(), 10)
-    finally:
-        writer.close()
-    status_line, _, rest = raw.partition(b"\r\n")
-    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+    answer = await http.request(
+        node.port,
+        "POST",
+        "/admin/rules/reload",
+        b"",
+        {"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    return answer.status, answer.body
 
 
 @pytest.mark.redis

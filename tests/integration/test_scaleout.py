@@ -485,9 +485,19 @@ async def test_the_python_client_follows_a_draining_instance_to_the_other_one(
     # publishing over HTTP meanwhile; the client reconnects through HAProxy to
     # the other instance, resumes, and its application sees every message once,
     # in order.
+    away = asyncio.Event()  # set: the client may connect again
+
+    async def token() -> str:
+        # Called for every connection: the reconnect waits until the messages
+        # "while away" were published, so they are all published before the
+        # other instance claims the session (what the hand-over guarantees).
+        await asyncio.wait_for(away.wait(), TIMEOUT)
+        return mint(AUTH, "gina")
+
+    away.set()
     client = RtcsClient(
         topology.haproxy.url,
-        token=lambda: mint(AUTH, "gina"),
+        token=token,
         reconnect=Reconnect(base=0.05, cap=0.5, max_elapsed=30.0),
     )
     async with client:
@@ -505,10 +515,12 @@ async def test_the_python_client_follows_a_draining_instance_to_the_other_one(
         topology.nodes[draining].terminate()  # SIGTERM: it drains
         # Served as usual during the readiness grace, then closed with 1001.
         assert await api_publish(topology.nodes[survivor], "news", 4) == 202
+        away.clear()
         gone = await next_event(events, Disconnected)
         assert gone.code == 1001
         for n in range(5, 11):  # while the client is away
             assert await api_publish(topology.nodes[survivor], "news", n) == 202
+        away.set()
         back = await next_event(events, Connected)
         assert back.resumed and back.session == welcome.session_id
         got = [await asyncio.wait_for(anext(stream), TIMEOUT) for _ in range(7)]
@@ -516,3 +528,6 @@ async def test_the_python_client_follows_a_draining_instance_to_the_other_one(
         assert [m.seq for m in got] == list(range(4, 11))
         after = client.welcome
         assert after is not None and after.server == survivor
+        assert await api_publish(topology.nodes[survivor], "news", 11) == 202  # and live
+        live = await asyncio.wait_for(anext(stream), TIMEOUT)
+        assert (live.seq, live.data) == (11, 11)

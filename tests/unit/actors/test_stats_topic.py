@@ -79,9 +79,12 @@ def sample(at: float, messages_in: float, deliveries: float, connections: int = 
 
 async def published(count: int) -> list[ServerPublish]:
     async with asyncio.timeout(TIMEOUT):
-        while len(_Router.received) < count:
-            assert _Router.arrived is not None
+        assert _Router.arrived is not None
+        while True:
+            # Cleared before the check, so an arrival in between is not lost.
             _Router.arrived.clear()
+            if len(_Router.received) >= count:
+                break
             await _Router.arrived.wait()
     return _Router.received
 

@@ -7,13 +7,14 @@ checks those bytes and the canonical encoding of any input).
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 from rtcs.backends.base import Envelope
 from rtcs.backends.redis.wire import (
-    KINDS,
     VERSION,
     VERSION_EXCLUDE,
     VERSION_TRACE,
@@ -21,6 +22,7 @@ from rtcs.backends.redis.wire import (
     decode_envelope,
     encode_envelope,
 )
+from tests.property.test_redis_wire_properties import envelopes
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -71,19 +73,8 @@ def test_a_trace_longer_than_its_prefix_is_refused() -> None:
         encode_envelope(Envelope("n", "topic", "t", b"", trace="x" * 0x10000))
 
 
-text = st.text(max_size=40)
-names = st.lists(text, max_size=5).map(tuple)
-traced_envelopes = st.builds(
-    Envelope,
-    origin=text,
-    kind=st.sampled_from(KINDS),
-    target=text,
-    tail=st.binary(max_size=200),
-    roles=names,
-    users=names,
-    exclude=text,
-    trace=st.text(min_size=1, max_size=80),
-)
+# Any envelope of the wire properties, with a trace.
+traced_envelopes = st.builds(dataclasses.replace, envelopes, trace=st.text(min_size=1, max_size=80))
 
 
 @given(traced_envelopes)
